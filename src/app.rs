@@ -1,0 +1,91 @@
+//! The running service: built from a checked config on any port (0 in
+//! tests), it reports its real address and serves until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::store::Db;
+
+/// A bound, not yet serving, service.
+pub struct Application {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    addr: SocketAddr,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error("database {path}: {source}")]
+    Database {
+        /// The configured path.
+        path: PathBuf,
+        /// What went wrong.
+        source: crate::store::DbError,
+    },
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+impl Application {
+    /// Opens the database (creating and migrating it) and binds the listener.
+    pub async fn build(config: Config) -> Result<Application, StartError> {
+        let path = config.database.path.clone();
+        let busy = Duration::from_millis(config.database.busy_timeout_ms);
+        let db = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || Db::open(&path, busy))
+                .await
+                .expect("database open task panicked")
+        }
+        .map_err(|source| StartError::Database { path, source })?;
+        // Load phone metadata now, not on the first request.
+        let _ = phonenumber::parse(Some(config.merge.default_region), "+14084987855");
+        let addr = config.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok(Application {
+            listener,
+            state: AppState::new(config, db),
+            addr,
+        })
+    }
+
+    /// The address actually bound (the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (for reloads and tests).
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` completes, lets in-flight requests finish,
+    /// then closes the database cleanly.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let result = http::run(self.listener, self.state, shutdown).await;
+        let db = state.db.clone();
+        let _ = tokio::task::spawn_blocking(move || db.close()).await;
+        result
+    }
+}

@@ -1,0 +1,545 @@
+//! Typed configuration, read from `config.toml` and checked once at startup.
+//!
+//! Every key of the contract is here. Unknown keys are refused (serde's
+//! `deny_unknown_fields`), and every semantic check names the key it is about,
+//! so an operator can fix the file from the message alone.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem, naming the key and why it is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, a key is unknown or a value has the wrong type.
+    #[error("{0}")]
+    Syntax(String),
+    /// A value parsed but makes no sense.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `merge.phone`.
+        key: String,
+        /// Why the value was refused.
+        reason: String,
+    },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// A secret string: compared by the HTTP layer in constant time, never printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself, for comparison and hashing only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`: listening and limits.
+    pub server: ServerConfig,
+    /// `[database]`: where the SQLite file lives.
+    pub database: DatabaseConfig,
+    /// `[jivo]`: the Jivo webhook.
+    pub jivo: JivoConfig,
+    /// `[rocketchat]`: absent means the endpoint answers 404.
+    #[serde(default)]
+    pub rocketchat: Option<RocketChatConfig>,
+    /// `[livechat]`: absent means the endpoint answers 404.
+    #[serde(default)]
+    pub livechat: Option<LiveChatConfig>,
+    /// `[merge]`: the identity and merge policy.
+    pub merge: MergePolicy,
+    /// `[duplicates]`: possible-duplicate detection.
+    pub duplicates: DuplicatesConfig,
+    /// `[sales]`: who may read lead pages and the JSON API.
+    pub sales: SalesConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Base of every `crm_link`, without a trailing slash.
+    pub public_url: String,
+    /// Largest accepted request body.
+    pub max_body_bytes: u64,
+    /// Longest time a client may take to send its request headers.
+    #[serde(default = "defaults::header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// Longest time a whole request may take (body upload and answer).
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Most connections open at once; further clients wait in the kernel backlog.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Path of the SQLite file; created (with its directory) if missing.
+    pub path: PathBuf,
+    /// How long a write waits for a lock held by another process.
+    #[serde(default = "defaults::busy_timeout_ms")]
+    pub busy_timeout_ms: u64,
+}
+
+/// `[jivo]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JivoConfig {
+    /// The secret last path segment of the webhook URL.
+    pub token: Secret,
+    /// Sent back as `enable_assign` in every full answer.
+    pub enable_assign: bool,
+    /// Rows of `custom_data` shown to the agent, in order (at most 10).
+    #[serde(default = "defaults::custom_data")]
+    pub custom_data: Vec<CustomDataRow>,
+}
+
+/// One configured row of Jivo's `custom_data`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CustomDataRow {
+    /// The label the agent sees.
+    pub title: String,
+    /// What the row shows: see [`RowSource`].
+    pub source: RowSource,
+}
+
+/// What a `custom_data` row shows. Rows with nothing to show are left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowSource {
+    /// `lead`: the lead number, linked to its page.
+    Lead,
+    /// `status`: the lead's status.
+    Status,
+    /// `chats`: how many conversations the lead has had.
+    Chats,
+    /// `last_chat`: when and where the previous conversation was.
+    LastChat,
+    /// `other_emails`: the lead's non-primary emails.
+    OtherEmails,
+    /// `other_phones`: the lead's non-primary phones.
+    OtherPhones,
+    /// `duplicates`: one linked row per possible duplicate (up to three).
+    Duplicates,
+    /// `description`: the lead's description.
+    Description,
+    /// `tags`: the lead's tags.
+    Tags,
+    /// `field:NAME`: a custom field of the lead.
+    Field(String),
+}
+
+impl RowSource {
+    fn parse(s: &str) -> Option<RowSource> {
+        Some(match s {
+            "lead" => RowSource::Lead,
+            "status" => RowSource::Status,
+            "chats" => RowSource::Chats,
+            "last_chat" => RowSource::LastChat,
+            "other_emails" => RowSource::OtherEmails,
+            "other_phones" => RowSource::OtherPhones,
+            "duplicates" => RowSource::Duplicates,
+            "description" => RowSource::Description,
+            "tags" => RowSource::Tags,
+            _ => match s.strip_prefix("field:") {
+                Some(name) if !name.trim().is_empty() => RowSource::Field(name.trim().to_owned()),
+                _ => return None,
+            },
+        })
+    }
+
+    fn as_string(&self) -> String {
+        match self {
+            RowSource::Lead => "lead".into(),
+            RowSource::Status => "status".into(),
+            RowSource::Chats => "chats".into(),
+            RowSource::LastChat => "last_chat".into(),
+            RowSource::OtherEmails => "other_emails".into(),
+            RowSource::OtherPhones => "other_phones".into(),
+            RowSource::Duplicates => "duplicates".into(),
+            RowSource::Description => "description".into(),
+            RowSource::Tags => "tags".into(),
+            RowSource::Field(name) => format!("field:{name}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RowSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RowSource::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown source {s:?}: expected lead, status, chats, last_chat, other_emails, \
+                 other_phones, duplicates, description, tags or field:NAME"
+            ))
+        })
+    }
+}
+
+impl Serialize for RowSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.as_string())
+    }
+}
+
+/// `[rocketchat]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RocketChatConfig {
+    /// Must equal the `X-RocketChat-Livechat-Token` header.
+    pub token: Secret,
+}
+
+/// `[livechat]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveChatConfig {
+    /// v2: HTTP Basic user name put in the webhook URL.
+    pub username: String,
+    /// v2: HTTP Basic password.
+    pub password: Secret,
+    /// v3: the `secret_key` LiveChat sends inside every body.
+    pub secret_key: Secret,
+}
+
+/// Which identifier decides when email and phone point at different leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Identifier {
+    /// The visitor's email.
+    Email,
+    /// The visitor's phone.
+    Phone,
+}
+
+/// Policy for emails and phones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactPolicy {
+    /// The lead keeps what it had; the incoming value is dropped.
+    KeepExisting,
+    /// The incoming value replaces the primary one (the old one stays in the history).
+    TakeIncoming,
+    /// The incoming value is added; `merge.primary` says which is primary.
+    KeepBoth,
+}
+
+/// With `keep_both`, which value is primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Primary {
+    /// The value the lead already had.
+    Existing,
+    /// The value the chat just brought.
+    Incoming,
+}
+
+/// Policy for the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldPolicy {
+    /// Keep what the lead has.
+    KeepExisting,
+    /// Replace with what the chat says.
+    TakeIncoming,
+}
+
+/// Policy for the description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DescriptionPolicy {
+    /// Keep what the lead has.
+    KeepExisting,
+    /// Replace with what the chat says.
+    TakeIncoming,
+    /// Add the incoming text on a new line, unless it is already there.
+    Append,
+}
+
+/// `[merge]`: how conflicting contact data is resolved.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergePolicy {
+    /// Which identifier decides when email and phone point at different leads.
+    pub match_order: Vec<Identifier>,
+    /// ISO 3166 region for phone numbers written without a country code.
+    #[serde(with = "region")]
+    pub default_region: phonenumber::country::Id,
+    /// Policy for phones.
+    pub phone: ContactPolicy,
+    /// Policy for emails.
+    pub email: ContactPolicy,
+    /// With `keep_both`, which value becomes primary.
+    pub primary: Primary,
+    /// Policy for the name.
+    pub name: FieldPolicy,
+    /// Policy for the description.
+    pub description: DescriptionPolicy,
+}
+
+mod region {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::str::FromStr;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<phonenumber::country::Id, D::Error> {
+        let s = String::deserialize(d)?;
+        phonenumber::country::Id::from_str(&s.to_ascii_uppercase()).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not an ISO 3166-1 region code such as \"US\""
+            ))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(
+        id: &phonenumber::country::Id,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(id.as_ref())
+    }
+}
+
+/// `[duplicates]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DuplicatesConfig {
+    /// Whether new leads are compared with existing ones at all.
+    pub enabled: bool,
+    /// Similarity (0..1) above which two leads are flagged.
+    pub threshold: f64,
+}
+
+/// `[sales]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalesConfig {
+    /// `[[sales.users]]`
+    #[serde(default)]
+    pub users: Vec<SalesUser>,
+}
+
+/// One `[[sales.users]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalesUser {
+    /// Login name.
+    pub name: String,
+    /// PHC string from `crm-responder hash-password`.
+    pub password_hash: Secret,
+}
+
+mod defaults {
+    use super::{CustomDataRow, RowSource};
+
+    pub fn header_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn request_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn max_connections() -> usize {
+        1024
+    }
+    pub fn busy_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn custom_data() -> Vec<CustomDataRow> {
+        let row = |title: &str, source| CustomDataRow {
+            title: title.into(),
+            source,
+        };
+        vec![
+            row("Lead", RowSource::Lead),
+            row("Status", RowSource::Status),
+            row("Chats", RowSource::Chats),
+            row("Last chat", RowSource::LastChat),
+            row("Other emails", RowSource::OtherEmails),
+            row("Other phones", RowSource::OtherPhones),
+            row("Possible duplicate", RowSource::Duplicates),
+        ]
+    }
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates the text of a config file.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        let url = self.server.public_url.trim().trim_end_matches('/');
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+            return Err(invalid(
+                "server.public_url",
+                "must be an absolute http:// or https:// URL",
+            ));
+        }
+        self.server.public_url = url.to_owned();
+        if self.server.max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        if self.server.max_body_bytes > 64 * 1024 * 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at most 64 MiB"));
+        }
+        if self.server.header_timeout_ms == 0 || self.server.request_timeout_ms == 0 {
+            return Err(invalid(
+                "server.header_timeout_ms",
+                "timeouts must be greater than zero",
+            ));
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid(
+                "server.max_connections",
+                "must be greater than zero",
+            ));
+        }
+        if self.database.path.as_os_str().is_empty() {
+            return Err(invalid("database.path", "must not be empty"));
+        }
+        check_secret("jivo.token", &self.jivo.token)?;
+        if !self
+            .jivo
+            .token
+            .expose()
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c))
+        {
+            return Err(invalid(
+                "jivo.token",
+                "must use only URL-safe characters (letters, digits, - _ . ~)",
+            ));
+        }
+        if self.jivo.custom_data.is_empty() || self.jivo.custom_data.len() > 10 {
+            return Err(invalid(
+                "jivo.custom_data",
+                "must have between 1 and 10 rows",
+            ));
+        }
+        if let Some(rc) = &self.rocketchat {
+            check_secret("rocketchat.token", &rc.token)?;
+        }
+        if let Some(lc) = &self.livechat {
+            if lc.username.is_empty() || lc.username.contains(':') {
+                return Err(invalid(
+                    "livechat.username",
+                    "must be non-empty and contain no ':'",
+                ));
+            }
+            check_secret("livechat.password", &lc.password)?;
+            check_secret("livechat.secret_key", &lc.secret_key)?;
+        }
+        let order = &self.merge.match_order;
+        if order.len() != 2 || order[0] == order[1] {
+            return Err(invalid(
+                "merge.match_order",
+                "must list \"email\" and \"phone\" once each, in the order that decides",
+            ));
+        }
+        let t = self.duplicates.threshold;
+        if !(t > 0.0 && t <= 1.0) {
+            return Err(invalid(
+                "duplicates.threshold",
+                "must be a number above 0 and at most 1",
+            ));
+        }
+        for (i, user) in self.sales.users.iter().enumerate() {
+            if user.name.is_empty() || user.name.contains(':') {
+                return Err(invalid(
+                    &format!("sales.users[{i}].name"),
+                    "must be non-empty and contain no ':'",
+                ));
+            }
+            if crate::http::auth::parse_hash(user.password_hash.expose()).is_err() {
+                return Err(invalid(
+                    &format!("sales.users[{i}].password_hash"),
+                    "is not a password hash from `crm-responder hash-password`",
+                ));
+            }
+            if self.sales.users[..i].iter().any(|u| u.name == user.name) {
+                return Err(invalid(
+                    &format!("sales.users[{i}].name"),
+                    format!("{:?} is listed twice", user.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The webhook URL to paste into Jivo.
+    pub fn jivo_webhook_url(&self) -> String {
+        format!(
+            "{}/webhooks/jivo/{}",
+            self.server.public_url,
+            self.jivo.token.expose()
+        )
+    }
+
+    /// The effective settings as TOML, secrets redacted.
+    pub fn redacted(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+    }
+}
+
+fn check_secret(key: &str, secret: &Secret) -> Result<(), ConfigError> {
+    if secret.expose().trim().len() < 8 {
+        return Err(invalid(key, "must be at least 8 characters"));
+    }
+    Ok(())
+}

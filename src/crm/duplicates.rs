@@ -1,0 +1,79 @@
+//! Step 5: how alike two leads look. Storage finds a small candidate set
+//! through sorted indexes (neighbours of the new lead's name, reversed name,
+//! emails and phones); this module scores each candidate value.
+
+use strsim::jaro_winkler;
+
+/// Which attribute made two leads look alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attribute {
+    /// Names.
+    Name,
+    /// Emails.
+    Email,
+    /// Phones.
+    Phone,
+}
+
+/// Similarity of two names (normalised with [`super::identity::name_key`]).
+/// Single-word names are too weak to flag anyone and score 0.
+pub fn name_similarity(a: &str, b: &str) -> f64 {
+    if a.split(' ').count() < 2 || b.split(' ').count() < 2 {
+        return 0.0;
+    }
+    jaro_winkler(a, b)
+}
+
+/// Similarity of two normalised emails. Local parts are compared within one
+/// domain; the same mailbox name (4+ characters) at another domain is a
+/// strong hint too; different mailboxes at different domains score 0.
+pub fn email_similarity(a: &str, b: &str) -> f64 {
+    let (Some((la, da)), Some((lb, db))) = (a.rsplit_once('@'), b.rsplit_once('@')) else {
+        return 0.0;
+    };
+    if da == db {
+        if la.len() < 3 || lb.len() < 3 {
+            return 0.0;
+        }
+        jaro_winkler(la, lb)
+    } else if la == lb && la.len() >= 4 {
+        0.95
+    } else {
+        0.0
+    }
+}
+
+/// Similarity of two normalised phones, over their digits. Short numbers score 0.
+pub fn phone_similarity(a: &str, b: &str) -> f64 {
+    let (a, b) = (a.trim_start_matches('+'), b.trim_start_matches('+'));
+    if a.len() < 7 || b.len() < 7 {
+        return 0.0;
+    }
+    jaro_winkler(a, b)
+}
+
+/// Reverses a string by characters (the index that finds suffix neighbours).
+pub fn reversed(s: &str) -> String {
+    s.chars().rev().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typos_score_high_and_strangers_low() {
+        assert!(name_similarity("john smith", "jon smith") > 0.92);
+        assert!(name_similarity("john smith", "mary brown") < 0.7);
+        assert_eq!(name_similarity("john", "john"), 0.0);
+        assert!(email_similarity("john.smith@acme.com", "john.smyth@acme.com") > 0.92);
+        assert!(email_similarity("ann@gmail.com", "bob@gmail.com") < 0.7);
+        assert_eq!(
+            email_similarity("jsmith@gmail.com", "jsmith@yahoo.com"),
+            0.95
+        );
+        assert_eq!(email_similarity("a@gmail.com", "b@yahoo.com"), 0.0);
+        assert!(phone_similarity("+14084987855", "+14084987856") > 0.92);
+        assert!(phone_similarity("+14084987855", "+447700900123") < 0.8);
+    }
+}

@@ -1,0 +1,190 @@
+//! Identifiers parsed at the edge: an [`Email`] or a [`Phone`] always holds
+//! both the value as received and the normalised key that identity uses.
+
+use phonenumber::country;
+
+/// Longest email accepted as an identifier (RFC 5321 path limit).
+const MAX_EMAIL_LEN: usize = 254;
+/// Longest phone string accepted as an identifier.
+const MAX_PHONE_LEN: usize = 64;
+/// A phone with fewer digits than this identifies nobody.
+const MIN_PHONE_DIGITS: usize = 5;
+/// Numbers that cannot be parsed keep at most this many digits.
+const MAX_PHONE_DIGITS: usize = 20;
+
+/// An email address: matched after trimming and lowercasing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    /// Trimmed and lowercased: the identity key.
+    pub normalized: String,
+    /// Trimmed, as the visitor wrote it.
+    pub raw: String,
+}
+
+impl Email {
+    /// Parses an email; `None` for values that cannot identify anyone
+    /// (empty, no `@`, too long, control characters).
+    pub fn parse(raw: &str) -> Option<Email> {
+        let raw = raw.trim();
+        if raw.is_empty() || raw.len() > MAX_EMAIL_LEN || raw.chars().any(char::is_control) {
+            return None;
+        }
+        let (local, domain) = raw.rsplit_once('@')?;
+        if local.is_empty() || domain.is_empty() || raw.chars().any(char::is_whitespace) {
+            return None;
+        }
+        Some(Email {
+            normalized: raw.to_lowercase(),
+            raw: raw.to_owned(),
+        })
+    }
+
+    /// The part before the last `@`.
+    pub fn local(&self) -> &str {
+        self.normalized
+            .rsplit_once('@')
+            .map(|(l, _)| l)
+            .unwrap_or("")
+    }
+
+    /// The part after the last `@`.
+    pub fn domain(&self) -> &str {
+        self.normalized
+            .rsplit_once('@')
+            .map(|(_, d)| d)
+            .unwrap_or("")
+    }
+}
+
+/// A phone number: matched in E.164 form, or on its digits when it cannot be
+/// parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Phone {
+    /// E.164 (`+14084987855`), or the bare digits of an unparseable number.
+    pub normalized: String,
+    /// Trimmed, as the visitor wrote it.
+    pub raw: String,
+}
+
+impl Phone {
+    /// Parses a phone number, reading numbers without a country code as
+    /// numbers of `region`. `None` for values with too few digits.
+    pub fn parse(raw: &str, region: country::Id) -> Option<Phone> {
+        let raw = raw.trim();
+        if raw.is_empty() || raw.len() > MAX_PHONE_LEN || raw.chars().any(char::is_control) {
+            return None;
+        }
+        let digits: String = raw.chars().filter(char::is_ascii_digit).collect();
+        if digits.len() < MIN_PHONE_DIGITS {
+            return None;
+        }
+        let normalized = match phonenumber::parse(Some(region), raw) {
+            Ok(number) if number.national().value() > 0 => {
+                number.format().mode(phonenumber::Mode::E164).to_string()
+            }
+            _ => digits.chars().take(MAX_PHONE_DIGITS).collect(),
+        };
+        Some(Phone {
+            normalized,
+            raw: raw.to_owned(),
+        })
+    }
+
+    /// The digits of the normalised form, without the `+`.
+    pub fn digits(&self) -> &str {
+        self.normalized.trim_start_matches('+')
+    }
+}
+
+/// Normalises a name for comparison: lowercase, single spaces, no punctuation.
+pub fn name_key(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for word in name
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(word.chars().flat_map(char::to_lowercase));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const US: country::Id = country::Id::US;
+
+    #[test]
+    fn emails_match_after_trim_and_lowercase() {
+        let a = Email::parse("  Email@Example.COM ").unwrap();
+        assert_eq!(a.normalized, "email@example.com");
+        assert_eq!(a.raw, "Email@Example.COM");
+        assert_eq!(a.domain(), "example.com");
+        assert_eq!(a.local(), "email");
+    }
+
+    #[test]
+    fn junk_is_not_an_email() {
+        for bad in [
+            "",
+            "  ",
+            "no-at-sign",
+            "@example.com",
+            "a@",
+            "a b@c.d",
+            "a\0@b.c",
+        ] {
+            assert_eq!(Email::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(Email::parse(&format!("{}@x.io", "a".repeat(10_000))), None);
+    }
+
+    #[test]
+    fn us_formats_are_one_number() {
+        for raw in [
+            "+1 408-498-7855",
+            "1 (408) 498 7855",
+            "(408) 498-7855",
+            "408.498.7855",
+            "+14084987855",
+            "tel:+1-408-498-7855",
+        ] {
+            assert_eq!(
+                Phone::parse(raw, US).unwrap().normalized,
+                "+14084987855",
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn region_applies_only_without_country_code() {
+        let de = Phone::parse("030 1234567", country::Id::DE).unwrap();
+        assert_eq!(de.normalized, "+49301234567");
+        let intl = Phone::parse("+49 30 1234567", US).unwrap();
+        assert_eq!(intl.normalized, "+49301234567");
+    }
+
+    #[test]
+    fn unparseable_numbers_match_on_digits() {
+        let a = Phone::parse("ext 12-34-56-78-90-12-34-56", US).unwrap();
+        let b = Phone::parse("12 34 56 78 90 12 34 56", US).unwrap();
+        assert_eq!(a.normalized, b.normalized);
+    }
+
+    #[test]
+    fn too_short_is_not_a_phone() {
+        assert_eq!(Phone::parse("12", US), None);
+        assert_eq!(Phone::parse("call me", US), None);
+        assert_eq!(Phone::parse("", US), None);
+    }
+
+    #[test]
+    fn name_key_folds_case_and_punctuation() {
+        assert_eq!(name_key("  John   SMITH, jr. "), "john smith jr");
+        assert_eq!(name_key("Zoë O'Brien"), "zoë o brien");
+    }
+}

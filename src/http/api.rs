@@ -1,0 +1,140 @@
+//! The JSON API for scripts (and the truth the lead pages read): HTTP Basic
+//! against `[[sales.users]]`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::json;
+use warp::{Filter, Rejection, Reply};
+
+use super::auth::Verdict;
+use super::error::ApiError;
+use super::{AppState, client_addr, with_state};
+use crate::store::view::{self, Found, Query};
+
+/// `/api/leads/{id}` and `/api/leads`.
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    lead(state.clone()).or(search(state)).unify()
+}
+
+/// Lets the request through when it carries a sales user's credentials.
+pub fn sales_user(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Arc<AppState>,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(client_addr())
+        .and(with_state(state))
+        .and_then(
+            |header: Option<String>, client: Option<IpAddr>, state: Arc<AppState>| async move {
+                let checker = state.clone();
+                let verdict = tokio::task::spawn_blocking(move || {
+                    let users = &checker.config().sales.users;
+                    checker.guard.check(users, header.as_deref(), client)
+                })
+                .await
+                .map_err(|_| ApiError::Internal.reject())?;
+                match verdict {
+                    Verdict::Allowed(_) => Ok(state),
+                    Verdict::Denied => Err(ApiError::Unauthorized { challenge: true }.reject()),
+                    Verdict::Throttled => Err(ApiError::TooManyAttempts.reject()),
+                }
+            },
+        )
+}
+
+/// GET /api/leads/{id}
+///
+/// The lead as JSON; a folded lead's id answers `{"id":…, "merged_into": survivor}`.
+fn lead(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("api" / "leads" / String)
+        .and(warp::get())
+        .and(sales_user(state))
+        .and_then(|id: String, state: Arc<AppState>| async move {
+            let id: i64 = id
+                .parse()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or(ApiError::NotFound.reject())?;
+            let found = state
+                .db
+                .read(move |conn| view::lead(conn, id))
+                .await
+                .map_err(|e| ApiError::from(e).reject())?;
+            match found {
+                Found::Lead(lead) => Ok(warp::reply::json(&lead).into_response()),
+                Found::MergedInto(survivor) => Ok(warp::reply::json(&json!({
+                    "id": id,
+                    "merged_into": survivor,
+                }))
+                .into_response()),
+                Found::Missing => Err(ApiError::NotFound.reject()),
+            }
+        })
+}
+
+/// The query string of `GET /api/leads`.
+#[derive(Debug, Deserialize)]
+pub struct SearchParams {
+    /// Exact email.
+    pub email: Option<String>,
+    /// Phone, any format.
+    pub phone: Option<String>,
+    /// Name prefix, email or phone.
+    pub q: Option<String>,
+    /// Cursor from the previous page's `next`.
+    pub cursor: Option<String>,
+    /// Page size (1..100, default 20).
+    pub limit: Option<usize>,
+}
+
+/// GET /api/leads?email=…&phone=…&q=…&cursor=…&limit=…
+///
+/// `{"leads":[…], "next": cursor or null}`, newest first.
+fn search(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("api" / "leads")
+        .and(warp::get())
+        .and(sales_user(state))
+        .and(warp::query::<SearchParams>())
+        .and_then(|state: Arc<AppState>, params: SearchParams| async move {
+            let before = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
+                Some(c) => Some(c.parse::<i64>().map_err(|_| {
+                    ApiError::BadRequest("cursor must be the `next` of a previous page".into())
+                        .reject()
+                })?),
+                None => None,
+            };
+            let query = Query {
+                email: params.email.filter(|s| !s.trim().is_empty()),
+                phone: params.phone.filter(|s| !s.trim().is_empty()),
+                q: params.q,
+                before,
+                limit: params.limit.unwrap_or(20),
+            };
+            let region = state.config().merge.default_region;
+            let (leads, next) = state
+                .db
+                .read(move |conn| {
+                    let (ids, next) = view::search(conn, &query, region)?;
+                    let mut leads = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        if let Found::Lead(lead) = view::lead(conn, id)? {
+                            leads.push(lead);
+                        }
+                    }
+                    Ok((leads, next))
+                })
+                .await
+                .map_err(|e| ApiError::from(e).reject())?;
+            let next = next.map(|n| n.to_string());
+            Ok::<_, Rejection>(
+                warp::reply::json(&json!({ "leads": leads, "next": next })).into_response(),
+            )
+        })
+}

@@ -1,0 +1,222 @@
+//! Credentials: webhook secrets compared in constant time, and HTTP Basic
+//! against `[[sales.users]]` with argon2 hashes. A verified credential is
+//! remembered briefly (by its SHA-256) so that pages do not pay a slow hash
+//! per request; failed logins are counted per client and slowed down.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::SalesUser;
+
+/// How long a verified credential is remembered.
+const CACHE_TTL: Duration = Duration::from_secs(300);
+/// Most remembered credentials.
+const CACHE_MAX: usize = 1024;
+/// Failed logins allowed per client within [`FAIL_WINDOW`].
+const MAX_FAILURES: u32 = 10;
+/// The window failed logins are counted in.
+const FAIL_WINDOW: Duration = Duration::from_secs(60);
+
+/// Compares two secrets in constant time (lengths are hidden by hashing).
+pub fn secret_eq(given: &[u8], expected: &[u8]) -> bool {
+    let a = Sha256::digest(given);
+    let b = Sha256::digest(expected);
+    a.ct_eq(&b).into()
+}
+
+/// Parses a stored PHC hash.
+pub fn parse_hash(hash: &str) -> Result<PasswordHash, String> {
+    PasswordHash::new(hash).map_err(|e| e.to_string())
+}
+
+/// Hashes a password for `[[sales.users]]` (argon2id, random salt).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Splits an `Authorization: Basic …` header into user and password.
+pub fn parse_basic(header: &str) -> Option<(String, String)> {
+    let encoded = header
+        .strip_prefix("Basic ")
+        .or_else(|| header.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// Remembers verified credentials and failed attempts.
+#[derive(Default)]
+pub struct Guard {
+    verified: Mutex<HashMap<[u8; 32], Instant>>,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+/// The verdict on a login.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Credentials are good; the user's name.
+    Allowed(String),
+    /// Credentials are bad or missing.
+    Denied,
+    /// This client failed too often recently.
+    Throttled,
+}
+
+impl Guard {
+    /// Whether this client is currently refused for failing too often.
+    pub fn throttled(&self, client: Option<IpAddr>) -> bool {
+        let Some(ip) = client else { return false };
+        let failures = self.failures.lock().unwrap();
+        failures
+            .get(&ip)
+            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAIL_WINDOW)
+    }
+
+    fn fail(&self, client: Option<IpAddr>) {
+        let Some(ip) = client else { return };
+        let mut failures = self.failures.lock().unwrap();
+        if failures.len() > 10_000 {
+            failures.retain(|_, (_, since)| since.elapsed() < FAIL_WINDOW);
+        }
+        let entry = failures.entry(ip).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= FAIL_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+
+    /// Checks an `Authorization` header against the users. Slow (argon2) on
+    /// a first sight: call from a blocking thread.
+    pub fn check(
+        &self,
+        users: &[SalesUser],
+        header: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Verdict {
+        if self.throttled(client) {
+            return Verdict::Throttled;
+        }
+        let Some((name, password)) = header.and_then(parse_basic) else {
+            return Verdict::Denied;
+        };
+        let Some(user) = users.iter().find(|u| u.name == name) else {
+            // Spend the same time as a real check so names cannot be probed.
+            let _ = hash_password(&password);
+            self.fail(client);
+            return Verdict::Denied;
+        };
+        let key: [u8; 32] = Sha256::new()
+            .chain_update(user.password_hash.expose())
+            .chain_update([0])
+            .chain_update(&name)
+            .chain_update([0])
+            .chain_update(&password)
+            .finalize()
+            .into();
+        {
+            let verified = self.verified.lock().unwrap();
+            if verified.get(&key).is_some_and(|t| t.elapsed() < CACHE_TTL) {
+                return Verdict::Allowed(name);
+            }
+        }
+        let ok = parse_hash(user.password_hash.expose())
+            .map(|hash| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &hash)
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        if !ok {
+            self.fail(client);
+            return Verdict::Denied;
+        }
+        let mut verified = self.verified.lock().unwrap();
+        if verified.len() >= CACHE_MAX {
+            verified.retain(|_, t| t.elapsed() < CACHE_TTL);
+            if verified.len() >= CACHE_MAX {
+                verified.clear();
+            }
+        }
+        verified.insert(key, Instant::now());
+        Verdict::Allowed(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn hashes_verify_and_cache() {
+        let hash = hash_password("s3cret pass").unwrap();
+        let users = vec![SalesUser {
+            name: "ann".into(),
+            password_hash: Secret::new(hash),
+        }];
+        let guard = Guard::default();
+        let header = |u: &str, p: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )
+        };
+        let ip = Some("127.0.0.9".parse().unwrap());
+        assert_eq!(
+            guard.check(&users, Some(&header("ann", "s3cret pass")), ip),
+            Verdict::Allowed("ann".into())
+        );
+        assert_eq!(
+            guard.check(&users, Some(&header("ann", "s3cret pass")), ip),
+            Verdict::Allowed("ann".into())
+        );
+        assert_eq!(
+            guard.check(&users, Some(&header("ann", "wrong")), ip),
+            Verdict::Denied
+        );
+        assert_eq!(guard.check(&users, Some("Basic !!!"), ip), Verdict::Denied);
+        assert_eq!(guard.check(&users, None, ip), Verdict::Denied);
+    }
+
+    #[test]
+    fn repeated_failures_are_throttled_per_client() {
+        let users = vec![SalesUser {
+            name: "ann".into(),
+            password_hash: Secret::new(hash_password("right").unwrap()),
+        }];
+        let guard = Guard::default();
+        let bad = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("ann:wrong")
+        );
+        let ip = Some("10.9.9.9".parse().unwrap());
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(guard.check(&users, Some(&bad), ip), Verdict::Denied);
+        }
+        assert_eq!(guard.check(&users, Some(&bad), ip), Verdict::Throttled);
+        let other = Some("10.9.9.10".parse().unwrap());
+        assert_eq!(guard.check(&users, Some(&bad), other), Verdict::Denied);
+    }
+
+    #[test]
+    fn secrets_compare_by_value() {
+        assert!(secret_eq(b"abc", b"abc"));
+        assert!(!secret_eq(b"abc", b"abd"));
+        assert!(!secret_eq(b"abc", b"abcd"));
+    }
+}

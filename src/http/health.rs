@@ -1,0 +1,77 @@
+//! Health and metrics: no credentials, cheap, for machines.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use super::{AppState, with_state};
+
+/// `/healthz` and `/metrics`.
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    healthz(state.clone()).or(metrics(state)).unify()
+}
+
+/// GET /healthz
+///
+/// 200 `{"status":"ok"}` when the database answers and the last write
+/// committed; 503 `{"status":"unavailable", "error": …}` otherwise.
+fn healthz(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("healthz")
+        .and(warp::get())
+        .and(with_state(state))
+        .then(|state: Arc<AppState>| async move {
+            let read = state
+                .db
+                .read(|conn| {
+                    Ok(
+                        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                            r.get::<_, i64>(0)
+                        })?,
+                    )
+                })
+                .await;
+            let problem = match (read, state.db.write_fault()) {
+                (Err(e), _) => Some(e.to_string()),
+                (Ok(_), Some(fault)) => Some(fault),
+                (Ok(_), None) => None,
+            };
+            match problem {
+                None => warp::reply::json(&json!({ "status": "ok" })).into_response(),
+                Some(error) => warp::reply::with_status(
+                    warp::reply::json(&json!({ "status": "unavailable", "error": error })),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                )
+                .into_response(),
+            }
+        })
+}
+
+/// GET /metrics
+///
+/// Prometheus text format.
+fn metrics(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("metrics")
+        .and(warp::get())
+        .and(with_state(state))
+        .map(|state: Arc<AppState>| {
+            let path = state.db.path();
+            let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            let mut wal = path.as_os_str().to_owned();
+            wal.push("-wal");
+            let bytes = size(path) + size(std::path::Path::new(&wal));
+            warp::reply::with_header(
+                state.metrics.render(bytes),
+                "content-type",
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+            .into_response()
+        })
+}

@@ -1,0 +1,27 @@
+//! crm-responder: the webhook that JivoChat, Rocket.Chat and LiveChat call,
+//! and the small CRM behind it.
+//!
+//! Data flows one way: platform payload → internal [`event::Event`] → CRM
+//! decision ([`crm`]) → storage ([`store`]) → platform answer.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line (`serve`, `check-config`, `hash-password`).
+//! - [`config`]: typed `config.toml`, checked once; secrets redacted.
+//! - [`app`]: the service, bound on any port, run until a shutdown signal.
+//! - [`http`]: routes (one file per endpoint family), auth, errors, the serving loop.
+//! - [`platforms`]: one module per chat platform: wire types → [`event::Event`].
+//! - [`event`]: the internal event model every platform translates into.
+//! - [`crm`]: identity, normalisation, merge policy, duplicate scoring; pure.
+//! - [`store`]: SQL on `&Connection` and the one async gateway, [`store::Db`].
+//! - [`metrics`]: counters for `/metrics`.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod crm;
+pub mod event;
+pub mod http;
+pub mod metrics;
+pub mod platforms;
+pub mod store;

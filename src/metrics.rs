@@ -1,0 +1,119 @@
+//! Counters for `GET /metrics`, rendered in the Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::event::Platform;
+use crate::store::apply::Outcome;
+
+/// Upper bounds (seconds) of the answer-latency histogram.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// What the service has done since it started.
+#[derive(Default)]
+pub struct Metrics {
+    deliveries: Mutex<BTreeMap<(String, String, String), u64>>,
+    latency: Mutex<(Vec<u64>, u64, f64)>,
+    created: AtomicU64,
+    folded: AtomicU64,
+    flagged: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts a delivery by platform, event and outcome, and its latency.
+    pub fn delivery(&self, platform: Platform, event: &str, outcome: &str, took: Duration) {
+        // Unknown event names are attacker-controlled: bound the label set.
+        let event =
+            if event.len() <= 40 && event.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                event
+            } else {
+                "other"
+            };
+        *self
+            .deliveries
+            .lock()
+            .unwrap()
+            .entry((platform.as_str().into(), event.into(), outcome.into()))
+            .or_default() += 1;
+        let secs = took.as_secs_f64();
+        let mut latency = self.latency.lock().unwrap();
+        if latency.0.is_empty() {
+            latency.0 = vec![0; BUCKETS.len()];
+        }
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                latency.0[i] += 1;
+            }
+        }
+        latency.1 += 1;
+        latency.2 += secs;
+    }
+
+    /// Counts what a delivery did to leads.
+    pub fn leads(&self, outcome: &Outcome) {
+        if outcome.created {
+            self.created.fetch_add(1, Ordering::Relaxed);
+        }
+        if outcome.folded {
+            self.folded.fetch_add(1, Ordering::Relaxed);
+        }
+        self.flagged
+            .fetch_add(outcome.flagged as u64, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition; `db_bytes` is the database size.
+    pub fn render(&self, db_bytes: u64) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP crm_deliveries_total Webhook deliveries by platform, event and outcome.\n",
+        );
+        out.push_str("# TYPE crm_deliveries_total counter\n");
+        for ((platform, event, outcome), n) in self.deliveries.lock().unwrap().iter() {
+            let _ = writeln!(
+                out,
+                "crm_deliveries_total{{platform=\"{platform}\",event=\"{event}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP crm_answer_seconds Time from a delivery's arrival to its answer.\n");
+        out.push_str("# TYPE crm_answer_seconds histogram\n");
+        {
+            let latency = self.latency.lock().unwrap();
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                let n = latency.0.get(i).copied().unwrap_or(0);
+                let _ = writeln!(out, "crm_answer_seconds_bucket{{le=\"{bound}\"}} {n}");
+            }
+            let _ = writeln!(
+                out,
+                "crm_answer_seconds_bucket{{le=\"+Inf\"}} {}",
+                latency.1
+            );
+            let _ = writeln!(out, "crm_answer_seconds_sum {}", latency.2);
+            let _ = writeln!(out, "crm_answer_seconds_count {}", latency.1);
+        }
+        for (name, help, value) in [
+            ("crm_leads_created_total", "Leads created.", &self.created),
+            (
+                "crm_leads_folded_total",
+                "Anonymous leads folded into another.",
+                &self.folded,
+            ),
+            (
+                "crm_leads_flagged_total",
+                "Possible-duplicate links made.",
+                &self.flagged,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        out.push_str("# HELP crm_database_bytes Size of the database file and its WAL.\n");
+        out.push_str("# TYPE crm_database_bytes gauge\n");
+        let _ = writeln!(out, "crm_database_bytes {db_bytes}");
+        out
+    }
+}

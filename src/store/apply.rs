@@ -1,0 +1,314 @@
+//! Applying one translated delivery, inside the writer's transaction:
+//! inbox first, then identity and merge, then what the event carries.
+
+use rusqlite::Connection;
+
+use super::DbError;
+use super::conversations;
+use super::duplicates::{self, Profile};
+use super::inbox::{self, Inserted, NewDelivery};
+use super::leads::{self, Source};
+use super::view::{self, LeadCard};
+use crate::config::{DuplicatesConfig, MergePolicy};
+use crate::crm::identity::{Email, Phone, name_key};
+use crate::crm::merge::{self, ContactKind, Incoming, IncomingContact};
+use crate::crm::resolve::{self, Known, Matches, Target};
+use crate::event::{Event, Visitor};
+
+/// Most emails, phones and visitor ids taken from one delivery; the rest of
+/// an abusive list stays in the raw delivery only.
+const MAX_IDENTIFIERS: usize = 10;
+
+/// The settings applying depends on.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// `[merge]`.
+    pub merge: MergePolicy,
+    /// `[duplicates]`.
+    pub duplicates: DuplicatesConfig,
+}
+
+/// What applying a delivery did.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The lead the delivery belongs to, if any.
+    pub lead_id: Option<i64>,
+    /// Whether this delivery had been applied before (nothing changed now).
+    pub redelivery: bool,
+    /// Whether a lead was created.
+    pub created: bool,
+    /// Whether an anonymous lead was folded.
+    pub folded: bool,
+    /// Possible-duplicate links made.
+    pub flagged: usize,
+    /// The lead as the platform should show it, when the event wants it.
+    pub card: Option<LeadCard>,
+}
+
+/// Stores `delivery` and applies `event` once. A redelivery changes nothing
+/// and answers with the lead as it is now.
+pub fn apply(
+    conn: &Connection,
+    policy: &Policy,
+    delivery: &NewDelivery,
+    event: &Event,
+) -> Result<Outcome, DbError> {
+    let delivery_id = match inbox::insert(conn, delivery)? {
+        Inserted::New(id) | Inserted::Retry(id) => id,
+        Inserted::Applied(lead) => {
+            let lead = lead.map(|id| leads::survivor(conn, id)).transpose()?;
+            let card = match (event.wants_card, lead) {
+                (true, Some(id)) => Some(view::card(conn, id, event_chat(delivery, event))?),
+                _ => None,
+            };
+            return Ok(Outcome {
+                lead_id: lead,
+                redelivery: true,
+                card,
+                ..Outcome::default()
+            });
+        }
+    };
+    let source = Source {
+        delivery_id: Some(delivery_id),
+        label: label(delivery.platform, event),
+        at: delivery.received_at.clone(),
+    };
+    let mut outcome = Outcome::default();
+    let lead = identify(
+        conn,
+        policy,
+        delivery.platform,
+        event,
+        &source,
+        &mut outcome,
+    )?;
+    if let Some(lead) = lead {
+        if let Some(conversation) = &event.conversation {
+            conversations::store(conn, lead, delivery.platform, conversation, &source.at)?;
+        }
+        if let Some(note) = &event.note {
+            conversations::store_note(conn, lead, delivery.platform, note, &source.at)?;
+        }
+        if leads::add_tags(conn, lead, &event.tags)? > 0 {
+            leads::history(
+                conn,
+                lead,
+                "tags",
+                None,
+                Some(&event.tags.join(", ")),
+                &source,
+                None,
+            )?;
+        }
+        leads::set_fields(conn, lead, &event.fields, &source)?;
+        if let Some(record) = &event.record {
+            leads::history(conn, lead, "event", None, Some(record), &source, None)?;
+        }
+        if event.wants_card {
+            outcome.card = Some(view::card(conn, lead, event_chat(delivery, event))?);
+        }
+    }
+    inbox::set_lead(conn, delivery_id, lead)?;
+    outcome.lead_id = lead;
+    Ok(outcome)
+}
+
+fn event_chat<'a>(delivery: &'a NewDelivery, event: &'a Event) -> Option<(&'a str, &'a str)> {
+    event.chat_id.as_deref().map(|c| (delivery.platform, c))
+}
+
+/// `jivo chat_updated 7636`: where a history row came from.
+fn label(platform: &str, event: &Event) -> String {
+    match &event.chat_id {
+        Some(chat) => format!("{platform} {} {chat}", event.name),
+        None => format!("{platform} {}", event.name),
+    }
+}
+
+/// Steps 1 to 5 of the contract: finds or creates the lead and merges the
+/// visitor into it. `None` when the event identifies nobody and carries
+/// nothing to keep.
+fn identify(
+    conn: &Connection,
+    policy: &Policy,
+    platform: &str,
+    event: &Event,
+    source: &Source,
+    outcome: &mut Outcome,
+) -> Result<Option<i64>, DbError> {
+    let empty = Visitor::default();
+    let visitor = event.visitor.as_ref().unwrap_or(&empty);
+    let region = policy.merge.default_region;
+    let emails = dedup(
+        visitor
+            .emails
+            .iter()
+            .filter_map(|e| Email::parse(e))
+            .map(|e| (e.normalized, e.raw)),
+    );
+    let phones = dedup(
+        visitor
+            .phones
+            .iter()
+            .filter_map(|p| Phone::parse(p, region))
+            .map(|p| (p.normalized, p.raw)),
+    );
+
+    let owner = |kind, values: &[(String, String)]| -> Result<Vec<Option<i64>>, DbError> {
+        values
+            .iter()
+            .map(|(v, _)| {
+                leads::contact_owner(conn, kind, v)?
+                    .map(|id| leads::survivor(conn, id))
+                    .transpose()
+            })
+            .collect()
+    };
+    let email_owners = owner(ContactKind::Email, &emails)?;
+    let phone_owners = owner(ContactKind::Phone, &phones)?;
+    let known = known_lead(conn, platform, event, visitor)?;
+    let matches = Matches {
+        by_email: email_owners.iter().flatten().copied().next(),
+        by_phone: phone_owners.iter().flatten().copied().next(),
+        known,
+    };
+    let has_content = event.conversation.is_some() || event.note.is_some();
+    if matches == Matches::default() && visitor.is_empty() && !has_content && !event.wants_card {
+        return Ok(None);
+    }
+    let resolution = resolve::resolve(&matches, &policy.merge.match_order);
+    let lead = match resolution.target {
+        Target::Existing(id) => id,
+        Target::Create => {
+            let id = leads::create(conn, &source.at)?;
+            leads::history(
+                conn,
+                id,
+                "created",
+                None,
+                Some(&resolution.rule),
+                source,
+                None,
+            )?;
+            outcome.created = true;
+            id
+        }
+    };
+    if let Some(from) = resolution.fold {
+        leads::fold(conn, from, lead, source)?;
+        outcome.folded = true;
+    }
+    for (other, reason) in &resolution.duplicates {
+        if leads::link_duplicate(conn, lead, *other, 1.0, reason, &source.at)? {
+            outcome.flagged += 1;
+        }
+    }
+    // Values owned by another lead are never moved; the rest go to the policy.
+    let free = |values: Vec<(String, String)>, owners: Vec<Option<i64>>| -> Vec<IncomingContact> {
+        values
+            .into_iter()
+            .zip(owners)
+            .filter(|(_, owner)| owner.is_none_or(|o| o == lead))
+            .map(|((value, raw), _)| IncomingContact { value, raw })
+            .collect()
+    };
+    let incoming = Incoming {
+        name: non_empty(visitor.name.as_deref()),
+        description: non_empty(visitor.description.as_deref()),
+        emails: free(emails, email_owners),
+        phones: free(phones, phone_owners),
+    };
+    let current = leads::current(conn, lead)?;
+    let changes = merge::plan(&policy.merge, &current, &incoming);
+    leads::apply_changes(conn, lead, &changes, &resolution.rule, source)?;
+    for id in visitor.ids.iter().take(MAX_IDENTIFIERS) {
+        leads::link_visitor(conn, platform, id, lead, &source.at)?;
+    }
+    if outcome.created && policy.duplicates.enabled {
+        let after = merge::preview(&current, &changes);
+        let profile = Profile {
+            name_key: after
+                .name
+                .as_deref()
+                .map(name_key)
+                .filter(|k| !k.is_empty()),
+            emails: after.emails.into_iter().map(|c| c.value).collect(),
+            phones: after.phones.into_iter().map(|c| c.value).collect(),
+        };
+        outcome.flagged += duplicates::detect(
+            conn,
+            lead,
+            &profile,
+            policy.duplicates.threshold,
+            &source.at,
+        )?;
+    }
+    Ok(Some(lead))
+}
+
+/// The lead the platform already knows this visitor as: by visitor id, else
+/// by the chat the event belongs to, else by the lead id the platform echoes.
+fn known_lead(
+    conn: &Connection,
+    platform: &str,
+    event: &Event,
+    visitor: &Visitor,
+) -> Result<Option<Known>, DbError> {
+    let mut found = None;
+    for id in visitor.ids.iter().take(MAX_IDENTIFIERS) {
+        if let Some(lead) = leads::visitor_owner(conn, platform, id)? {
+            found = Some(lead);
+            break;
+        }
+    }
+    if found.is_none()
+        && let Some(chat) = &event.chat_id
+    {
+        found = leads::chat_owner(conn, platform, chat)?;
+    }
+    if found.is_none()
+        && let Some(hint) = event.lead_hint
+        && leads::exists(conn, hint)?
+    {
+        found = Some(hint);
+    }
+    match found {
+        Some(lead) => {
+            let lead = leads::survivor(conn, lead)?;
+            Ok(Some(Known {
+                lead,
+                anonymous: leads::is_anonymous(conn, lead)?,
+            }))
+        }
+        None => Ok(None),
+    }
+}
+
+fn dedup(values: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (value, raw) in values {
+        if out.len() == MAX_IDENTIFIERS {
+            break;
+        }
+        if !out.iter().any(|(v, _)| *v == value) {
+            out.push((value, raw));
+        }
+    }
+    out
+}
+
+fn non_empty(s: Option<&str>) -> Option<String> {
+    s.map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Stores a delivery that could not be parsed, marked failed.
+pub fn record_failed(
+    conn: &Connection,
+    delivery: &NewDelivery,
+    error: &str,
+) -> Result<(), DbError> {
+    inbox::insert_failed(conn, delivery, error)
+}

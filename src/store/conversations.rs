@@ -1,0 +1,106 @@
+//! Conversations, their messages, and notes.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, params};
+use sha2::{Digest, Sha256};
+
+use super::DbError;
+use crate::event::{ConversationUpdate, Message, Note};
+
+/// Stores a conversation update on `lead`: the conversation is created on
+/// first sight and keeps its lead afterwards; messages already stored (same
+/// platform id, or same content when the platform gives none) are skipped.
+/// Returns how many messages were new.
+pub fn store(
+    conn: &Connection,
+    lead: i64,
+    platform: &str,
+    update: &ConversationUpdate,
+    at: &str,
+) -> Result<usize, DbError> {
+    let started = update
+        .messages
+        .iter()
+        .filter_map(|m| m.at.as_deref())
+        .min()
+        .unwrap_or(at);
+    let conversation: i64 = conn
+        .prepare_cached(
+            "INSERT INTO conversations (lead_id, platform, chat_id, agent, closed, started_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (platform, chat_id) DO UPDATE SET
+                agent = coalesce(excluded.agent, agent),
+                closed = max(closed, excluded.closed),
+                started_at = min(started_at, excluded.started_at),
+                updated_at = excluded.updated_at
+             RETURNING id",
+        )?
+        .query_row(
+            params![lead, platform, update.chat_id, update.agent, update.closed, started, at],
+            |r| r.get(0),
+        )?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO messages (conversation_id, ext_id, sender, author, text, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+    )?;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut added = 0;
+    for message in &update.messages {
+        let ext_id = match &message.ext_id {
+            Some(id) => id.clone(),
+            None => {
+                // Identical messages in one transcript stay distinct by their
+                // position among identical ones; a redelivery yields the same ids.
+                let digest = content_id(message);
+                let n = seen.entry(digest.clone()).or_default();
+                *n += 1;
+                format!("{digest}#{n}")
+            }
+        };
+        added += insert.execute(params![
+            conversation,
+            ext_id,
+            message.from.as_str(),
+            message.author,
+            message.text,
+            message.at
+        ])?;
+    }
+    Ok(added)
+}
+
+fn content_id(message: &Message) -> String {
+    let mut h = Sha256::new();
+    h.update(message.from.as_str());
+    h.update([0]);
+    h.update(message.at.as_deref().unwrap_or(""));
+    h.update([0]);
+    h.update(&message.text);
+    let digest = h.finalize();
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Stores a note once per platform, kind and id. Returns whether it was new.
+pub fn store_note(
+    conn: &Connection,
+    lead: i64,
+    platform: &str,
+    note: &Note,
+    at: &str,
+) -> Result<bool, DbError> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO notes (lead_id, platform, ext_id, kind, text, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            lead,
+            platform,
+            note.ext_id,
+            note.kind,
+            note.text,
+            note.at.as_deref().unwrap_or(at)
+        ])?;
+    Ok(n > 0)
+}

@@ -1,0 +1,476 @@
+//! SQL on leads and what hangs off them. Every function takes a connection
+//! already inside the caller's transaction.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::DbError;
+use crate::crm::duplicates::reversed;
+use crate::crm::identity::name_key;
+use crate::crm::merge::{Change, Contact, ContactKind, Current};
+
+/// How many `merged_into` hops are followed before giving up (cycles cannot
+/// happen, since only anonymous leads are folded, but never loop forever).
+const MAX_FOLD_HOPS: usize = 16;
+
+/// Where a history row comes from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The delivery that caused the change (none for imports and people).
+    pub delivery_id: Option<i64>,
+    /// Readable origin, e.g. `jivo chat_updated 7636`.
+    pub label: String,
+    /// When.
+    pub at: String,
+}
+
+/// The lead a possibly folded id now lives on.
+pub fn survivor(conn: &Connection, mut id: i64) -> Result<i64, DbError> {
+    let mut stmt = conn.prepare_cached("SELECT merged_into FROM leads WHERE id = ?1")?;
+    for _ in 0..MAX_FOLD_HOPS {
+        let next: Option<Option<i64>> = stmt.query_row([id], |r| r.get(0)).optional()?;
+        match next.flatten() {
+            Some(into) => id = into,
+            None => return Ok(id),
+        }
+    }
+    Ok(id)
+}
+
+/// Whether the lead exists.
+pub fn exists(conn: &Connection, id: i64) -> Result<bool, DbError> {
+    let mut stmt = conn.prepare_cached("SELECT 1 FROM leads WHERE id = ?1")?;
+    Ok(stmt.exists([id])?)
+}
+
+fn table(kind: ContactKind) -> &'static str {
+    match kind {
+        ContactKind::Email => "lead_emails",
+        ContactKind::Phone => "lead_phones",
+    }
+}
+
+/// The lead owning a normalised email or phone.
+pub fn contact_owner(
+    conn: &Connection,
+    kind: ContactKind,
+    value: &str,
+) -> Result<Option<i64>, DbError> {
+    let sql = match kind {
+        ContactKind::Email => "SELECT lead_id FROM lead_emails WHERE value = ?1",
+        ContactKind::Phone => "SELECT lead_id FROM lead_phones WHERE value = ?1",
+    };
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row([value], |r| r.get(0))
+        .optional()?)
+}
+
+/// The lead linked to a platform's visitor id.
+pub fn visitor_owner(
+    conn: &Connection,
+    platform: &str,
+    visitor_id: &str,
+) -> Result<Option<i64>, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT lead_id FROM lead_visitors WHERE platform = ?1 AND visitor_id = ?2",
+        )?
+        .query_row([platform, visitor_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// The lead owning a platform's chat.
+pub fn chat_owner(
+    conn: &Connection,
+    platform: &str,
+    chat_id: &str,
+) -> Result<Option<i64>, DbError> {
+    Ok(conn
+        .prepare_cached("SELECT lead_id FROM conversations WHERE platform = ?1 AND chat_id = ?2")?
+        .query_row([platform, chat_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// Whether the lead has neither email nor phone.
+pub fn is_anonymous(conn: &Connection, id: i64) -> Result<bool, DbError> {
+    let has_email = conn
+        .prepare_cached("SELECT 1 FROM lead_emails WHERE lead_id = ?1")?
+        .exists([id])?;
+    let has_phone = conn
+        .prepare_cached("SELECT 1 FROM lead_phones WHERE lead_id = ?1")?
+        .exists([id])?;
+    Ok(!has_email && !has_phone)
+}
+
+/// A lead's emails or phones, primary first.
+pub fn contacts(conn: &Connection, kind: ContactKind, id: i64) -> Result<Vec<Contact>, DbError> {
+    let sql = match kind {
+        ContactKind::Email => {
+            "SELECT value, raw, is_primary FROM lead_emails WHERE lead_id = ?1 ORDER BY is_primary DESC, id"
+        }
+        ContactKind::Phone => {
+            "SELECT value, raw, is_primary FROM lead_phones WHERE lead_id = ?1 ORDER BY is_primary DESC, id"
+        }
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map([id], |r| {
+        Ok(Contact {
+            value: r.get(0)?,
+            raw: r.get(1)?,
+            primary: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// What the merge policy needs to know about a lead.
+pub fn current(conn: &Connection, id: i64) -> Result<Current, DbError> {
+    let (name, description) = conn
+        .prepare_cached("SELECT name, description FROM leads WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(Current {
+        name,
+        description,
+        emails: contacts(conn, ContactKind::Email, id)?,
+        phones: contacts(conn, ContactKind::Phone, id)?,
+    })
+}
+
+/// Creates an empty lead; the caller fills it through [`apply_changes`].
+pub fn create(conn: &Connection, at: &str) -> Result<i64, DbError> {
+    conn.prepare_cached("INSERT INTO leads (created_at, updated_at) VALUES (?1, ?1)")?
+        .execute([at])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Writes a history row.
+pub fn history(
+    conn: &Connection,
+    lead: i64,
+    field: &str,
+    old: Option<&str>,
+    new: Option<&str>,
+    source: &Source,
+    explanation: Option<&str>,
+) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "INSERT INTO history (lead_id, at, field, old, new, delivery_id, source, explanation)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        lead,
+        source.at,
+        field,
+        old,
+        new,
+        source.delivery_id,
+        source.label,
+        explanation
+    ])?;
+    Ok(())
+}
+
+fn touch(conn: &Connection, lead: i64, at: &str) -> Result<(), DbError> {
+    conn.prepare_cached("UPDATE leads SET updated_at = ?2 WHERE id = ?1")?
+        .execute(params![lead, at])?;
+    Ok(())
+}
+
+/// Applies a merge plan, writing one history row per altering change.
+/// `decision` is the identity rule, stored in each row's explanation.
+pub fn apply_changes(
+    conn: &Connection,
+    lead: i64,
+    changes: &[Change],
+    decision: &str,
+    source: &Source,
+) -> Result<(), DbError> {
+    let mut altered = false;
+    for change in changes.iter().filter(|c| c.alters()) {
+        altered = true;
+        let explanation = serde_json::json!({ "decision": decision, "change": change }).to_string();
+        let explanation = Some(explanation.as_str());
+        match change {
+            Change::Name { old, new, .. } => {
+                let key = name_key(new);
+                conn.prepare_cached(
+                    "UPDATE leads SET name = ?2, name_key = ?3, name_rev = ?4 WHERE id = ?1",
+                )?
+                .execute(params![
+                    lead,
+                    new,
+                    (!key.is_empty()).then(|| key.clone()),
+                    (!key.is_empty()).then(|| reversed(&key))
+                ])?;
+                history(
+                    conn,
+                    lead,
+                    "name",
+                    old.as_deref(),
+                    Some(new),
+                    source,
+                    explanation,
+                )?;
+            }
+            Change::Description { old, new, .. } => {
+                conn.prepare_cached("UPDATE leads SET description = ?2 WHERE id = ?1")?
+                    .execute(params![lead, new])?;
+                history(
+                    conn,
+                    lead,
+                    "description",
+                    old.as_deref(),
+                    Some(new),
+                    source,
+                    explanation,
+                )?;
+            }
+            Change::Add {
+                kind,
+                value,
+                raw,
+                primary,
+                ..
+            } => {
+                let old_primary = primary_value(conn, *kind, lead)?;
+                if *primary {
+                    clear_primary(conn, *kind, lead)?;
+                }
+                let sql = format!(
+                    "INSERT INTO {} (lead_id, value, raw, is_primary, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    table(*kind)
+                );
+                conn.prepare_cached(&sql)?
+                    .execute(params![lead, value, raw, primary, source.at])?;
+                let old = if *primary { old_primary } else { None };
+                history(
+                    conn,
+                    lead,
+                    kind.as_str(),
+                    old.as_deref(),
+                    Some(value),
+                    source,
+                    explanation,
+                )?;
+            }
+            Change::Remove { kind, value, .. } => {
+                let sql = format!(
+                    "DELETE FROM {} WHERE lead_id = ?1 AND value = ?2",
+                    table(*kind)
+                );
+                conn.prepare_cached(&sql)?.execute(params![lead, value])?;
+                history(
+                    conn,
+                    lead,
+                    kind.as_str(),
+                    Some(value),
+                    None,
+                    source,
+                    explanation,
+                )?;
+            }
+            Change::MakePrimary {
+                kind, value, old, ..
+            } => {
+                clear_primary(conn, *kind, lead)?;
+                let sql = format!(
+                    "UPDATE {} SET is_primary = 1 WHERE lead_id = ?1 AND value = ?2",
+                    table(*kind)
+                );
+                conn.prepare_cached(&sql)?.execute(params![lead, value])?;
+                let field = format!("primary {}", kind.as_str());
+                history(
+                    conn,
+                    lead,
+                    &field,
+                    old.as_deref(),
+                    Some(value),
+                    source,
+                    explanation,
+                )?;
+            }
+            Change::Kept { .. } => {}
+        }
+    }
+    if altered {
+        touch(conn, lead, &source.at)?;
+    }
+    Ok(())
+}
+
+fn primary_value(
+    conn: &Connection,
+    kind: ContactKind,
+    lead: i64,
+) -> Result<Option<String>, DbError> {
+    let sql = format!(
+        "SELECT value FROM {} WHERE lead_id = ?1 AND is_primary = 1",
+        table(kind)
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([lead], |r| r.get(0))
+        .optional()?)
+}
+
+fn clear_primary(conn: &Connection, kind: ContactKind, lead: i64) -> Result<(), DbError> {
+    let sql = format!(
+        "UPDATE {} SET is_primary = 0 WHERE lead_id = ?1 AND is_primary = 1",
+        table(kind)
+    );
+    conn.prepare_cached(&sql)?.execute([lead])?;
+    Ok(())
+}
+
+/// Links a platform visitor id to a lead, unless it is linked already
+/// (an identifier owned by one lead is never moved to another).
+pub fn link_visitor(
+    conn: &Connection,
+    platform: &str,
+    visitor_id: &str,
+    lead: i64,
+    at: &str,
+) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "INSERT INTO lead_visitors (platform, visitor_id, lead_id, created_at)
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+    )?
+    .execute(params![platform, visitor_id, lead, at])?;
+    Ok(())
+}
+
+/// Links two leads as possible duplicates (once per pair; the first reason stays).
+/// Returns whether a new link was made.
+pub fn link_duplicate(
+    conn: &Connection,
+    a: i64,
+    b: i64,
+    score: f64,
+    reason: &str,
+    at: &str,
+) -> Result<bool, DbError> {
+    if a == b {
+        return Ok(false);
+    }
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO duplicate_links (lead_a, lead_b, score, reason, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![lo, hi, score, reason, at])?;
+    Ok(n > 0)
+}
+
+/// Folds anonymous lead `from` into `into`: its visitor ids, conversations,
+/// notes, tags and fields move; `from` keeps answering with a pointer.
+pub fn fold(conn: &Connection, from: i64, into: i64, source: &Source) -> Result<(), DbError> {
+    let moves = [
+        "UPDATE lead_visitors SET lead_id = ?2 WHERE lead_id = ?1",
+        "UPDATE conversations SET lead_id = ?2 WHERE lead_id = ?1",
+        "UPDATE notes SET lead_id = ?2 WHERE lead_id = ?1",
+        "INSERT OR IGNORE INTO lead_tags (lead_id, tag) SELECT ?2, tag FROM lead_tags WHERE lead_id = ?1",
+        "DELETE FROM lead_tags WHERE lead_id = ?1",
+        "INSERT OR IGNORE INTO lead_fields (lead_id, key, value, updated_at)
+         SELECT ?2, key, value, updated_at FROM lead_fields WHERE lead_id = ?1",
+        "DELETE FROM lead_fields WHERE lead_id = ?1",
+        "UPDATE duplicate_links SET lead_a = ?2 WHERE lead_a = ?1 AND lead_b > ?2",
+        "UPDATE duplicate_links SET lead_b = ?2 WHERE lead_b = ?1 AND lead_a < ?2",
+        "DELETE FROM duplicate_links WHERE lead_a = ?1 OR lead_b = ?1",
+        "UPDATE leads SET merged_into = ?2, updated_at = ?3 WHERE id = ?1",
+    ];
+    for sql in moves {
+        let mut stmt = conn.prepare_cached(sql)?;
+        if sql.contains("?3") {
+            stmt.execute(params![from, into, source.at])?;
+        } else {
+            stmt.execute(params![from, into])?;
+        }
+    }
+    let (name, description): (Option<String>, Option<String>) = conn
+        .prepare_cached("SELECT name, description FROM leads WHERE id = ?1")?
+        .query_row([from], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let note = format!(
+        "lead {from} folded in{}",
+        name.map(|n| format!(" (was named {n:?})"))
+            .unwrap_or_default()
+    );
+    history(
+        conn,
+        into,
+        "folded",
+        Some(&from.to_string()),
+        Some(&note),
+        source,
+        None,
+    )?;
+    history(
+        conn,
+        from,
+        "merged_into",
+        None,
+        Some(&into.to_string()),
+        source,
+        None,
+    )?;
+    if let Some(d) = description {
+        history(
+            conn,
+            into,
+            "folded description",
+            None,
+            Some(&d),
+            source,
+            None,
+        )?;
+    }
+    touch(conn, into, &source.at)
+}
+
+/// Adds tags; returns how many were new.
+pub fn add_tags(conn: &Connection, lead: i64, tags: &[String]) -> Result<usize, DbError> {
+    let mut stmt =
+        conn.prepare_cached("INSERT OR IGNORE INTO lead_tags (lead_id, tag) VALUES (?1, ?2)")?;
+    let mut added = 0;
+    for tag in tags.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+        added += stmt.execute(params![lead, tag])?;
+    }
+    Ok(added)
+}
+
+/// Sets custom fields, recording each change in the history.
+pub fn set_fields(
+    conn: &Connection,
+    lead: i64,
+    fields: &[(String, String)],
+    source: &Source,
+) -> Result<(), DbError> {
+    for (key, value) in fields {
+        let (key, value) = (key.trim(), value.trim());
+        if key.is_empty() || value.is_empty() {
+            continue;
+        }
+        let old: Option<String> = conn
+            .prepare_cached("SELECT value FROM lead_fields WHERE lead_id = ?1 AND key = ?2")?
+            .query_row(params![lead, key], |r| r.get(0))
+            .optional()?;
+        if old.as_deref() == Some(value) {
+            continue;
+        }
+        conn.prepare_cached(
+            "INSERT INTO lead_fields (lead_id, key, value, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (lead_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )?
+        .execute(params![lead, key, value, source.at])?;
+        history(
+            conn,
+            lead,
+            &format!("field {key}"),
+            old.as_deref(),
+            Some(value),
+            source,
+            None,
+        )?;
+    }
+    Ok(())
+}

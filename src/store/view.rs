@@ -1,0 +1,483 @@
+//! Reading leads back: the short card a platform answer is built from, and the
+//! full lead shown by the JSON API and the lead pages.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use super::DbError;
+use super::leads;
+use crate::crm::identity::{Email, Phone, name_key};
+use crate::crm::merge::{Contact, ContactKind};
+
+/// The lead as a chat agent sees it beside the chat.
+#[derive(Debug, Clone, Default)]
+pub struct LeadCard {
+    /// Lead id.
+    pub id: i64,
+    /// Name.
+    pub name: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Status.
+    pub status: String,
+    /// Emails, primary first.
+    pub emails: Vec<Contact>,
+    /// Phones, primary first.
+    pub phones: Vec<Contact>,
+    /// Number of conversations.
+    pub chats: i64,
+    /// The latest conversation other than the current one: platform, chat id, start.
+    pub last_chat: Option<(String, String, String)>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Custom fields.
+    pub fields: BTreeMap<String, String>,
+    /// Possible duplicates: id and name.
+    pub duplicates: Vec<(i64, Option<String>)>,
+}
+
+/// Loads the card of `id`; `current_chat` is left out of "last chat".
+pub fn card(
+    conn: &Connection,
+    id: i64,
+    current_chat: Option<(&str, &str)>,
+) -> Result<LeadCard, DbError> {
+    let (name, description, status) = conn
+        .prepare_cached("SELECT name, description, status FROM leads WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let chats: i64 = conn
+        .prepare_cached("SELECT count(*) FROM conversations WHERE lead_id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    let (platform, chat) = current_chat.unwrap_or(("", ""));
+    let last_chat = conn
+        .prepare_cached(
+            "SELECT platform, chat_id, started_at FROM conversations
+             WHERE lead_id = ?1 AND NOT (platform = ?2 AND chat_id = ?3)
+             ORDER BY started_at DESC LIMIT 1",
+        )?
+        .query_row(params![id, platform, chat], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let duplicates = duplicate_links(conn, id)?
+        .into_iter()
+        .take(3)
+        .map(|d| (d.id, d.name))
+        .collect();
+    Ok(LeadCard {
+        id,
+        name,
+        description,
+        status,
+        emails: leads::contacts(conn, ContactKind::Email, id)?,
+        phones: leads::contacts(conn, ContactKind::Phone, id)?,
+        chats,
+        last_chat,
+        tags: tags(conn, id)?,
+        fields: fields(conn, id)?,
+        duplicates,
+    })
+}
+
+fn tags(conn: &Connection, id: i64) -> Result<Vec<String>, DbError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT tag FROM lead_tags WHERE lead_id = ?1 ORDER BY tag")?;
+    let rows = stmt.query_map([id], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn fields(conn: &Connection, id: i64) -> Result<BTreeMap<String, String>, DbError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT key, value FROM lead_fields WHERE lead_id = ?1 ORDER BY key")?;
+    let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A possible duplicate of a lead, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct DuplicateLink {
+    /// The other lead.
+    pub id: i64,
+    /// Its name.
+    pub name: Option<String>,
+    /// Similarity, 0..1 (1 for identifier conflicts).
+    pub score: f64,
+    /// Why the pair was flagged.
+    pub reason: String,
+}
+
+fn duplicate_links(conn: &Connection, id: i64) -> Result<Vec<DuplicateLink>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT l.id, l.name, d.score, d.reason FROM duplicate_links d
+         JOIN leads l ON l.id = CASE WHEN d.lead_a = ?1 THEN d.lead_b ELSE d.lead_a END
+         WHERE d.lead_a = ?1 OR d.lead_b = ?1
+         ORDER BY d.score DESC, l.id",
+    )?;
+    let rows = stmt.query_map([id], |r| {
+        Ok(DuplicateLink {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            score: r.get(2)?,
+            reason: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// An email or phone in the JSON lead.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContactView {
+    /// Normalised value.
+    pub value: String,
+    /// As received.
+    pub raw: String,
+    /// Whether primary.
+    pub primary: bool,
+}
+
+/// A message in the JSON lead.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageView {
+    /// `visitor`, `agent` or `system`.
+    pub from: String,
+    /// Author name, if known.
+    pub author: Option<String>,
+    /// Text.
+    pub text: String,
+    /// When.
+    pub at: Option<String>,
+}
+
+/// A conversation in the JSON lead.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationView {
+    /// Platform.
+    pub platform: String,
+    /// Platform chat id.
+    pub chat_id: String,
+    /// Agent.
+    pub agent: Option<String>,
+    /// Whether closed.
+    pub closed: bool,
+    /// First message or first sight.
+    pub started_at: String,
+    /// Messages in order.
+    pub messages: Vec<MessageView>,
+}
+
+/// A note in the JSON lead.
+#[derive(Debug, Clone, Serialize)]
+pub struct NoteView {
+    /// Platform.
+    pub platform: String,
+    /// `offline_message`, `ticket`, …
+    pub kind: String,
+    /// Text.
+    pub text: String,
+    /// When.
+    pub at: String,
+}
+
+/// A history entry in the JSON lead.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryView {
+    /// When.
+    pub at: String,
+    /// What changed.
+    pub field: String,
+    /// From.
+    pub old: Option<String>,
+    /// To.
+    pub new: Option<String>,
+    /// Which delivery (platform, event, chat).
+    pub source: String,
+    /// The stored raw delivery's id.
+    pub delivery_id: Option<i64>,
+    /// The decision behind the change.
+    pub explanation: Option<serde_json::Value>,
+}
+
+/// The whole lead, as `GET /api/leads/{id}` answers it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeadView {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Status.
+    pub status: String,
+    /// Emails, primary first.
+    pub emails: Vec<ContactView>,
+    /// Phones, primary first.
+    pub phones: Vec<ContactView>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Custom fields.
+    pub custom_fields: BTreeMap<String, String>,
+    /// Platform visitor ids linked to the lead.
+    pub visitor_ids: Vec<String>,
+    /// Conversations, oldest first.
+    pub conversations: Vec<ConversationView>,
+    /// Notes, oldest first.
+    pub notes: Vec<NoteView>,
+    /// Ids of possible duplicates.
+    pub possible_duplicates: Vec<i64>,
+    /// Possible duplicates with reasons.
+    pub duplicate_details: Vec<DuplicateLink>,
+    /// Every change, oldest first.
+    pub history: Vec<HistoryView>,
+    /// Created.
+    pub created_at: String,
+    /// Last changed.
+    pub updated_at: String,
+}
+
+/// What an id answers with.
+#[derive(Debug, Clone)]
+pub enum Found {
+    /// The lead.
+    Lead(Box<LeadView>),
+    /// The id belongs to a lead folded into this one.
+    MergedInto(i64),
+    /// No such id.
+    Missing,
+}
+
+/// Loads the whole lead.
+pub fn lead(conn: &Connection, id: i64) -> Result<Found, DbError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT name, description, status, merged_into, created_at, updated_at FROM leads WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })
+        .optional()?;
+    let Some((name, description, status, merged_into, created_at, updated_at)) = row else {
+        return Ok(Found::Missing);
+    };
+    if merged_into.is_some() {
+        return Ok(Found::MergedInto(leads::survivor(conn, id)?));
+    }
+    let contacts = |kind| -> Result<Vec<ContactView>, DbError> {
+        Ok(leads::contacts(conn, kind, id)?
+            .into_iter()
+            .map(|c| ContactView {
+                value: c.value,
+                raw: c.raw,
+                primary: c.primary,
+            })
+            .collect())
+    };
+    let duplicate_details = duplicate_links(conn, id)?;
+    Ok(Found::Lead(Box::new(LeadView {
+        id,
+        name,
+        description,
+        status,
+        emails: contacts(ContactKind::Email)?,
+        phones: contacts(ContactKind::Phone)?,
+        tags: tags(conn, id)?,
+        custom_fields: fields(conn, id)?,
+        visitor_ids: visitor_ids(conn, id)?,
+        conversations: conversations(conn, id)?,
+        notes: notes(conn, id)?,
+        possible_duplicates: duplicate_details.iter().map(|d| d.id).collect(),
+        duplicate_details,
+        history: history(conn, id)?,
+        created_at,
+        updated_at,
+    })))
+}
+
+fn visitor_ids(conn: &Connection, id: i64) -> Result<Vec<String>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT platform || ':' || visitor_id FROM lead_visitors WHERE lead_id = ?1 ORDER BY created_at",
+    )?;
+    let rows = stmt.query_map([id], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn conversations(conn: &Connection, id: i64) -> Result<Vec<ConversationView>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, platform, chat_id, agent, closed, started_at FROM conversations
+         WHERE lead_id = ?1 ORDER BY started_at, id",
+    )?;
+    let mut messages = conn.prepare_cached(
+        "SELECT sender, author, text, at FROM messages WHERE conversation_id = ?1
+         ORDER BY coalesce(at, ''), id",
+    )?;
+    let rows: Vec<(i64, ConversationView)> = stmt
+        .query_map([id], |r| {
+            Ok((
+                r.get(0)?,
+                ConversationView {
+                    platform: r.get(1)?,
+                    chat_id: r.get(2)?,
+                    agent: r.get(3)?,
+                    closed: r.get(4)?,
+                    started_at: r.get(5)?,
+                    messages: Vec::new(),
+                },
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (conversation_id, mut view) in rows {
+        view.messages = messages
+            .query_map([conversation_id], |r| {
+                Ok(MessageView {
+                    from: r.get(0)?,
+                    author: r.get(1)?,
+                    text: r.get(2)?,
+                    at: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        out.push(view);
+    }
+    Ok(out)
+}
+
+fn notes(conn: &Connection, id: i64) -> Result<Vec<NoteView>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT platform, kind, text, at FROM notes WHERE lead_id = ?1 ORDER BY at, id",
+    )?;
+    let rows = stmt.query_map([id], |r| {
+        Ok(NoteView {
+            platform: r.get(0)?,
+            kind: r.get(1)?,
+            text: r.get(2)?,
+            at: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn history(conn: &Connection, id: i64) -> Result<Vec<HistoryView>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT at, field, old, new, source, delivery_id, explanation FROM history
+         WHERE lead_id = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([id], |r| {
+        let explanation: Option<String> = r.get(6)?;
+        Ok(HistoryView {
+            at: r.get(0)?,
+            field: r.get(1)?,
+            old: r.get(2)?,
+            new: r.get(3)?,
+            source: r.get(4)?,
+            delivery_id: r.get(5)?,
+            explanation: explanation.and_then(|e| serde_json::from_str(&e).ok()),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A search over leads.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Exact email (any case).
+    pub email: Option<String>,
+    /// Phone in any format.
+    pub phone: Option<String>,
+    /// Free text: a name prefix, an email, or a phone.
+    pub q: Option<String>,
+    /// Only leads with an id below this (the cursor of the previous page).
+    pub before: Option<i64>,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// Finds lead ids, newest first; returns the page and the next cursor.
+pub fn search(
+    conn: &Connection,
+    query: &Query,
+    region: phonenumber::country::Id,
+) -> Result<(Vec<i64>, Option<i64>), DbError> {
+    let before = query.before.unwrap_or(i64::MAX);
+    let limit = query.limit.clamp(1, 100);
+    let mut ids: Option<Vec<i64>> = None;
+    let mut restrict = |found: Vec<i64>| {
+        ids = Some(match ids.take() {
+            None => found,
+            Some(prev) => prev.into_iter().filter(|id| found.contains(id)).collect(),
+        });
+    };
+    if let Some(email) = &query.email {
+        restrict(owner_of(
+            conn,
+            ContactKind::Email,
+            Email::parse(email).map(|e| e.normalized),
+        )?);
+    }
+    if let Some(phone) = &query.phone {
+        restrict(owner_of(
+            conn,
+            ContactKind::Phone,
+            Phone::parse(phone, region).map(|p| p.normalized),
+        )?);
+    }
+    if let Some(q) = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        let mut found = owner_of(
+            conn,
+            ContactKind::Email,
+            Email::parse(q).map(|e| e.normalized),
+        )?;
+        found.extend(owner_of(
+            conn,
+            ContactKind::Phone,
+            Phone::parse(q, region).map(|p| p.normalized),
+        )?);
+        let key = name_key(q);
+        if !key.is_empty() {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id FROM leads WHERE name_key >= ?1 AND name_key < ?1 || x'f48fbfbf'
+                 AND merged_into IS NULL AND id < ?2 ORDER BY id DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![key, before, limit as i64 + 1], |r| r.get(0))?;
+            for row in rows {
+                found.push(row?);
+            }
+        }
+        found.sort_unstable_by(|a, b| b.cmp(a));
+        found.dedup();
+        restrict(found);
+    }
+    let mut page: Vec<i64> = match ids {
+        Some(ids) => ids.into_iter().filter(|id| *id < before).collect(),
+        None => {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id FROM leads WHERE merged_into IS NULL AND id < ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![before, limit as i64 + 1], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        }
+    };
+    page.sort_unstable_by(|a, b| b.cmp(a));
+    let next = (page.len() > limit).then(|| page[limit - 1]);
+    page.truncate(limit);
+    Ok((page, next))
+}
+
+fn owner_of(
+    conn: &Connection,
+    kind: ContactKind,
+    value: Option<String>,
+) -> Result<Vec<i64>, DbError> {
+    match value {
+        Some(v) => Ok(leads::contact_owner(conn, kind, &v)?.into_iter().collect()),
+        None => Ok(Vec::new()),
+    }
+}
