@@ -379,13 +379,12 @@ pub fn fold(conn: &Connection, from: i64, into: i64, source: &Source) -> Result<
         "DELETE FROM duplicate_links WHERE lead_a = ?1 OR lead_b = ?1",
         "UPDATE leads SET merged_into = ?2, updated_at = ?3 WHERE id = ?1",
     ];
+    let all: [&dyn rusqlite::ToSql; 3] = [&from, &into, &source.at];
     for sql in moves {
         let mut stmt = conn.prepare_cached(sql)?;
-        if sql.contains("?3") {
-            stmt.execute(params![from, into, source.at])?;
-        } else {
-            stmt.execute(params![from, into])?;
-        }
+        // Each statement uses the leading parameters ?1..?n of (from, into, at).
+        let n = stmt.parameter_count();
+        stmt.execute(&all[..n])?;
     }
     let (name, description): (Option<String>, Option<String>) = conn
         .prepare_cached("SELECT name, description FROM leads WHERE id = ?1")?

@@ -1,0 +1,236 @@
+//! `spawn_app()`: the real service on a real socket (port 0) with a fresh
+//! SQLite file in a temporary directory, and a client that talks to it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crm_responder::app::Application;
+use crm_responder::config::Config;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// The password of the test sales user `sales`.
+pub const SALES_PASSWORD: &str = "sales-password";
+const SALES_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$O3xUn9tbXa+0eE3gFeyGdg$Z5548GcDasJ7vM95I/m3sLFwcHswCoauDOlATirkIag";
+/// The Jivo token of test apps.
+pub const JIVO_TOKEN: &str = "test-jivo-token";
+/// The Rocket.Chat token of test apps.
+pub const ROCKETCHAT_TOKEN: &str = "test-rocketchat-token";
+/// LiveChat v2 credentials and v3 secret of test apps.
+pub const LIVECHAT_USER: &str = "livechat";
+/// LiveChat v2 password.
+pub const LIVECHAT_PASSWORD: &str = "test-livechat-password";
+/// LiveChat v3 secret (the fixtures' value).
+pub const LIVECHAT_SECRET: &str = "livechat-secret-key";
+
+/// The config text of a test app; `db` is the SQLite path.
+pub fn config_text(db: &Path) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://crm.test"
+max_body_bytes = 1048576
+
+[database]
+path = "{db}"
+
+[jivo]
+token = "{JIVO_TOKEN}"
+enable_assign = true
+
+[rocketchat]
+token = "{ROCKETCHAT_TOKEN}"
+
+[livechat]
+username = "{LIVECHAT_USER}"
+password = "{LIVECHAT_PASSWORD}"
+secret_key = "{LIVECHAT_SECRET}"
+
+[merge]
+match_order = ["email", "phone"]
+default_region = "US"
+phone = "keep_both"
+email = "keep_both"
+primary = "existing"
+name = "keep_existing"
+description = "keep_existing"
+
+[duplicates]
+enabled = true
+threshold = 0.92
+
+[[sales.users]]
+name = "sales"
+password_hash = "{SALES_HASH}"
+"#,
+        db = db.display()
+    )
+}
+
+/// A running service.
+pub struct TestApp {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The SQLite file.
+    pub db_path: PathBuf,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+    /// The temporary directory (removed on drop).
+    dir: Option<tempfile::TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the service with the default test config.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the service after `adjust` has changed the test config.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_path = dir.path().join("crm.sqlite3");
+    let mut config = Config::parse(&config_text(&db_path)).expect("test config parses");
+    adjust(&mut config);
+    let app = Application::build(config).await.expect("app starts");
+    let addr = app.addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        app.run_until(async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    TestApp {
+        addr,
+        db_path,
+        client: reqwest::Client::new(),
+        dir: Some(dir),
+        shutdown: Some(tx),
+        task: Some(task),
+    }
+}
+
+/// A fixture body, from `tests/fixtures/`.
+pub fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+impl TestApp {
+    /// `http://addr{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs raw bytes to a path.
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// POSTs a Jivo webhook with the right token; returns status and JSON body.
+    pub async fn jivo(&self, body: &Value) -> (u16, Value) {
+        let path = format!("/webhooks/jivo/{JIVO_TOKEN}");
+        let response = self.post_raw(&path, body.to_string()).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GET with the sales user's credentials; returns status and JSON body.
+    pub async fn api(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(self.url(path))
+            .basic_auth("sales", Some(SALES_PASSWORD))
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The lead as `GET /api/leads/{id}` shows it.
+    pub async fn lead(&self, id: i64) -> Value {
+        let (status, body) = self.api(&format!("/api/leads/{id}")).await;
+        assert_eq!(status, 200, "GET /api/leads/{id}: {body}");
+        body
+    }
+
+    /// Runs a query on the database file directly.
+    pub fn sql<T: rusqlite::types::FromSql>(&self, sql: &str) -> T {
+        let conn = rusqlite::Connection::open(&self.db_path).expect("open db");
+        conn.query_row(sql, [], |r| r.get(0)).expect("query")
+    }
+
+    /// Stops the server gracefully and waits for it; the directory holding
+    /// the database lives on in the returned guard.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.dir.take().expect("directory present until stop")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The `value`s of a JSON lead's emails or phones, with their primary flag.
+pub fn contacts(lead: &Value, key: &str) -> Vec<(String, bool)> {
+    lead[key]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|c| {
+            (
+                c["value"].as_str().unwrap().to_owned(),
+                c["primary"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The lead id at the end of a `crm_link`.
+pub fn lead_id(answer: &Value) -> i64 {
+    let link = answer["crm_link"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no crm_link in {answer}"));
+    link.rsplit('/').next().unwrap().parse().unwrap()
+}
+
+/// A `chat_accepted` body for a visitor.
+pub fn accepted(
+    chat: u64,
+    number: &str,
+    name: &str,
+    email: Option<&str>,
+    phone: Option<&str>,
+) -> Value {
+    let mut body = fixture("jivo/chat_accepted.json");
+    body["chat_id"] = chat.into();
+    body["visitor"]["number"] = number.into();
+    body["visitor"]["name"] = name.into();
+    body["visitor"]["email"] = email.map(Value::from).unwrap_or(Value::Null);
+    body["visitor"]["phone"] = phone.map(Value::from).unwrap_or(Value::Null);
+    body["visitor"]["description"] = Value::Null;
+    body
+}
