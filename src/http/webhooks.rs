@@ -43,11 +43,9 @@ fn jivo_webhook(
         })
         .and(body(state))
         .and_then(|state: Arc<AppState>, body: Bytes| async move {
-            let (event, outcome) = ingest(&state, Platform::Jivo, body, jivo::event_name, |b| {
-                jivo::parse(b).map(|e| (e, platforms::body_hash(b)))
-            })
-            .await
-            .map_err(ApiError::reject)?;
+            let (event, outcome) = ingest(&state, Platform::Jivo, body)
+                .await
+                .map_err(ApiError::reject)?;
             let answer = match &outcome.card {
                 Some(card) if event.wants_card => jivo::answer(card, &state.config()),
                 _ => json!({ "result": "ok" }),
@@ -63,19 +61,17 @@ pub async fn ingest(
     state: &AppState,
     platform: Platform,
     body: Bytes,
-    event_name: fn(&[u8]) -> String,
-    parse: impl FnOnce(&[u8]) -> Result<(Event, String), String>,
 ) -> Result<(Event, Outcome), ApiError> {
     let started = Instant::now();
     let config = state.config();
-    let parsed = parse(&body);
+    let parsed = platforms::translate(platform, &body);
     let received_at = now_rfc3339();
     let (event, idem_key) = match parsed {
         Ok(parsed) => parsed,
         Err(reason) => {
             let delivery = NewDelivery {
                 platform: platform.as_str(),
-                event: event_name(&body),
+                event: platforms::event_name(platform, &body),
                 idem_key: format!("{}:failed:{}", platform, platforms::body_hash(&body)),
                 body,
                 received_at,

@@ -15,3 +15,27 @@ pub fn body_hash(body: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+use crate::event::{Event, Platform};
+
+/// Translates a stored or incoming body of `platform` into an event and its
+/// idempotency key (without the platform prefix). `Err` is the reason the
+/// body is refused (a 400, or a delivery kept as failed). Authentication is
+/// the HTTP layer's business and is not repeated here, so that stored
+/// deliveries can be replayed.
+pub fn translate(platform: Platform, body: &[u8]) -> Result<(Event, String), String> {
+    match platform {
+        Platform::Jivo => jivo::parse(body).map(|event| (event, body_hash(body))),
+        Platform::RocketChat | Platform::LiveChat => {
+            Err(format!("{platform} deliveries are not supported yet"))
+        }
+    }
+}
+
+/// The event name of a body that may not parse, for the inbox.
+pub fn event_name(platform: Platform, body: &[u8]) -> String {
+    match platform {
+        Platform::Jivo => jivo::event_name(body),
+        Platform::RocketChat | Platform::LiveChat => "unknown".into(),
+    }
+}

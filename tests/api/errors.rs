@@ -155,11 +155,22 @@ async fn graceful_shutdown_keeps_every_acknowledged_delivery() {
     let app = spawn_app().await;
     let mut tasks = Vec::new();
     for i in 0..20u64 {
-        let body = accepted(i, &format!("g{i}"), "Graceful", Some(&format!("g{i}@example.com")), None);
+        let body = accepted(
+            i,
+            &format!("g{i}"),
+            "Graceful",
+            Some(&format!("g{i}@example.com")),
+            None,
+        );
         let client = app.client.clone();
         let url = app.url(&format!("/webhooks/jivo/{JIVO_TOKEN}"));
         tasks.push(tokio::spawn(async move {
-            client.post(url).body(body.to_string()).send().await.map(|r| r.status().as_u16())
+            client
+                .post(url)
+                .body(body.to_string())
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
         }));
     }
     let mut acknowledged = 0;
@@ -171,7 +182,9 @@ async fn graceful_shutdown_keeps_every_acknowledged_delivery() {
     let db = app.db_path.clone();
     let _dir = app.stop().await;
     let conn = rusqlite::Connection::open(db).unwrap();
-    let stored: i64 = conn.query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0)).unwrap();
+    let stored: i64 = conn
+        .query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(stored, acknowledged);
     assert_eq!(acknowledged, 20);
 }
