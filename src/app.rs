@@ -11,7 +11,11 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::spool::Spool;
 use crate::store::Db;
+
+/// How often the spool is checked for deliveries to apply.
+const SPOOL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A bound, not yet serving, service.
 pub struct Application {
@@ -30,6 +34,14 @@ pub enum StartError {
         path: PathBuf,
         /// What went wrong.
         source: crate::store::DbError,
+    },
+    /// The spool directory could not be created.
+    #[error("spool directory {path}: {source}")]
+    Spool {
+        /// The configured directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
     },
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
@@ -55,6 +67,11 @@ impl Application {
         .map_err(|source| StartError::Database { path, source })?;
         // Load phone metadata now, not on the first request.
         let _ = phonenumber::parse(Some(config.merge.default_region), "+14084987855");
+        let spool_dir = config.database.spool_dir();
+        let spool = Spool::open(&spool_dir).map_err(|source| StartError::Spool {
+            path: spool_dir,
+            source,
+        })?;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -64,7 +81,7 @@ impl Application {
             .map_err(|source| StartError::Bind { addr, source })?;
         Ok(Application {
             listener,
-            state: AppState::new(config, db),
+            state: AppState::new(config, db, spool),
             addr,
         })
     }
@@ -83,9 +100,21 @@ impl Application {
     /// then closes the database cleanly.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let state = self.state.clone();
+        let drainer = tokio::spawn(drain_spool_forever(state.clone()));
         let result = http::run(self.listener, self.state, shutdown).await;
+        drainer.abort();
         let db = state.db.clone();
         let _ = tokio::task::spawn_blocking(move || db.close()).await;
         result
+    }
+}
+
+/// Applies spooled deliveries whenever storage takes them again.
+async fn drain_spool_forever(state: Arc<AppState>) {
+    loop {
+        if state.spool.depth() > 0 {
+            http::webhooks::drain_spool(&state).await;
+        }
+        tokio::time::sleep(SPOOL_INTERVAL).await;
     }
 }

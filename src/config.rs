@@ -123,6 +123,22 @@ pub struct DatabaseConfig {
     /// How long a write waits for a lock held by another process.
     #[serde(default = "defaults::busy_timeout_ms")]
     pub busy_timeout_ms: u64,
+    /// Where deliveries acknowledged during a storage fault wait to be
+    /// applied; default: `spool/` beside the database file.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+}
+
+impl DatabaseConfig {
+    /// The spool directory in force.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool_dir.clone().unwrap_or_else(|| {
+            self.path
+                .parent()
+                .map(|p| p.join("spool"))
+                .unwrap_or_else(|| PathBuf::from("spool"))
+        })
+    }
 }
 
 /// `[jivo]`
@@ -133,6 +149,10 @@ pub struct JivoConfig {
     pub token: Secret,
     /// Sent back as `enable_assign` in every full answer.
     pub enable_assign: bool,
+    /// How long the agent may wait for `chat_accepted`/`chat_updated`: past
+    /// it, the answer is built from the payload and the delivery is spooled.
+    #[serde(default = "defaults::answer_deadline_ms")]
+    pub answer_deadline_ms: u64,
     /// Rows of `custom_data` shown to the agent, in order (at most 10).
     #[serde(default = "defaults::custom_data")]
     pub custom_data: Vec<CustomDataRow>,
@@ -388,6 +408,9 @@ mod defaults {
     pub fn busy_timeout_ms() -> u64 {
         5_000
     }
+    pub fn answer_deadline_ms() -> u64 {
+        2_000
+    }
     pub fn custom_data() -> Vec<CustomDataRow> {
         let row = |title: &str, source| CustomDataRow {
             title: title.into(),
@@ -464,6 +487,12 @@ impl Config {
             return Err(invalid(
                 "jivo.token",
                 "must use only URL-safe characters (letters, digits, - _ . ~)",
+            ));
+        }
+        if !(10..=60_000).contains(&self.jivo.answer_deadline_ms) {
+            return Err(invalid(
+                "jivo.answer_deadline_ms",
+                "must be between 10 and 60000",
             ));
         }
         if self.jivo.custom_data.is_empty() || self.jivo.custom_data.len() > 10 {

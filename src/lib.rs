@@ -15,6 +15,7 @@
 //! - [`crm`]: identity, normalisation, merge policy, duplicate scoring; pure.
 //! - [`store`]: SQL on `&Connection` and the one async gateway, [`store::Db`].
 //! - [`metrics`]: counters for `/metrics`.
+//! - [`spool`]: deliveries acknowledged during a storage fault, applied when it ends.
 
 pub mod app;
 pub mod cli;
@@ -24,4 +25,5 @@ pub mod event;
 pub mod http;
 pub mod metrics;
 pub mod platforms;
+pub mod spool;
 pub mod store;

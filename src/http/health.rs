@@ -1,6 +1,7 @@
 //! Health and metrics: no credentials, cheap, for machines.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 use warp::http::StatusCode;
@@ -17,8 +18,9 @@ pub fn routes(
 
 /// GET /healthz
 ///
-/// 200 `{"status":"ok"}` when the database answers and the last write
-/// committed; 503 `{"status":"unavailable", "error": …}` otherwise.
+/// 200 `{"status":"ok"}` when the database answers, the last write
+/// committed and no write has waited longer than the answer deadline;
+/// 503 `{"status":"unavailable", "error": …}` otherwise.
 fn healthz(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
@@ -36,7 +38,8 @@ fn healthz(
                     )
                 })
                 .await;
-            let problem = match (read, state.db.write_fault()) {
+            let stuck = Duration::from_millis(state.config().jivo.answer_deadline_ms);
+            let problem = match (read, state.db.write_fault(stuck)) {
                 (Err(e), _) => Some(e.to_string()),
                 (Ok(_), Some(fault)) => Some(fault),
                 (Ok(_), None) => None,
@@ -67,8 +70,12 @@ fn metrics(
             let mut wal = path.as_os_str().to_owned();
             wal.push("-wal");
             let bytes = size(path) + size(std::path::Path::new(&wal));
+            let mut text = state.metrics.render(bytes);
+            text.push_str("# HELP crm_spool_depth Deliveries acknowledged during a storage fault, not yet applied.\n");
+            text.push_str("# TYPE crm_spool_depth gauge\n");
+            text.push_str(&format!("crm_spool_depth {}\n", state.spool.depth()));
             warp::reply::with_header(
-                state.metrics.render(bytes),
+                text,
                 "content-type",
                 "text/plain; version=0.0.4; charset=utf-8",
             )

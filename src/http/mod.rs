@@ -27,6 +27,7 @@ use warp::{Buf, Filter, Rejection, Reply};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::spool::Spool;
 use crate::store::Db;
 use error::ApiError;
 
@@ -42,16 +43,19 @@ pub struct AppState {
     pub guard: auth::Guard,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// Deliveries acknowledged during a storage fault, waiting to be applied.
+    pub spool: Spool,
 }
 
 impl AppState {
-    /// Wraps a checked config and an open database.
-    pub fn new(config: Config, db: Db) -> Arc<AppState> {
+    /// Wraps a checked config, an open database and its spool.
+    pub fn new(config: Config, db: Db, spool: Spool) -> Arc<AppState> {
         Arc::new(AppState {
             config: RwLock::new(Arc::new(config)),
             db,
             guard: auth::Guard::default(),
             metrics: Metrics::default(),
+            spool,
         })
     }
 

@@ -3,7 +3,7 @@
 //! through the same path for every platform.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -13,6 +13,8 @@ use super::error::ApiError;
 use super::{AppState, auth, body, with_state};
 use crate::event::{Event, Platform, now_rfc3339};
 use crate::platforms::{self, jivo};
+use crate::spool::Spool;
+use crate::store::DbError;
 use crate::store::apply::{self, Outcome, Policy};
 use crate::store::inbox::NewDelivery;
 
@@ -48,6 +50,7 @@ fn jivo_webhook(
                 .map_err(ApiError::reject)?;
             let answer = match &outcome.card {
                 Some(card) if event.wants_card => jivo::answer(card, &state.config()),
+                None if outcome.spooled => jivo::provisional_answer(&event, &state.config()),
                 _ => json!({ "result": "ok" }),
             };
             Ok::<_, Rejection>(warp::reply::json(&answer).into_response())
@@ -89,24 +92,60 @@ pub async fn ingest(
             return Err(ApiError::BadRequest(reason));
         }
     };
-    let delivery = NewDelivery {
-        platform: platform.as_str(),
-        event: event.name.clone(),
-        idem_key: format!("{platform}:{idem_key}"),
-        body,
-        received_at,
+    let write = apply_parsed(
+        state,
+        platform,
+        &event,
+        &idem_key,
+        body.clone(),
+        received_at.clone(),
+    );
+    let result = if event.wants_card {
+        // The agent is looking at an empty panel until we answer.
+        let deadline = Duration::from_millis(config.jivo.answer_deadline_ms);
+        match tokio::time::timeout(deadline, write).await {
+            Ok(result) => result,
+            Err(_) => Err(DbError::Unavailable(format!(
+                "no answer from storage within {} ms",
+                deadline.as_millis()
+            ))),
+        }
+    } else {
+        write.await
     };
-    let policy = Policy {
-        merge: config.merge.clone(),
-        duplicates: config.duplicates.clone(),
-    };
-    let job_event = event.clone();
-    let result = state
-        .db
-        .write(move |conn| apply::apply(conn, &policy, &delivery, &job_event))
-        .await;
     let outcome = match result {
         Ok(outcome) => outcome,
+        Err(DbError::Unavailable(cause)) if event.wants_card => {
+            let spool = state.spool.clone();
+            let put =
+                tokio::task::spawn_blocking(move || spool.put(platform, &received_at, &body)).await;
+            return match put {
+                Ok(Ok(_)) => {
+                    state
+                        .metrics
+                        .delivery(platform, &event.name, "spooled", started.elapsed());
+                    tracing::warn!(%platform, event = %event.name, outcome = "spooled", %cause, "delivery");
+                    Ok((
+                        event,
+                        Outcome {
+                            spooled: true,
+                            ..Outcome::default()
+                        },
+                    ))
+                }
+                failed => {
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "spool task failed".to_owned(),
+                    };
+                    state
+                        .metrics
+                        .delivery(platform, &event.name, "error", started.elapsed());
+                    tracing::error!(%platform, event = %event.name, outcome = "error", %cause, %error, "delivery not spooled");
+                    Err(ApiError::Unavailable)
+                }
+            };
+        }
         Err(e) => {
             state
                 .metrics
@@ -133,6 +172,103 @@ pub async fn ingest(
         "delivery"
     );
     Ok((event, outcome))
+}
+
+/// Stores and applies an already translated delivery in one transaction.
+async fn apply_parsed(
+    state: &AppState,
+    platform: Platform,
+    event: &Event,
+    idem_key: &str,
+    body: Bytes,
+    received_at: String,
+) -> Result<Outcome, DbError> {
+    let config = state.config();
+    let delivery = NewDelivery {
+        platform: platform.as_str(),
+        event: event.name.clone(),
+        idem_key: format!("{platform}:{idem_key}"),
+        body,
+        received_at,
+    };
+    let policy = Policy {
+        merge: config.merge.clone(),
+        duplicates: config.duplicates.clone(),
+    };
+    let event = event.clone();
+    state
+        .db
+        .write(move |conn| apply::apply(conn, &policy, &delivery, &event))
+        .await
+}
+
+/// Applies spooled deliveries, oldest first, until the spool is empty or
+/// storage fails again. Returns how many were applied.
+pub async fn drain_spool(state: &AppState) -> usize {
+    let spool = state.spool.clone();
+    let Ok(Ok(files)) = tokio::task::spawn_blocking(move || spool.list()).await else {
+        return 0;
+    };
+    let mut applied = 0;
+    for path in files {
+        let read = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || Spool::read(&path)).await
+        };
+        let record = match read {
+            Ok(Ok(record)) => record,
+            other => {
+                tracing::error!(file = %path.display(), ?other, "unreadable spool file left in place");
+                continue;
+            }
+        };
+        let (Some(platform), Ok(body)) = (record.platform(), record.body()) else {
+            tracing::error!(file = %path.display(), "malformed spool file left in place");
+            continue;
+        };
+        let result = match platforms::translate(platform, &body) {
+            Ok((event, key)) => apply_parsed(
+                state,
+                platform,
+                &event,
+                &key,
+                body.into(),
+                record.received_at,
+            )
+            .await
+            .map(|outcome| state.metrics.leads(&outcome)),
+            Err(reason) => {
+                let delivery = NewDelivery {
+                    platform: platform.as_str(),
+                    event: platforms::event_name(platform, &body),
+                    idem_key: format!("{}:failed:{}", platform, platforms::body_hash(&body)),
+                    body: body.into(),
+                    received_at: record.received_at,
+                };
+                state
+                    .db
+                    .write(move |conn| apply::record_failed(conn, &delivery, &reason))
+                    .await
+            }
+        };
+        match result {
+            Ok(()) => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::error!(file = %path.display(), error = %e, "cannot remove applied spool file");
+                    break;
+                }
+                applied += 1;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "spool not drained: storage still failing");
+                break;
+            }
+        }
+    }
+    if applied > 0 {
+        tracing::info!(applied, "spooled deliveries applied");
+    }
+    applied
 }
 
 /// The small answer Rocket.Chat and LiveChat get.

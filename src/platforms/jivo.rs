@@ -269,6 +269,32 @@ pub fn answer(card: &LeadCard, config: &Config) -> Value {
     })
 }
 
+/// The answer when storage could not answer in time: the visitor as the
+/// payload describes them, and a row saying the lead is on its way. No
+/// `crm_link`, since the lead id is not known yet.
+pub fn provisional_answer(event: &Event, config: &Config) -> Value {
+    let mut contact = serde_json::Map::new();
+    if let Some(v) = &event.visitor {
+        let fields = [
+            ("name", v.name.as_deref()),
+            ("phone", v.phones.first().map(String::as_str)),
+            ("email", v.emails.first().map(String::as_str)),
+            ("description", v.description.as_deref()),
+        ];
+        for (key, value) in fields {
+            if let Some(value) = value.filter(|s| !s.trim().is_empty()) {
+                contact.insert(key.into(), Value::String(value.into()));
+            }
+        }
+    }
+    json!({
+        "result": "ok",
+        "custom_data": [{"title": "CRM", "content": "busy: the lead is saved and will appear shortly"}],
+        "contact_info": contact,
+        "enable_assign": config.jivo.enable_assign,
+    })
+}
+
 /// `{public_url}/leads/{id}`.
 pub fn lead_link(config: &Config, id: i64) -> String {
     format!("{}/leads/{id}", config.server.public_url)

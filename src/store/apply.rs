@@ -41,6 +41,8 @@ pub struct Outcome {
     pub folded: bool,
     /// Possible-duplicate links made.
     pub flagged: usize,
+    /// Storage could not take the delivery in time; it waits in the spool.
+    pub spooled: bool,
     /// The lead as the platform should show it, when the event wants it.
     pub card: Option<LeadCard>,
 }

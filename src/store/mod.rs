@@ -22,7 +22,7 @@ pub use migrate::latest_version;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::oneshot;
@@ -83,6 +83,8 @@ struct Shared {
     readers: Mutex<Vec<Connection>>,
     /// The last write failure, cleared by the next successful commit.
     write_fault: Mutex<Option<String>>,
+    /// When the batch being written now started, if one is.
+    batch_started: Mutex<Option<Instant>>,
 }
 
 impl Db {
@@ -106,6 +108,7 @@ impl Db {
             writer_thread: Mutex::new(None),
             readers: Mutex::new(Vec::new()),
             write_fault: Mutex::new(None),
+            batch_started: Mutex::new(None),
         });
         let weak = Arc::downgrade(&shared);
         let handle = std::thread::Builder::new()
@@ -186,9 +189,19 @@ impl Db {
         }
     }
 
-    /// The last write failure, if the last write batch failed.
-    pub fn write_fault(&self) -> Option<String> {
-        self.shared.write_fault.lock().unwrap().clone()
+    /// The last write failure, if the last write batch failed, or a batch
+    /// that has been waiting longer than `stuck` (a lock held elsewhere).
+    pub fn write_fault(&self, stuck: Duration) -> Option<String> {
+        if let Some(fault) = self.shared.write_fault.lock().unwrap().clone() {
+            return Some(fault);
+        }
+        let started = *self.shared.batch_started.lock().unwrap();
+        started.filter(|t| t.elapsed() > stuck).map(|t| {
+            format!(
+                "a write has been waiting for {} ms",
+                t.elapsed().as_millis()
+            )
+        })
     }
 
     /// Stops accepting writes, lets the writer finish what is queued, and
@@ -242,8 +255,12 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, shared: std::sync::Wea
                 Err(_) => break,
             }
         }
+        if let Some(shared) = shared.upgrade() {
+            *shared.batch_started.lock().unwrap() = Some(Instant::now());
+        }
         let fault = run_batch(&conn, &mut batch);
         if let Some(shared) = shared.upgrade() {
+            *shared.batch_started.lock().unwrap() = None;
             *shared.write_fault.lock().unwrap() = fault;
         }
     }

@@ -109,7 +109,8 @@ async fn a_locked_database_gives_503_then_recovers_without_losing_the_retry() {
         )
         .unwrap();
 
-    let body = fixture("jivo/chat_accepted.json");
+    // chat_finished: nobody waits for it, so the sender is told to retry.
+    let body = fixture("jivo/chat_finished.json");
     let (status, answer) = app.jivo(&body).await;
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["result"], "error");
@@ -187,4 +188,68 @@ async fn graceful_shutdown_keeps_every_acknowledged_delivery() {
         .unwrap();
     assert_eq!(stored, acknowledged);
     assert_eq!(acknowledged, 20);
+}
+
+#[tokio::test]
+async fn under_a_long_lock_chat_accepted_is_answered_from_the_payload_and_spooled_then_applied() {
+    let app = spawn_app_with(|c| {
+        c.database.busy_timeout_ms = 300;
+        c.jivo.answer_deadline_ms = 100;
+    })
+    .await;
+    let locker = rusqlite::Connection::open(&app.db_path).unwrap();
+    locker
+        .execute_batch(
+            "BEGIN EXCLUSIVE; INSERT INTO leads (created_at, updated_at) VALUES ('x', 'x');",
+        )
+        .unwrap();
+
+    // The agent gets an answer built from the payload, within the deadline.
+    let (status, answer) = app.jivo(&fixture("jivo/chat_accepted.json")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["result"], "ok");
+    assert_eq!(answer["contact_info"]["email"], "email@example.com");
+    assert_eq!(answer["contact_info"]["phone"], "+14084987855");
+    assert!(answer.get("crm_link").is_none(), "no lead id yet: {answer}");
+    let spooled = std::fs::read_dir(app.db_path.parent().unwrap().join("spool"))
+        .unwrap()
+        .count();
+    assert_eq!(spooled, 1);
+
+    // Events nobody waits for get 503, so the sender retries; never a 4xx.
+    let (status, _) = app.jivo(&fixture("jivo/chat_finished.json")).await;
+    assert_eq!(status, 503);
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("crm_spool_depth 1"), "{metrics}");
+
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    // Storage is back: the spooled delivery is applied once, by the drainer.
+    let mut leads = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        leads = app.sql::<i64>("SELECT count(*) FROM leads");
+        let left = std::fs::read_dir(app.db_path.parent().unwrap().join("spool"))
+            .unwrap()
+            .count();
+        if leads == 1 && left == 0 {
+            break;
+        }
+    }
+    assert_eq!(leads, 1);
+    assert_eq!(app.sql::<i64>("SELECT count(*) FROM deliveries"), 1);
+    // The next answer has the real lead.
+    let (status, answer) = app.jivo(&fixture("jivo/chat_updated.json")).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["crm_link"], "http://crm.test/leads/1");
 }
