@@ -1,0 +1,218 @@
+//! `cargo bench --bench load`: throughput, tail latency and cost growth of
+//! the real service (the release binary, as its own process) against
+//! databases of 10k, 100k and 1M generated leads. Prints a table.
+//!
+//! Options (after `--`): `--sizes 10000,100000,1000000`, `--seconds N`
+//! (per phase, default 5), `--only NAME` (one scenario).
+
+mod client;
+mod datagen;
+mod scenarios;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use scenarios::{SCENARIOS, Scenario};
+
+/// Figures for one scenario at one size.
+struct Row {
+    scenario: &'static str,
+    leads: u64,
+    rps: f64,
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    errors: u64,
+    rss_mib: f64,
+    db_mib: f64,
+    startup_ms: f64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo test --all-targets` builds and runs bench targets too (without
+    // `--bench`): the load test is for `cargo bench` only.
+    if !args.iter().any(|a| a == "--bench") {
+        println!("load benchmark: run with `cargo bench --bench load`");
+        return;
+    }
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let sizes: Vec<u64> = arg("--sizes")
+        .unwrap_or_else(|| "10000,100000,1000000".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("--sizes takes numbers"))
+        .collect();
+    let seconds: u64 = arg("--seconds")
+        .map(|s| s.parse().expect("--seconds"))
+        .unwrap_or(5);
+    let only = arg("--only");
+    let phase = Duration::from_secs(seconds);
+
+    let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-data");
+    std::fs::create_dir_all(&data_dir).expect("bench data dir");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let mut rows: Vec<Row> = Vec::new();
+    for &n in &sizes {
+        let seed = data_dir.join(format!("leads-{n}.sqlite3"));
+        if !seed.exists() {
+            let secs = datagen::generate(&seed, n);
+            eprintln!("generated {n} leads in {secs:.1} s -> {}", seed.display());
+        }
+        for scenario in SCENARIOS
+            .iter()
+            .filter(|s| only.as_deref().is_none_or(|o| o == s.name))
+        {
+            let row = runtime.block_on(run(scenario, n, &seed, &data_dir, phase));
+            eprintln!(
+                "{:<22} {:>8} leads: {:>8.0} req/s, p99 {:.2} ms at {:.0}/s",
+                row.scenario, row.leads, row.rps, row.p99, row.rate
+            );
+            rows.push(row);
+        }
+    }
+    print_table(&rows);
+}
+
+async fn run(scenario: &'static Scenario, n: u64, seed: &Path, dir: &Path, phase: Duration) -> Row {
+    let work = dir.join(format!("work-{}.sqlite3", std::process::id()));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", work.display()));
+    }
+    let _ = std::fs::remove_dir_all(dir.join("spool"));
+    std::fs::copy(seed, &work).expect("copy seed database");
+    let port = free_port();
+    let config = dir.join(format!("bench-{}.toml", std::process::id()));
+    std::fs::write(&config, scenarios::config(port, &work)).expect("write config");
+    let started = Instant::now();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_crm-responder"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start server");
+    let addr = format!("127.0.0.1:{port}");
+    wait_healthy(&addr).await;
+    let startup_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    let make = scenario.request;
+    // Closed loop for throughput, then open loop at the scenario's rate for
+    // latency; both draw fresh visitors from disjoint ranges.
+    let (rps, closed) = client::closed_loop(&addr, 32, phase, move |k| make(n, k)).await;
+    let mut open = client::open_loop(&addr, scenario.rate, phase, 32, move |k| {
+        make(n, 1 << 40 | k)
+    })
+    .await;
+    let rss_mib = peak_rss_kib(&server) as f64 / 1024.0;
+    stop(&mut server);
+    let db_bytes: u64 = ["", "-wal"]
+        .iter()
+        .map(|s| {
+            std::fs::metadata(format!("{}{s}", work.display()))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum();
+    Row {
+        scenario: scenario.name,
+        leads: n,
+        rps,
+        rate: scenario.rate,
+        p50: open.quantile_ms(0.50),
+        p99: open.quantile_ms(0.99),
+        p999: open.quantile_ms(0.999),
+        errors: closed.errors + open.errors,
+        rss_mib,
+        db_mib: db_bytes as f64 / 1048576.0,
+        startup_ms,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_healthy(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(mut conn) = client::Conn::connect(addr).await
+            && let Ok(200) = conn.call(&client::get("/healthz")).await
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("server did not become healthy");
+}
+
+fn peak_rss_kib(server: &Child) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", server.id())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn stop(server: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.id().to_string())
+        .status();
+    let _ = server.wait();
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "| scenario | leads | req/s (closed loop) | ÷ baseline | open-loop rate | p50 ms | p99 ms | p99.9 ms | p50 ÷ p50@smallest | errors | peak RSS MiB | DB MiB | startup ms |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let baseline = rows
+            .iter()
+            .find(|b| b.scenario == "baseline /healthz" && b.leads == r.leads)
+            .map(|b| r.rps / b.rps)
+            .unwrap_or(f64::NAN);
+        let smallest = rows
+            .iter()
+            .filter(|b| b.scenario == r.scenario)
+            .min_by_key(|b| b.leads)
+            .map(|b| r.p50 / b.p50)
+            .unwrap_or(f64::NAN);
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.0}/s | {:.3} | {:.3} | {:.3} | {:.2} | {} | {:.1} | {:.1} | {:.0} |",
+            r.scenario,
+            r.leads,
+            r.rps,
+            baseline,
+            r.rate,
+            r.p50,
+            r.p99,
+            r.p999,
+            smallest,
+            r.errors,
+            r.rss_mib,
+            r.db_mib,
+            r.startup_ms
+        );
+    }
+}

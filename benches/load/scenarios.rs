@@ -1,0 +1,179 @@
+//! The benchmark scenarios: what each request carries. Every request is a
+//! different visitor or chat; nothing is one body replayed.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::client::{get, post};
+use crate::datagen::{person, phone_as_typed};
+
+const JIVO: &str = "/webhooks/jivo/bench-jivo-token";
+
+/// One scenario: a name, its open-loop rate, and request `k` against `n` leads.
+pub struct Scenario {
+    /// Shown in the table.
+    pub name: &'static str,
+    /// Requests per second of the open-loop phase.
+    pub rate: f64,
+    /// Builds request `k` for a database of `n` leads.
+    pub request: fn(u64, u64) -> Vec<u8>,
+}
+
+/// Every scenario, baseline first.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "baseline /healthz",
+        rate: 1000.0,
+        request: |_, _| get("/healthz"),
+    },
+    Scenario {
+        name: "accepted: email match",
+        rate: 1000.0,
+        request: existing_by_email,
+    },
+    Scenario {
+        name: "accepted: phone match",
+        rate: 1000.0,
+        request: existing_by_phone,
+    },
+    Scenario {
+        name: "accepted: new visitor",
+        rate: 500.0,
+        request: new_visitor,
+    },
+    Scenario {
+        name: "finished: 30 messages",
+        rate: 500.0,
+        request: finished,
+    },
+    Scenario {
+        name: "mix of platforms",
+        rate: 1000.0,
+        request: mix,
+    },
+];
+
+/// A well-spread index into 1..=n for request k.
+fn existing(n: u64, k: u64) -> u64 {
+    crate::datagen::Rng::new(k ^ 0x5EED).next() % n + 1
+}
+
+fn accepted(
+    chat: u64,
+    number: String,
+    name: &str,
+    email: Option<&str>,
+    phone: Option<&str>,
+) -> String {
+    json!({
+        "event_name": "chat_accepted", "chat_id": chat, "widget_id": "3948", "user_token": null,
+        "visitor": {"name": name, "email": email, "phone": phone, "number": number, "chats_count": 1},
+        "agent": {"id": "2016", "name": "Thomas Anderson"},
+        "session": {"geoip": {"country": "United States"}, "ip_addr": "208.80.152.201"},
+        "page": {"url": "http://example.com/", "title": "Page title"}
+    })
+    .to_string()
+}
+
+fn existing_by_email(n: u64, k: u64) -> Vec<u8> {
+    let i = existing(n, k);
+    let p = person(i);
+    post(
+        JIVO,
+        &accepted(
+            10_000_000 + k,
+            format!("b{k}"),
+            &p.name,
+            Some(&p.email),
+            None,
+        ),
+    )
+}
+
+fn existing_by_phone(n: u64, k: u64) -> Vec<u8> {
+    let i = existing(n, k);
+    let p = person(i);
+    let typed = phone_as_typed(&p.phone, k + 1);
+    post(
+        JIVO,
+        &accepted(20_000_000 + k, format!("c{k}"), &p.name, None, Some(&typed)),
+    )
+}
+
+fn new_visitor(n: u64, k: u64) -> Vec<u8> {
+    let p = person(n + 1 + (k % (1 << 39)) + (k >> 40) * (1 << 30));
+    let typed = phone_as_typed(&p.phone, k);
+    post(
+        JIVO,
+        &accepted(
+            30_000_000 + k,
+            format!("n{k}"),
+            &p.name,
+            Some(&p.email),
+            Some(&typed),
+        ),
+    )
+}
+
+fn finished(n: u64, k: u64) -> Vec<u8> {
+    let p = person(existing(n, k));
+    let messages: Vec<_> = (0..30)
+        .map(|m| {
+            json!({"message": format!("message {m} about order {k}: is it in stock?"),
+                   "timestamp": 1_700_000_000 + m, "type": if m % 2 == 0 { "visitor" } else { "agent" }})
+        })
+        .collect();
+    let body = json!({
+        "event_name": "chat_finished", "chat_id": 40_000_000 + k, "widget_id": "3948",
+        "visitor": {"name": p.name, "email": p.email, "number": format!("f{k}")},
+        "agents": [{"id": "1", "name": "Thomas Anderson"}],
+        "chat": {"messages": messages, "blacklisted": false, "rate": null}
+    });
+    post(JIVO, &body.to_string())
+}
+
+fn mix(n: u64, k: u64) -> Vec<u8> {
+    match k % 10 {
+        0..=3 => existing_by_email(n, k),
+        4 | 5 => existing_by_phone(n, k),
+        6 | 7 => new_visitor(n, k),
+        _ => finished(n, k),
+    }
+}
+
+/// The server's config for a run.
+pub fn config(port: u16, db: &Path) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+max_body_bytes = 1048576
+
+[database]
+path = "{db}"
+
+[jivo]
+token = "bench-jivo-token"
+enable_assign = true
+
+[merge]
+match_order = ["email", "phone"]
+default_region = "US"
+phone = "keep_both"
+email = "keep_both"
+primary = "existing"
+name = "keep_existing"
+description = "keep_existing"
+
+[duplicates]
+enabled = true
+threshold = 0.92
+
+[sales]
+users = []
+"#,
+        db = db.display()
+    )
+}
