@@ -4,6 +4,8 @@
 
 pub mod jivo;
 pub mod lenient;
+pub mod livechat;
+pub mod rocketchat;
 
 use sha2::{Digest, Sha256};
 
@@ -26,9 +28,8 @@ use crate::event::{Event, Platform};
 pub fn translate(platform: Platform, body: &[u8]) -> Result<(Event, String), String> {
     match platform {
         Platform::Jivo => jivo::parse(body).map(|event| (event, body_hash(body))),
-        Platform::RocketChat | Platform::LiveChat => {
-            Err(format!("{platform} deliveries are not supported yet"))
-        }
+        Platform::RocketChat => rocketchat::parse(body),
+        Platform::LiveChat => livechat::parse(body),
     }
 }
 
@@ -36,6 +37,7 @@ pub fn translate(platform: Platform, body: &[u8]) -> Result<(Event, String), Str
 pub fn event_name(platform: Platform, body: &[u8]) -> String {
     match platform {
         Platform::Jivo => jivo::event_name(body),
-        Platform::RocketChat | Platform::LiveChat => "unknown".into(),
+        Platform::RocketChat => rocketchat::event_name(body),
+        Platform::LiveChat => livechat::event_name(body),
     }
 }

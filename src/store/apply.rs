@@ -175,7 +175,12 @@ fn identify(
         by_phone: phone_owners.iter().flatten().copied().next(),
         known,
     };
-    let has_content = event.conversation.is_some() || event.note.is_some();
+    // Closing a chat nobody is known for carries nothing worth a new lead.
+    let has_content = event
+        .conversation
+        .as_ref()
+        .is_some_and(|c| !c.messages.is_empty() || c.agent.is_some())
+        || event.note.is_some();
     if matches == Matches::default() && visitor.is_empty() && !has_content && !event.wants_card {
         return Ok(None);
     }

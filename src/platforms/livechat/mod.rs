@@ -1,0 +1,91 @@
+//! LiveChat webhooks, in both envelopes LiveChat has shipped: v2
+//! (`event_type`, authenticated by HTTP Basic credentials in the webhook
+//! URL) and v3 (`action` and `payload`, authenticated by a `secret_key` in
+//! the body). The body says which one it is.
+//!
+//! Both bodies carry credentials of their own (v2's `token` is a LiveChat
+//! API token, v3's `secret_key` ours): they are stored with the raw
+//! delivery but never copied into an event or a log line.
+
+pub mod v2;
+pub mod v3;
+
+use serde_json::{Map, Value};
+
+use super::lenient;
+use crate::event::Event;
+
+/// Which envelope a body uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Envelope {
+    /// `event_type`, `token`, `license_id`, data types at the top level.
+    V2,
+    /// `webhook_id`, `secret_key`, `action`, `payload`.
+    V3,
+}
+
+/// The envelope of an already parsed body: `action` means v3, `event_type` v2.
+pub fn envelope(map: &Map<String, Value>) -> Option<Envelope> {
+    if map.contains_key("action") {
+        Some(Envelope::V3)
+    } else if map.contains_key("event_type") {
+        Some(Envelope::V2)
+    } else {
+        None
+    }
+}
+
+/// The `secret_key` of a v3 body, if the body is one.
+pub fn v3_secret(body: &[u8]) -> Option<String> {
+    let map = lenient::json_object(body).ok()?;
+    match envelope(&map) {
+        Some(Envelope::V3) => map.get("secret_key").and_then(lenient::as_string),
+        _ => None,
+    }
+}
+
+/// Reads the event name (v2 `event_type`, v3 `action`) of a body that may
+/// not parse, for the inbox.
+pub fn event_name(body: &[u8]) -> String {
+    lenient::json_object(body)
+        .ok()
+        .and_then(|m| {
+            m.get("action")
+                .or_else(|| m.get("event_type"))
+                .and_then(lenient::as_string)
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Translates a LiveChat body of either envelope into an event and its
+/// idempotency key; `Err` carries the reason for a 400.
+pub fn parse(body: &[u8]) -> Result<(Event, String), String> {
+    let map = lenient::json_object(body)?;
+    match envelope(&map) {
+        Some(Envelope::V3) => v3::parse(map, body),
+        Some(Envelope::V2) => v2::parse(map, body),
+        None => Err("neither event_type nor action: not a LiveChat webhook".into()),
+    }
+}
+
+/// `custom_variables` (`[{"key", "value"}]`) and `session_fields`
+/// (`[{"name": "value"}, …]`) as custom fields.
+fn key_values(list: Option<&Value>) -> Vec<(String, String)> {
+    let Some(Value::Array(items)) = list else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(Value::as_object)
+        .flat_map(|o| match (o.get("key"), o.get("value")) {
+            (Some(k), Some(v)) => lenient::as_string(k)
+                .zip(lenient::as_string(v))
+                .into_iter()
+                .collect::<Vec<_>>(),
+            _ => o
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), lenient::as_string(v)?)))
+                .collect(),
+        })
+        .collect()
+}
