@@ -11,8 +11,9 @@ use warp::{Filter, Rejection, Reply};
 
 use super::error::ApiError;
 use super::{AppState, auth, body, with_state};
+use crate::config::LiveChatConfig;
 use crate::event::{Event, Platform, now_rfc3339};
-use crate::platforms::{self, jivo};
+use crate::platforms::{self, jivo, livechat};
 use crate::spool::Spool;
 use crate::store::DbError;
 use crate::store::apply::{self, Outcome, Policy};
@@ -22,7 +23,11 @@ use crate::store::inbox::NewDelivery;
 pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    jivo_webhook(state)
+    jivo_webhook(state.clone())
+        .or(rocketchat_webhook(state.clone()))
+        .unify()
+        .or(livechat_webhook(state))
+        .unify()
 }
 
 /// POST /webhooks/jivo/{token}
@@ -54,6 +59,104 @@ fn jivo_webhook(
                 _ => json!({ "result": "ok" }),
             };
             Ok::<_, Rejection>(warp::reply::json(&answer).into_response())
+        })
+}
+
+/// POST /webhooks/rocketchat
+///
+/// 200 with [`lead_answer`] (plus the same under `data`); 401 unless the
+/// `X-RocketChat-Livechat-Token` header is `rocketchat.token`; 404 while
+/// `[rocketchat]` is absent.
+fn rocketchat_webhook(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("webhooks" / "rocketchat")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(warp::header::optional::<String>(
+            "x-rocketchat-livechat-token",
+        ))
+        .and_then(|state: Arc<AppState>, token: Option<String>| async move {
+            let config = state.config();
+            let Some(rocketchat) = &config.rocketchat else {
+                return Err(ApiError::NotFound.reject());
+            };
+            let given = token.unwrap_or_default();
+            if auth::secret_eq(given.as_bytes(), rocketchat.token.expose().as_bytes()) {
+                Ok(state)
+            } else {
+                Err(ApiError::Unauthorized { challenge: false }.reject())
+            }
+        })
+        .and(body(state))
+        .and_then(|state: Arc<AppState>, body: Bytes| async move {
+            let (_, outcome) = ingest(&state, Platform::RocketChat, body)
+                .await
+                .map_err(ApiError::reject)?;
+            let mut answer = lead_answer(&state, &outcome);
+            // Older servers keep only the `data` member of our answer as the
+            // room's crmData; newer ones keep it whole. Either way it comes back.
+            if answer.get("lead_id").is_some() {
+                answer["data"] = json!({
+                    "lead_id": answer["lead_id"].clone(),
+                    "crm_link": answer["crm_link"].clone(),
+                });
+            }
+            Ok::<_, Rejection>(warp::reply::json(&answer).into_response())
+        })
+}
+
+/// POST /webhooks/livechat
+///
+/// 200 with [`lead_answer`]; 401 unless a v3 body's `secret_key` is
+/// `livechat.secret_key`, or (v2 and anything else) the HTTP Basic
+/// credentials are `livechat.username`/`password`; 404 while `[livechat]`
+/// is absent.
+fn livechat_webhook(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("webhooks" / "livechat")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and_then(|state: Arc<AppState>| async move {
+            match state.config().livechat {
+                Some(_) => Ok(state),
+                None => Err(ApiError::NotFound.reject()),
+            }
+        })
+        .and(warp::header::optional::<String>("authorization"))
+        .and(body(state))
+        .and_then(
+            |state: Arc<AppState>, authorization: Option<String>, body: Bytes| async move {
+                let config = state.config();
+                let authorized = config
+                    .livechat
+                    .as_ref()
+                    .is_some_and(|lc| livechat_authorized(lc, authorization.as_deref(), &body));
+                if !authorized {
+                    return Err(ApiError::Unauthorized { challenge: false }.reject());
+                }
+                let (_, outcome) = ingest(&state, Platform::LiveChat, body)
+                    .await
+                    .map_err(ApiError::reject)?;
+                Ok(warp::reply::json(&lead_answer(&state, &outcome)).into_response())
+            },
+        )
+}
+
+/// v3 bodies carry their secret; everything else (v2, and bodies that say
+/// nothing) needs the Basic credentials. Nothing is stored before this.
+fn livechat_authorized(lc: &LiveChatConfig, authorization: Option<&str>, body: &[u8]) -> bool {
+    if let Some(secret) = livechat::v3_secret(body) {
+        return auth::secret_eq(secret.as_bytes(), lc.secret_key.expose().as_bytes());
+    }
+    authorization
+        .and_then(auth::parse_basic)
+        .is_some_and(|(user, password)| {
+            // Both compared, so the timing does not tell which one was wrong.
+            let user_ok = auth::secret_eq(user.as_bytes(), lc.username.as_bytes());
+            let password_ok = auth::secret_eq(password.as_bytes(), lc.password.expose().as_bytes());
+            user_ok & password_ok
         })
 }
 
