@@ -147,6 +147,48 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// POSTs a Rocket.Chat webhook with the right token; returns status and JSON body.
+    pub async fn rocketchat(&self, body: &Value) -> (u16, Value) {
+        self.rocketchat_with(body, Some(ROCKETCHAT_TOKEN)).await
+    }
+
+    /// POSTs a Rocket.Chat webhook with the given token header (none if `None`).
+    pub async fn rocketchat_with(&self, body: &Value, token: Option<&str>) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(self.url("/webhooks/rocketchat"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(token) = token {
+            request = request.header("X-RocketChat-Livechat-Token", token);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs a LiveChat webhook with the test v2 Basic credentials (v3
+    /// bodies carry their own secret); returns status and JSON body.
+    pub async fn livechat(&self, body: &Value) -> (u16, Value) {
+        self.livechat_with(body, Some((LIVECHAT_USER, LIVECHAT_PASSWORD)))
+            .await
+    }
+
+    /// POSTs a LiveChat webhook with the given Basic credentials (none if `None`).
+    pub async fn livechat_with(&self, body: &Value, basic: Option<(&str, &str)>) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(self.url("/webhooks/livechat"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some((user, password)) = basic {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// GET with the sales user's credentials; returns status and JSON body.
     pub async fn api(&self, path: &str) -> (u16, Value) {
         let response = self

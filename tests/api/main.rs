@@ -1,7 +1,10 @@
 //! Black-box tests: the real service on a real socket with a real SQLite file.
 
+mod cross_platform;
 mod errors;
 mod helpers;
 mod jivo;
 mod leads_api;
+mod livechat;
 mod merge;
+mod rocketchat;
