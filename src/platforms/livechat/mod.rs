@@ -13,7 +13,7 @@ pub mod v3;
 use serde_json::{Map, Value};
 
 use super::lenient;
-use crate::event::Event;
+use crate::event::{Event, Visitor};
 
 /// Which envelope a body uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,4 +88,83 @@ fn key_values(list: Option<&Value>) -> Vec<(String, String)> {
                 .collect(),
         })
         .collect()
+}
+
+/// A pre-chat survey answer (v2 `pre_chat_survey`, v3 `filled_form`): the
+/// name fills a missing name, emails and phones are added; by the field's
+/// type, or by its label for free-form questions. Other answers are left in
+/// the raw delivery.
+fn survey_answer(visitor: &mut Visitor, kind: Option<&str>, label: Option<&str>, answer: String) {
+    let label = label.unwrap_or("").to_lowercase();
+    match kind {
+        Some("name") => {
+            visitor.name.get_or_insert(answer);
+        }
+        Some("email") => push_new(&mut visitor.emails, answer),
+        Some("phone") => push_new(&mut visitor.phones, answer),
+        _ if label.contains("mail") => push_new(&mut visitor.emails, answer),
+        _ if label.contains("phone") => push_new(&mut visitor.phones, answer),
+        _ => {}
+    }
+}
+
+fn push_new(values: &mut Vec<String>, value: String) {
+    if !values.contains(&value) {
+        values.push(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_decides_the_envelope() {
+        assert_eq!(
+            event_name(br#"{"action":"incoming_chat","event_type":"x"}"#),
+            "incoming_chat"
+        );
+        assert_eq!(
+            event_name(br#"{"event_type":"chat_started"}"#),
+            "chat_started"
+        );
+        assert_eq!(event_name(b"nope"), "unknown");
+        assert_eq!(
+            v3_secret(br#"{"action":"a","secret_key":"s"}"#).as_deref(),
+            Some("s")
+        );
+        assert_eq!(v3_secret(br#"{"event_type":"a","secret_key":"s"}"#), None);
+        assert!(parse(br#"{"hello":1}"#).unwrap_err().contains("LiveChat"));
+    }
+
+    #[test]
+    fn custom_variables_and_session_fields_become_fields() {
+        let list = serde_json::json!([{"key": "Customer ID", "value": 42}, {"plan": "pro", "seats": null}, 5]);
+        assert_eq!(
+            key_values(Some(&list)),
+            [
+                ("Customer ID".into(), "42".into()),
+                ("plan".into(), "pro".into())
+            ]
+        );
+        assert!(key_values(Some(&serde_json::json!({"a": 1}))).is_empty());
+    }
+
+    #[test]
+    fn v3_filled_form_completes_the_customer() {
+        let body = br#"{"webhook_id":"w","action":"incoming_chat","payload":{"chat":{"id":"C",
+            "users":[{"id":"u1","type":"customer"}],
+            "thread":{"id":"T","events":[{"id":"f","type":"filled_form","fields":[
+                {"type":"name","label":"Name:","answer":"Ann"},
+                {"type":"email","label":"E-mail:","answer":"ann@example.com"},
+                {"type":"question","label":"Phone number","answer":"555 0100 77"}]}]}}}}"#;
+        let (event, key) = parse(body).unwrap();
+        let v = event.visitor.unwrap();
+        assert_eq!(v.name.as_deref(), Some("Ann"));
+        assert_eq!(v.emails, ["ann@example.com"]);
+        assert_eq!(v.phones, ["555 0100 77"]);
+        assert_eq!(v.ids, ["customer:u1"]);
+        assert_eq!(key, "v3:w:incoming_chat:C/T");
+        assert!(event.conversation.unwrap().messages.is_empty());
+    }
 }

@@ -187,23 +187,15 @@ fn visitor(raw: &Body) -> Option<Visitor> {
         description: None,
     };
     for answer in &raw.pre_chat_survey {
-        let Some(value) = answer.answer.clone() else {
-            continue;
-        };
-        let label = answer.label.as_deref().unwrap_or("").to_lowercase();
-        match answer.kind.as_deref() {
-            Some("name") => {
-                visitor.name.get_or_insert(value);
-            }
-            Some("email") => visitor.emails.push(value),
-            Some("phone") => visitor.phones.push(value),
-            _ if label.contains("mail") => visitor.emails.push(value),
-            _ if label.contains("phone") => visitor.phones.push(value),
-            _ => {}
+        if let Some(value) = answer.answer.clone() {
+            super::survey_answer(
+                &mut visitor,
+                answer.kind.as_deref(),
+                answer.label.as_deref(),
+                value,
+            );
         }
     }
-    visitor.emails.dedup();
-    visitor.phones.dedup();
     (!visitor.is_empty()).then_some(visitor)
 }
 

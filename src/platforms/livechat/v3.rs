@@ -92,6 +92,19 @@ struct ThreadEvent {
     created_at: Option<String>,
     #[serde(default, deserialize_with = "lenient::string")]
     text: Option<String>,
+    /// A `filled_form` event's answers (the pre-chat survey).
+    #[serde(default, deserialize_with = "lenient::list")]
+    fields: Vec<FormField>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FormField {
+    #[serde(default, rename = "type", deserialize_with = "lenient::string")]
+    kind: Option<String>,
+    #[serde(default, deserialize_with = "lenient::string")]
+    label: Option<String>,
+    #[serde(default, deserialize_with = "lenient::string")]
+    answer: Option<String>,
 }
 
 /// Translates a v3 body (already known to carry `action`).
@@ -190,6 +203,23 @@ fn incoming_chat(event: &mut Event, chat: &Chat) -> Option<String> {
         .filter_map(|u| u.name.clone().or_else(|| u.id.clone()))
         .collect();
     let threads: Vec<&Thread> = chat.thread.iter().chain(&chat.threads).collect();
+    let forms = threads
+        .iter()
+        .flat_map(|t| &t.events)
+        .filter(|e| e.kind.as_deref() == Some("filled_form"))
+        .flat_map(|e| &e.fields);
+    for field in forms {
+        let Some(answer) = field.answer.clone() else {
+            continue;
+        };
+        let visitor = event.visitor.get_or_insert_with(Visitor::default);
+        super::survey_answer(
+            visitor,
+            field.kind.as_deref(),
+            field.label.as_deref(),
+            answer,
+        );
+    }
     let mut messages = Vec::new();
     // Event ids are unique in LiveChat's data; when a body repeats one
     // anyway, the repeats are kept as messages of their own.
