@@ -321,3 +321,38 @@ async fn each_platforms_retries_interleaved_with_other_traffic_change_nothing() 
     ));
     assert_eq!(deliveries, 4);
 }
+
+#[tokio::test]
+async fn a_locked_database_is_503_for_rocketchat_and_livechat_and_the_retry_is_applied() {
+    let app = spawn_app_with(|c| c.database.busy_timeout_ms = 200).await;
+    let locker = rusqlite::Connection::open(&app.db_path).unwrap();
+    locker
+        .execute_batch(
+            "BEGIN EXCLUSIVE; INSERT INTO leads (created_at, updated_at) VALUES ('x', 'x');",
+        )
+        .unwrap();
+    let rc = fixture("rocketchat/LivechatSession.json");
+    let lc = fixture("livechat/v3/incoming_chat.json");
+    let (status, answer) = app.rocketchat(&rc).await;
+    assert_eq!(
+        (status, &answer["result"]),
+        (503, &json!("error")),
+        "{answer}"
+    );
+    let (status, answer) = app.livechat(&lc).await;
+    assert_eq!(
+        (status, &answer["result"]),
+        (503, &json!("error")),
+        "{answer}"
+    );
+
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    // Both platforms retry a 5xx with the same body: applied once now.
+    let (status, answer) = app.rocketchat(&rc).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = app.livechat(&lc).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(app.sql::<i64>("SELECT count(*) FROM leads"), 2);
+    assert_eq!(app.sql::<i64>("SELECT count(*) FROM messages"), 6);
+}
