@@ -51,8 +51,6 @@ struct RcVisitor {
     token: Option<String>,
     #[serde(default, deserialize_with = "lenient::string")]
     name: Option<String>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    username: Option<String>,
     /// A string (old servers) or `[{"address": …}]`.
     #[serde(default)]
     email: Option<Value>,
@@ -321,9 +319,6 @@ fn lead_hint(crm_data: &Value) -> Option<i64> {
 }
 
 fn transcript(raw: &Body) -> Vec<Message> {
-    let visitor = raw.visitor.as_ref();
-    let visitor_username = visitor.and_then(|v| v.username.as_deref());
-    let visitor_id = visitor.and_then(|v| v.id.as_deref());
     raw.messages
         .iter()
         .filter_map(|m| {
@@ -333,14 +328,11 @@ fn transcript(raw: &Body) -> Vec<Message> {
                     .and_then(|f| f.public_file_path.clone())
             })?;
             let author_id = m.u.as_ref().and_then(|u| u.id.as_deref());
+            // Rocket.Chat marks every message not written by the visitor
+            // with `agentId`; what has an author and no mark is the visitor's.
             let from = if m.agent_id.is_some() {
                 Sender::Agent
-            } else if (visitor_username.is_some() && m.username.as_deref() == visitor_username)
-                || (visitor_id.is_some() && author_id == visitor_id)
-            {
-                Sender::Visitor
             } else if m.username.is_some() || author_id.is_some() {
-                // Old servers mark only agents' messages; the rest is the visitor's.
                 Sender::Visitor
             } else {
                 Sender::System
