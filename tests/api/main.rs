@@ -1,5 +1,6 @@
 //! Black-box tests: the real service on a real socket with a real SQLite file.
 
+mod browser;
 mod errors;
 mod helpers;
 mod jivo;
