@@ -207,9 +207,7 @@ fn listed(id: i64) -> Hit {
 
 /// The newest leads below `before`: one more than a page, to know if another follows.
 fn newest(conn: &Connection, before: i64, limit: usize) -> Result<Vec<Hit>, DbError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id FROM leads WHERE merged_into IS NULL AND id < ?1 ORDER BY id DESC LIMIT ?2",
-    )?;
+    let mut stmt = conn.prepare_cached(NEWEST)?;
     let rows = stmt.query_map(params![before, limit as i64 + 1], |r| r.get(0))?;
     rows.map(|id| Ok(listed(id?))).collect()
 }
@@ -367,6 +365,8 @@ fn rank_name(id: i64, key: &str, theirs: &str) -> Hit {
     near(id, whole.max(by_word), NEAR_MIN, "similar name")
 }
 
+const NEWEST: &str =
+    "SELECT id FROM leads WHERE merged_into IS NULL AND id < ?1 ORDER BY id DESC LIMIT ?2";
 const NAME_PREFIX: &str = "SELECT id, name_key FROM leads WHERE name_key >= ?1 AND name_key < ?1 || x'f48fbfbf' AND merged_into IS NULL ORDER BY name_key LIMIT ?2";
 const REV_PREFIX: &str = "SELECT id, name_rev FROM leads WHERE name_rev >= ?1 AND name_rev < ?1 || x'f48fbfbf' AND merged_into IS NULL ORDER BY name_rev LIMIT ?2";
 const NAME_BELOW: &str = "SELECT id, name_key FROM leads WHERE name_key < ?1 AND merged_into IS NULL ORDER BY name_key DESC LIMIT ?2";
@@ -513,6 +513,38 @@ mod tests {
         let ids: Vec<i64> = second.iter().map(|h| h.id).collect();
         assert!(!ids.contains(&1) && !ids.contains(&3) && !ids.contains(&5));
         assert_eq!(second[0].tier, Tier::Near);
+    }
+
+    #[test]
+    fn every_search_statement_seeks_an_index_and_never_scans() {
+        let conn = db(&[]);
+        for sql in [
+            NAME_PREFIX,
+            REV_PREFIX,
+            NAME_BELOW,
+            NAME_ABOVE,
+            REV_BELOW,
+            REV_ABOVE,
+            EMAIL_PREFIX,
+            EMAIL_BELOW,
+            EMAIL_ABOVE,
+            PHONE_PREFIX,
+            PHONE_BELOW,
+            PHONE_ABOVE,
+            NEWEST,
+        ] {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = stmt
+                .query_map(params!["abc", 10], |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter().all(|step| step.starts_with("SEARCH")
+                    && (step.contains("INDEX") || step.contains("PRIMARY KEY"))),
+                "{sql}: {plan:?}"
+            );
+        }
     }
 
     #[test]
