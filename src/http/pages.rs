@@ -27,8 +27,8 @@ use warp::{Filter, Rejection, Reply};
 use super::AppState;
 use super::api::{SearchParams, sales_user};
 use super::error::ApiError;
-use crate::store::search;
 use crate::store::view::{self, Found};
+use crate::store::{leads, search};
 use model::{ErrorPage, LeadPage, SearchPage};
 
 /// No script, no inline style, nothing from another origin, never framed.
@@ -109,15 +109,25 @@ async fn show_lead(
     let Some(id) = id.parse::<i64>().ok().filter(|id| *id > 0) else {
         return error_page(&ApiError::NotFound);
     };
-    let found = match state.db.read(move |conn| view::lead(conn, id)).await {
-        Ok(found) => found,
+    let from = params.from.and_then(|f| f.parse::<i64>().ok());
+    let read = state
+        .db
+        .read(move |conn| {
+            let found = view::lead(conn, id)?;
+            // Only a lead really folded into this one earns the notice.
+            let folded = match from {
+                Some(from) if from != id && leads::survivor(conn, from)? == id => Some(from),
+                _ => None,
+            };
+            Ok((found, folded))
+        })
+        .await;
+    let (found, merged_from) = match read {
+        Ok(read) => read,
         Err(e) => return error_page(&ApiError::from(e)),
     };
     match found {
-        Found::Lead(lead) => {
-            let merged_from = params.from.and_then(|f| f.parse::<i64>().ok());
-            render(StatusCode::OK, &LeadPage::new(&lead, merged_from))
-        }
+        Found::Lead(lead) => render(StatusCode::OK, &LeadPage::new(&lead, merged_from)),
         Found::MergedInto(survivor) => {
             let mut response = StatusCode::SEE_OTHER.into_response();
             let location = format!("/leads/{survivor}?from={id}");
@@ -228,4 +238,32 @@ fn protect(mut response: Response) -> Response {
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DbError;
+
+    #[test]
+    fn a_storage_fault_is_a_503_page_and_a_missing_login_a_challenge() {
+        let fault = ApiError::from(DbError::Unavailable("database is locked".into()));
+        let response = error_page(&fault);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], "5");
+        assert!(
+            response.headers()[CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let response = error_page(&ApiError::Unauthorized { challenge: true });
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            response.headers()[WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic realm=")
+        );
+    }
 }

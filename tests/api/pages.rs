@@ -175,6 +175,9 @@ async fn a_folded_leads_page_redirects_to_its_survivor() {
     assert_eq!(status, 200);
     at(&html, &format!("Lead #{anon} was folded into this lead"));
     at(&html, "lead 2 folded in");
+    // A crafted link claims nothing.
+    let (_, _, html) = page(&app, &format!("/leads/{known}?from=999")).await;
+    assert!(!html.contains("was folded into this lead"));
 }
 
 #[tokio::test]
