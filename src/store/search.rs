@@ -3,14 +3,15 @@
 //! name that ends) with the query, then near matches (typos) ranked by
 //! Jaro-Winkler. Candidates come from a few seeks in the sorted indexes of
 //! names, reversed names, emails and phones, never a scan of every lead, so
-//! a search costs the same on a thousand leads as on millions.
+//! the work per search is bounded however many leads there are.
 //!
 //! Pages are cut by a cursor holding the last hit's sort key (tier, score,
 //! id). A hit's key depends only on the lead's stored values and the query,
 //! so a lead created between two pages never shifts or repeats the others.
 
+mod rank;
+
 use std::collections::HashMap;
-use std::fmt;
 
 use rusqlite::{Connection, params};
 use strsim::jaro_winkler;
@@ -20,117 +21,16 @@ use super::leads;
 use crate::crm::duplicates::{email_similarity, phone_similarity, reversed};
 use crate::crm::identity::{Email, Phone, name_key};
 use crate::crm::merge::ContactKind;
+pub use rank::{Cursor, Hit, Tier};
+use rank::{NEAR_MIN, exact, near, prefix, rank_name};
 
 /// Prefix (and suffix) matches read from each index: the most a query that
 /// matches very many leads can list; the sales team refines such a query.
 const PREFIX_MAX: i64 = 200;
 /// Index neighbours looked at on each side of the query for near matches.
 const NEIGHBOURS: i64 = 20;
-/// Near matches below this similarity are noise.
-const NEAR_MIN: f64 = 0.85;
 /// Phones differ in one digit at far higher similarity than names do.
 const NEAR_MIN_PHONE: f64 = 0.93;
-/// Scores are kept in millionths so that a cursor compares exactly.
-const SCALE: f64 = 1_000_000.0;
-
-/// How a hit matched, best first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Tier {
-    /// The whole email, phone or name equals the query.
-    Exact = 0,
-    /// The email, phone or name starts with the query, or the name ends with it.
-    Prefix = 1,
-    /// Similar, within a few typos.
-    Near = 2,
-}
-
-/// One lead a search found, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hit {
-    /// The lead.
-    pub id: i64,
-    /// How it matched.
-    pub tier: Tier,
-    /// Similarity to the query in millionths (0 when listing without a query).
-    pub score: u32,
-    /// What matched, for people: `email`, `name starts with`, `similar phone`, ….
-    pub why: &'static str,
-}
-
-impl Hit {
-    /// The hit's place in the ranking: tier, then score (higher first), then newest.
-    fn key(&self) -> (Tier, std::cmp::Reverse<u32>, std::cmp::Reverse<i64>) {
-        (
-            self.tier,
-            std::cmp::Reverse(self.score),
-            std::cmp::Reverse(self.id),
-        )
-    }
-
-    /// Similarity as a fraction of 1.
-    pub fn similarity(&self) -> f64 {
-        f64::from(self.score) / SCALE
-    }
-}
-
-/// Where the previous page ended: the sort key of its last hit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    tier: Tier,
-    score: u32,
-    id: i64,
-}
-
-impl Cursor {
-    /// Parses a `next` value; a bare lead id is accepted too (a listing
-    /// without a query ranks by id alone).
-    pub fn parse(s: &str) -> Option<Cursor> {
-        let parts: Vec<&str> = s.split('.').collect();
-        let (tier, score, id) = match parts.as_slice() {
-            [id] => (Tier::Exact, 0, id.parse().ok()?),
-            [tier, score, id] => {
-                let tier = match *tier {
-                    "0" => Tier::Exact,
-                    "1" => Tier::Prefix,
-                    "2" => Tier::Near,
-                    _ => return None,
-                };
-                (tier, score.parse().ok()?, id.parse().ok()?)
-            }
-            _ => return None,
-        };
-        Some(Cursor { tier, score, id })
-    }
-
-    fn of(hit: &Hit) -> Cursor {
-        Cursor {
-            tier: hit.tier,
-            score: hit.score,
-            id: hit.id,
-        }
-    }
-
-    /// Whether `hit` comes after this cursor in the ranking.
-    fn precedes(&self, hit: &Hit) -> bool {
-        let me = Hit {
-            id: self.id,
-            tier: self.tier,
-            score: self.score,
-            why: "",
-        };
-        hit.key() > me.key()
-    }
-}
-
-impl fmt::Display for Cursor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.tier == Tier::Exact && self.score == 0 {
-            write!(f, "{}", self.id)
-        } else {
-            write!(f, "{}.{}.{}", self.tier as u8, self.score, self.id)
-        }
-    }
-}
 
 /// A search over leads.
 #[derive(Debug, Clone, Default)]
@@ -304,67 +204,6 @@ fn candidates(
     Ok(best.into_values().filter(|h| h.score > 0).collect())
 }
 
-fn millionths(score: f64) -> u32 {
-    (score.clamp(0.0, 1.0) * SCALE).round() as u32
-}
-
-fn exact(id: i64, why: &'static str) -> Hit {
-    Hit {
-        id,
-        tier: Tier::Exact,
-        score: millionths(1.0),
-        why,
-    }
-}
-
-fn prefix(id: i64, score: f64, why: &'static str) -> Hit {
-    Hit {
-        id,
-        tier: Tier::Prefix,
-        // A prefix match is a match however long the rest: never 0.
-        score: millionths(score).max(1),
-        why,
-    }
-}
-
-/// A near match, or a score of 0 (dropped) below `min`.
-fn near(id: i64, score: f64, min: f64, why: &'static str) -> Hit {
-    Hit {
-        id,
-        tier: Tier::Near,
-        score: if score >= min { millionths(score) } else { 0 },
-        why,
-    }
-}
-
-/// Ranks a lead's normalised name against the normalised query.
-fn rank_name(id: i64, key: &str, theirs: &str) -> Hit {
-    if theirs == key {
-        return exact(id, "name");
-    }
-    let whole = jaro_winkler(key, theirs);
-    if theirs.starts_with(key) {
-        return prefix(id, whole, "name starts with");
-    }
-    // The last name alone, say: the query must end the name at a word boundary.
-    if theirs
-        .strip_suffix(key)
-        .is_some_and(|rest| rest.ends_with(' '))
-    {
-        return prefix(id, whole, "name ends with");
-    }
-    // A one-word query is usually a first or last name: compare it word by word too.
-    let by_word = if key.contains(' ') {
-        0.0
-    } else {
-        theirs
-            .split(' ')
-            .map(|w| jaro_winkler(key, w))
-            .fold(0.0, f64::max)
-    };
-    near(id, whole.max(by_word), NEAR_MIN, "similar name")
-}
-
 const NEWEST: &str =
     "SELECT id FROM leads WHERE merged_into IS NULL AND id < ?1 ORDER BY id DESC LIMIT ?2";
 const NAME_PREFIX: &str = "SELECT id, name_key FROM leads WHERE name_key >= ?1 AND name_key < ?1 || x'f48fbfbf' AND merged_into IS NULL ORDER BY name_key LIMIT ?2";
@@ -441,18 +280,6 @@ mod tests {
         };
         let (hits, _) = search(conn, &query, US).unwrap();
         hits.into_iter().map(|h| (h.id, h.tier)).collect()
-    }
-
-    #[test]
-    fn names_rank_exact_then_prefix_then_typos() {
-        assert_eq!(rank_name(1, "john smith", "john smith").tier, Tier::Exact);
-        assert_eq!(rank_name(1, "john", "john smith").tier, Tier::Prefix);
-        assert_eq!(rank_name(1, "smith", "john smith").tier, Tier::Prefix);
-        let typo = rank_name(1, "jon smith", "john smith");
-        assert_eq!(typo.tier, Tier::Near);
-        assert!(typo.similarity() > 0.9);
-        assert_eq!(rank_name(1, "smyth", "john smith").tier, Tier::Near);
-        assert_eq!(rank_name(1, "john smith", "mary brown").score, 0);
     }
 
     #[test]
@@ -544,16 +371,6 @@ mod tests {
                     && (step.contains("INDEX") || step.contains("PRIMARY KEY"))),
                 "{sql}: {plan:?}"
             );
-        }
-    }
-
-    #[test]
-    fn cursors_parse_only_what_they_print() {
-        assert_eq!(Cursor::parse("42").unwrap().id, 42);
-        let c = Cursor::parse("2.930000.7").unwrap();
-        assert_eq!(c.to_string(), "2.930000.7");
-        for bad in ["", "x", "3.1.1", "1.2", "1.-1.2", "1.2.3.4"] {
-            assert_eq!(Cursor::parse(bad), None, "{bad}");
         }
     }
 }
