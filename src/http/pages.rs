@@ -35,7 +35,7 @@ use model::{ErrorPage, LeadPage, SearchPage};
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
                    form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 /// The one stylesheet, compiled in so the binary is the whole deployment.
-const STYLESHEET: &str = include_str!("../../static/style.css");
+const STYLESHEET: &str = include_str!("../../templates/style.css");
 
 /// `/leads/{id}`, `/leads`, and `/static/style.css`.
 pub fn routes(
