@@ -11,7 +11,8 @@ use warp::{Filter, Rejection, Reply};
 use super::auth::Verdict;
 use super::error::ApiError;
 use super::{AppState, client_addr, with_state};
-use crate::store::view::{self, Found, Query};
+use crate::store::search::{self, Cursor, Query};
+use crate::store::view::{self, Found};
 
 /// `/api/leads/{id}` and `/api/leads`.
 pub fn routes(
@@ -84,7 +85,7 @@ pub struct SearchParams {
     pub email: Option<String>,
     /// Phone, any format.
     pub phone: Option<String>,
-    /// Name prefix, email or phone.
+    /// Name, email or phone, exact or nearly.
     pub q: Option<String>,
     /// Cursor from the previous page's `next`.
     pub cursor: Option<String>,
@@ -92,9 +93,29 @@ pub struct SearchParams {
     pub limit: Option<usize>,
 }
 
+impl SearchParams {
+    /// The search these parameters ask for; a malformed cursor is a 400.
+    pub fn query(self) -> Result<Query, Rejection> {
+        let cursor = match self.cursor.as_deref().filter(|c| !c.is_empty()) {
+            Some(c) => Some(Cursor::parse(c).ok_or_else(|| {
+                ApiError::BadRequest("cursor must be the `next` of a previous page".into()).reject()
+            })?),
+            None => None,
+        };
+        Ok(Query {
+            email: self.email.filter(|s| !s.trim().is_empty()),
+            phone: self.phone.filter(|s| !s.trim().is_empty()),
+            q: self.q,
+            cursor,
+            limit: self.limit.unwrap_or(20),
+        })
+    }
+}
+
 /// GET /api/leads?email=…&phone=…&q=…&cursor=…&limit=…
 ///
-/// `{"leads":[…], "next": cursor or null}`, newest first.
+/// `{"leads":[…], "next": cursor or null}`: best matches first for `q`
+/// (see `store::search`), newest first otherwise.
 fn search(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
@@ -103,28 +124,15 @@ fn search(
         .and(sales_user(state))
         .and(warp::query::<SearchParams>())
         .and_then(|state: Arc<AppState>, params: SearchParams| async move {
-            let before = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
-                Some(c) => Some(c.parse::<i64>().map_err(|_| {
-                    ApiError::BadRequest("cursor must be the `next` of a previous page".into())
-                        .reject()
-                })?),
-                None => None,
-            };
-            let query = Query {
-                email: params.email.filter(|s| !s.trim().is_empty()),
-                phone: params.phone.filter(|s| !s.trim().is_empty()),
-                q: params.q,
-                before,
-                limit: params.limit.unwrap_or(20),
-            };
+            let query = params.query()?;
             let region = state.config().merge.default_region;
             let (leads, next) = state
                 .db
                 .read(move |conn| {
-                    let (ids, next) = view::search(conn, &query, region)?;
-                    let mut leads = Vec::with_capacity(ids.len());
-                    for id in ids {
-                        if let Found::Lead(lead) = view::lead(conn, id)? {
+                    let (hits, next) = search::search(conn, &query, region)?;
+                    let mut leads = Vec::with_capacity(hits.len());
+                    for hit in hits {
+                        if let Found::Lead(lead) = view::lead(conn, hit.id)? {
                             leads.push(lead);
                         }
                     }

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod pages;
 pub mod webhooks;
 
 use std::convert::Infallible;
@@ -131,7 +132,9 @@ pub fn routes(
     health::routes(state.clone())
         .or(webhooks::routes(state.clone()))
         .unify()
-        .or(api::routes(state))
+        .or(api::routes(state.clone()))
+        .unify()
+        .or(pages::routes(state))
         .unify()
         .recover(error::recover)
         .unify()

@@ -15,6 +15,7 @@ mod duplicates;
 pub mod inbox;
 pub mod leads;
 mod migrate;
+pub mod search;
 pub mod view;
 
 pub use migrate::latest_version;

@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use super::DbError;
 use super::leads;
-use crate::crm::identity::{Email, Phone, name_key};
 use crate::crm::merge::{Contact, ContactKind};
 
 /// The lead as a chat agent sees it beside the chat.
@@ -383,101 +382,4 @@ fn history(conn: &Connection, id: i64) -> Result<Vec<HistoryView>, DbError> {
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// A search over leads.
-#[derive(Debug, Clone, Default)]
-pub struct Query {
-    /// Exact email (any case).
-    pub email: Option<String>,
-    /// Phone in any format.
-    pub phone: Option<String>,
-    /// Free text: a name prefix, an email, or a phone.
-    pub q: Option<String>,
-    /// Only leads with an id below this (the cursor of the previous page).
-    pub before: Option<i64>,
-    /// Page size.
-    pub limit: usize,
-}
-
-/// Finds lead ids, newest first; returns the page and the next cursor.
-pub fn search(
-    conn: &Connection,
-    query: &Query,
-    region: phonenumber::country::Id,
-) -> Result<(Vec<i64>, Option<i64>), DbError> {
-    let before = query.before.unwrap_or(i64::MAX);
-    let limit = query.limit.clamp(1, 100);
-    let mut ids: Option<Vec<i64>> = None;
-    let mut restrict = |found: Vec<i64>| {
-        ids = Some(match ids.take() {
-            None => found,
-            Some(prev) => prev.into_iter().filter(|id| found.contains(id)).collect(),
-        });
-    };
-    if let Some(email) = &query.email {
-        restrict(owner_of(
-            conn,
-            ContactKind::Email,
-            Email::parse(email).map(|e| e.normalized),
-        )?);
-    }
-    if let Some(phone) = &query.phone {
-        restrict(owner_of(
-            conn,
-            ContactKind::Phone,
-            Phone::parse(phone, region).map(|p| p.normalized),
-        )?);
-    }
-    if let Some(q) = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-        let mut found = owner_of(
-            conn,
-            ContactKind::Email,
-            Email::parse(q).map(|e| e.normalized),
-        )?;
-        found.extend(owner_of(
-            conn,
-            ContactKind::Phone,
-            Phone::parse(q, region).map(|p| p.normalized),
-        )?);
-        let key = name_key(q);
-        if !key.is_empty() {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id FROM leads WHERE name_key >= ?1 AND name_key < ?1 || x'f48fbfbf'
-                 AND merged_into IS NULL AND id < ?2 ORDER BY id DESC LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(params![key, before, limit as i64 + 1], |r| r.get(0))?;
-            for row in rows {
-                found.push(row?);
-            }
-        }
-        found.sort_unstable_by(|a, b| b.cmp(a));
-        found.dedup();
-        restrict(found);
-    }
-    let mut page: Vec<i64> = match ids {
-        Some(ids) => ids.into_iter().filter(|id| *id < before).collect(),
-        None => {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id FROM leads WHERE merged_into IS NULL AND id < ?1 ORDER BY id DESC LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![before, limit as i64 + 1], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        }
-    };
-    page.sort_unstable_by(|a, b| b.cmp(a));
-    let next = (page.len() > limit).then(|| page[limit - 1]);
-    page.truncate(limit);
-    Ok((page, next))
-}
-
-fn owner_of(
-    conn: &Connection,
-    kind: ContactKind,
-    value: Option<String>,
-) -> Result<Vec<i64>, DbError> {
-    match value {
-        Some(v) => Ok(leads::contact_owner(conn, kind, &v)?.into_iter().collect()),
-        None => Ok(Vec::new()),
-    }
 }

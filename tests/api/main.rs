@@ -1,5 +1,6 @@
 //! Black-box tests: the real service on a real socket with a real SQLite file.
 
+mod browser;
 mod cross_platform;
 mod errors;
 mod helpers;
@@ -7,4 +8,5 @@ mod jivo;
 mod leads_api;
 mod livechat;
 mod merge;
+mod pages;
 mod rocketchat;

@@ -1,0 +1,343 @@
+//! What each page template shows, shaped for reading: times in a short
+//! UTC form, platforms by their product names, decisions flattened into
+//! `key: value` lines. The templates (`templates/*.html`) only lay it out.
+
+use askama::Template;
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use warp::http::StatusCode;
+
+use crate::http::error::ApiError;
+use crate::store::search::{Hit, Tier};
+use crate::store::view::{LeadCard, LeadView};
+
+/// `GET /leads/{id}`.
+#[derive(Template)]
+#[template(path = "lead.html")]
+pub struct LeadPage<'a> {
+    /// The search box's text (empty here).
+    q: &'a str,
+    /// The lead.
+    lead: &'a LeadView,
+    /// Its name, or a stand-in for an anonymous visitor.
+    title: String,
+    /// The folded lead the visitor was redirected from.
+    merged_from: Option<i64>,
+    created: String,
+    updated: String,
+    conversations: Vec<Transcript<'a>>,
+    notes: Vec<NoteLine<'a>>,
+    duplicates: Vec<DuplicateLine<'a>>,
+    history: Vec<ChangeLine<'a>>,
+}
+
+/// One conversation as a transcript.
+struct Transcript<'a> {
+    platform: &'a str,
+    chat_id: &'a str,
+    agent: Option<&'a str>,
+    closed: bool,
+    started_at: &'a str,
+    started: String,
+    lines: Vec<Line<'a>>,
+}
+
+/// One message: who said it, when, what.
+struct Line<'a> {
+    /// `visitor`, `agent` or `system`: the CSS class that places the bubble.
+    side: &'static str,
+    who: String,
+    datetime: &'a str,
+    at: Option<String>,
+    text: &'a str,
+}
+
+struct NoteLine<'a> {
+    kind: String,
+    platform: &'a str,
+    datetime: &'a str,
+    at: String,
+    text: &'a str,
+}
+
+struct DuplicateLine<'a> {
+    id: i64,
+    title: String,
+    percent: u32,
+    reason: &'a str,
+}
+
+struct ChangeLine<'a> {
+    datetime: &'a str,
+    at: String,
+    field: &'a str,
+    old: Option<&'a str>,
+    new: Option<&'a str>,
+    source: &'a str,
+    delivery_id: Option<i64>,
+    /// The decision behind the change, flattened.
+    why: Vec<(String, String)>,
+}
+
+impl<'a> LeadPage<'a> {
+    /// The page of `lead`.
+    pub fn new(lead: &'a LeadView, merged_from: Option<i64>) -> Self {
+        let conversations = lead
+            .conversations
+            .iter()
+            .map(|c| Transcript {
+                platform: platform_name(&c.platform),
+                chat_id: &c.chat_id,
+                agent: c.agent.as_deref(),
+                closed: c.closed,
+                started_at: &c.started_at,
+                started: when(&c.started_at),
+                lines: c
+                    .messages
+                    .iter()
+                    .map(|m| {
+                        let (side, role) = match m.from.as_str() {
+                            "agent" => ("agent", "Agent"),
+                            "system" => ("system", "System"),
+                            _ => ("visitor", "Visitor"),
+                        };
+                        let who = match m.author.as_deref().filter(|a| !a.trim().is_empty()) {
+                            Some(author) => format!("{author} ({})", role.to_lowercase()),
+                            None => role.to_owned(),
+                        };
+                        Line {
+                            side,
+                            who,
+                            datetime: m.at.as_deref().unwrap_or(""),
+                            at: m.at.as_deref().map(when),
+                            text: &m.text,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let notes = lead
+            .notes
+            .iter()
+            .map(|n| NoteLine {
+                kind: n.kind.replace('_', " "),
+                platform: platform_name(&n.platform),
+                datetime: &n.at,
+                at: when(&n.at),
+                text: &n.text,
+            })
+            .collect();
+        let duplicates = lead
+            .duplicate_details
+            .iter()
+            .map(|d| DuplicateLine {
+                id: d.id,
+                title: title(d.id, d.name.as_deref()),
+                percent: (d.score * 100.0).round().clamp(0.0, 100.0) as u32,
+                reason: &d.reason,
+            })
+            .collect();
+        let history = lead
+            .history
+            .iter()
+            .map(|h| {
+                let mut why = Vec::new();
+                if let Some(explanation) = &h.explanation {
+                    flatten("", explanation, &mut why);
+                }
+                ChangeLine {
+                    datetime: &h.at,
+                    at: when(&h.at),
+                    field: &h.field,
+                    old: h.old.as_deref(),
+                    new: h.new.as_deref(),
+                    source: &h.source,
+                    delivery_id: h.delivery_id,
+                    why,
+                }
+            })
+            .collect();
+        LeadPage {
+            q: "",
+            lead,
+            title: title(lead.id, lead.name.as_deref()),
+            merged_from,
+            created: when(&lead.created_at),
+            updated: when(&lead.updated_at),
+            conversations,
+            notes,
+            duplicates,
+            history,
+        }
+    }
+}
+
+/// `GET /leads?q=…`.
+#[derive(Template)]
+#[template(path = "search.html")]
+pub struct SearchPage<'a> {
+    /// The query, trimmed.
+    q: &'a str,
+    rows: Vec<ResultRow>,
+    /// The cursor of the next page.
+    next: Option<String>,
+}
+
+/// One lead in the results.
+struct ResultRow {
+    id: i64,
+    title: String,
+    status: String,
+    email: Option<String>,
+    phone: Option<String>,
+    chats: i64,
+    /// What matched (empty when listing the newest).
+    why: String,
+}
+
+impl<'a> SearchPage<'a> {
+    /// The page listing `rows` (hits and their cards, in rank order).
+    pub fn new(q: &'a str, rows: &[(Hit, LeadCard)], next: Option<String>) -> Self {
+        let rows = rows
+            .iter()
+            .map(|(hit, card)| ResultRow {
+                id: card.id,
+                title: title(card.id, card.name.as_deref()),
+                status: card.status.clone(),
+                email: card.emails.first().map(|e| e.value.clone()),
+                phone: card.phones.first().map(|p| p.raw.clone()),
+                chats: card.chats,
+                why: match hit.tier {
+                    Tier::Near => format!("{} {:.0}%", hit.why, hit.similarity() * 100.0),
+                    _ => hit.why.to_owned(),
+                },
+            })
+            .collect();
+        SearchPage { q, rows, next }
+    }
+}
+
+/// An error, as a page.
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    q: &'static str,
+    status: u16,
+    title: &'static str,
+    message: String,
+}
+
+impl ErrorPage {
+    /// The page for `error`.
+    pub fn new(status: StatusCode, error: &ApiError) -> Self {
+        let message = match error {
+            ApiError::NotFound => "There is no lead here. It may have been mistyped; search for it by name, email or phone.".to_owned(),
+            ApiError::Unauthorized { .. } => "Sign in with your sales account to see lead pages.".to_owned(),
+            ApiError::Unavailable => "The lead database is busy or unavailable right now. Try again in a few seconds.".to_owned(),
+            other => other.to_string(),
+        };
+        ErrorPage {
+            q: "",
+            status: status.as_u16(),
+            title: status.canonical_reason().unwrap_or("Error"),
+            message,
+        }
+    }
+}
+
+/// A lead's name, or a stand-in when the visitor never gave one.
+fn title(id: i64, name: Option<&str>) -> String {
+    match name.map(str::trim).filter(|n| !n.is_empty()) {
+        Some(name) => name.to_owned(),
+        None => format!("Unnamed visitor #{id}"),
+    }
+}
+
+/// The product name of a platform key.
+fn platform_name(key: &str) -> &str {
+    match key {
+        "jivo" => "Jivo",
+        "rocketchat" => "Rocket.Chat",
+        "livechat" => "LiveChat",
+        other => other,
+    }
+}
+
+/// A stored RFC 3339 time as `2026-11-21 14:20 UTC`; anything else as it is.
+fn when(at: &str) -> String {
+    let format = format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    OffsetDateTime::parse(at, &Rfc3339)
+        .ok()
+        .and_then(|t| t.to_offset(time::UtcOffset::UTC).format(&format).ok())
+        .unwrap_or_else(|| at.to_owned())
+}
+
+/// Flattens a decision's JSON into `a.b: value` lines a person can read.
+fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
+    let key = |k: &str| {
+        if prefix.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                flatten(&key(k), v, out);
+            }
+        }
+        Value::Array(items) if items.iter().all(|v| !v.is_object() && !v.is_array()) => {
+            let items: Vec<String> = items.iter().map(scalar).collect();
+            out.push((prefix.to_owned(), items.join(", ")));
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                flatten(&key(&i.to_string()), v, out);
+            }
+        }
+        other => out.push((prefix.to_owned(), scalar(other))),
+    }
+}
+
+fn scalar(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "none".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decisions_flatten_into_readable_lines() {
+        let mut out = Vec::new();
+        flatten(
+            "",
+            &json!({"decision": "matched by email", "change": {"kind": "phone", "values": ["a", "b"], "n": null}}),
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            [
+                ("change.kind".to_owned(), "phone".to_owned()),
+                ("change.n".to_owned(), "none".to_owned()),
+                ("change.values".to_owned(), "a, b".to_owned()),
+                ("decision".to_owned(), "matched by email".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn times_read_short_and_junk_stays_as_is() {
+        assert_eq!(when("2026-11-21T14:20:03.123Z"), "2026-11-21 14:20 UTC");
+        assert_eq!(when("yesterday"), "yesterday");
+        assert_eq!(title(3, Some("  ")), "Unnamed visitor #3");
+    }
+}
