@@ -1,5 +1,7 @@
 //! Black-box tests: the real service on a real socket with a real SQLite file.
 
+mod clients;
+mod crash;
 mod errors;
 mod helpers;
 mod jivo;
