@@ -3,6 +3,7 @@
 mod clients;
 mod crash;
 mod errors;
+mod faults;
 mod helpers;
 mod jivo;
 mod leads_api;
