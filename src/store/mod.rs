@@ -67,8 +67,19 @@ impl From<rusqlite::Error> for DbError {
 /// commit failed, or the job never ran).
 type Finish = Box<dyn FnOnce(Option<DbError>) + Send>;
 /// Runs a job on the connection (`None`: the batch could not start, the job
-/// does not run) and says whether to keep its savepoint.
-type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
+/// does not run) and says how it ended.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (JobEnd, Finish) + Send>;
+
+/// How a job ended, for its savepoint and the fault record.
+enum JobEnd {
+    /// Succeeded: keep its savepoint.
+    Keep,
+    /// Failed: roll its savepoint back.
+    Undo,
+    /// Storage failed under it (a full disk mid-statement): roll back, and
+    /// report the fault even if the rest of the batch commits.
+    Fault(String),
+}
 
 /// The storage gateway. Cheap to clone.
 #[derive(Clone)]
@@ -81,8 +92,9 @@ struct Shared {
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
-    /// The last write failure, cleared by the next successful commit.
-    write_fault: Mutex<Option<String>>,
+    /// The last write failure and when it happened, cleared by the next
+    /// successful commit.
+    write_fault: Mutex<Option<(String, Instant)>>,
     /// When the batch being written now started, if one is.
     batch_started: Mutex<Option<Instant>>,
 }
@@ -90,16 +102,22 @@ struct Shared {
 impl Db {
     /// Opens (creating if missing) the database, applies migrations, and
     /// starts the writer thread.
+    ///
+    /// Storage that is only unavailable (a read-only or missing filesystem,
+    /// a lock) does not stop the service: it starts with the fault recorded,
+    /// answers 503 meanwhile, and the writer opens the file on the first
+    /// write after the fault is gone. Anything else (a newer schema, a
+    /// corrupt file) is an error.
     pub fn open(path: &Path, busy_timeout: Duration) -> Result<Db, DbError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                DbError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
-        let conn = Connection::open(path)?;
-        configure(&conn, busy_timeout)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        migrate::migrate(&conn)?;
+        let (conn, fault) = match open_writer(path, busy_timeout) {
+            Ok(conn) => (Some(conn), None),
+            Err(DbError::Unavailable(cause)) => {
+                tracing::error!(%cause, path = %path.display(), "database unavailable at start; answering 503 until it returns");
+                (None, Some(format!("storage unavailable: {cause}")))
+            }
+            Err(e) => return Err(e),
+        };
+        let degraded = fault.is_some();
 
         let (tx, rx) = mpsc::channel::<Job>();
         let shared = Arc::new(Shared {
@@ -107,18 +125,25 @@ impl Db {
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(None),
             readers: Mutex::new(Vec::new()),
-            write_fault: Mutex::new(None),
+            write_fault: Mutex::new(fault.map(|f| (f, Instant::now()))),
             batch_started: Mutex::new(None),
         });
         let weak = Arc::downgrade(&shared);
+        let writer = Writer {
+            conn,
+            path: path.to_owned(),
+            busy_timeout,
+        };
         let handle = std::thread::Builder::new()
             .name("crm-writer".into())
-            .spawn(move || writer_loop(conn, rx, weak))
+            .spawn(move || writer_loop(writer, rx, weak))
             .map_err(|e| DbError::Internal(format!("cannot start writer thread: {e}")))?;
         *shared.writer_thread.lock().unwrap() = Some(handle);
         let db = Db { shared };
-        // Fail now, not on the first request, if reads cannot work.
-        drop(db.reader()?);
+        if !degraded {
+            // Fail now, not on the first request, if reads cannot work.
+            drop(db.reader()?);
+        }
         Ok(db)
     }
 
@@ -141,7 +166,11 @@ impl Db {
                 catch_unwind(AssertUnwindSafe(|| f(conn)))
                     .unwrap_or_else(|panic| Err(DbError::Internal(panic_message(&panic))))
             });
-            let keep = matches!(result, Some(Ok(_)));
+            let end = match &result {
+                Some(Ok(_)) => JobEnd::Keep,
+                Some(Err(e @ DbError::Unavailable(_))) => JobEnd::Fault(e.to_string()),
+                _ => JobEnd::Undo,
+            };
             let finish: Finish = Box::new(move |batch_error| {
                 let outcome = match (result, batch_error) {
                     (Some(Ok(value)), None) => Ok(value),
@@ -151,7 +180,7 @@ impl Db {
                 };
                 let _ = tx.send(outcome);
             });
-            (keep, finish)
+            (end, finish)
         });
         {
             let writer = self.shared.writer.lock().unwrap();
@@ -192,7 +221,7 @@ impl Db {
     /// The last write failure, if the last write batch failed, or a batch
     /// that has been waiting longer than `stuck` (a lock held elsewhere).
     pub fn write_fault(&self, stuck: Duration) -> Option<String> {
-        if let Some(fault) = self.shared.write_fault.lock().unwrap().clone() {
+        if let Some((fault, _)) = self.shared.write_fault.lock().unwrap().clone() {
             return Some(fault);
         }
         let started = *self.shared.batch_started.lock().unwrap();
@@ -202,6 +231,16 @@ impl Db {
                 t.elapsed().as_millis()
             )
         })
+    }
+
+    /// How long ago the last write failed, while no write has committed since.
+    pub fn fault_age(&self) -> Option<Duration> {
+        self.shared
+            .write_fault
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|(_, at)| at.elapsed())
     }
 
     /// Stops accepting writes, lets the writer finish what is queued, and
@@ -245,7 +284,48 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), DbError> {
     Ok(())
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, shared: std::sync::Weak<Shared>) {
+/// The write connection, and what it takes to open it again.
+struct Writer {
+    /// `None` while the database could not be opened.
+    conn: Option<Connection>,
+    path: PathBuf,
+    busy_timeout: Duration,
+}
+
+impl Writer {
+    /// The connection, opening it first if storage was unavailable so far.
+    fn conn(&mut self) -> Result<&Connection, DbError> {
+        if self.conn.is_none() {
+            let conn = open_writer(&self.path, self.busy_timeout)?;
+            tracing::info!(path = %self.path.display(), "database opened: storage is back");
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_ref().expect("just opened"))
+    }
+}
+
+/// Opens the write connection: directory, file, settings, WAL, migrations.
+fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, DbError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| DbError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let conn = Connection::open(path)?;
+    // SQLite falls back to a read-only connection on a read-only file or
+    // filesystem; such a connection would stay read-only after a remount.
+    if conn.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(DbError::Unavailable(format!(
+            "{} or its filesystem is read-only",
+            path.display()
+        )));
+    }
+    configure(&conn, busy_timeout)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    migrate::migrate(&conn)?;
+    Ok(conn)
+}
+
+fn writer_loop(mut writer: Writer, rx: mpsc::Receiver<Job>, shared: std::sync::Weak<Shared>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
         batch.push(first);
@@ -258,44 +338,87 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, shared: std::sync::Wea
         if let Some(shared) = shared.upgrade() {
             *shared.batch_started.lock().unwrap() = Some(Instant::now());
         }
-        let fault = run_batch(&conn, &mut batch);
+        let settled = match writer.conn() {
+            Ok(conn) => run_batch(conn, &mut batch),
+            Err(err) => fail_batch(&mut batch, err),
+        };
+        let fault = settled.fault.clone();
+        // Recorded before anyone hears back: a sender told 503 must find
+        // `/healthz` unhealthy too.
         if let Some(shared) = shared.upgrade() {
             *shared.batch_started.lock().unwrap() = None;
-            *shared.write_fault.lock().unwrap() = fault;
+            let mut recorded = shared.write_fault.lock().unwrap();
+            *recorded = match (fault, recorded.take()) {
+                (None, _) => None,
+                // A fault that goes on keeps its start, for its age.
+                (Some(fault), Some((_, since))) => Some((fault, since)),
+                (Some(fault), None) => Some((fault, Instant::now())),
+            };
         }
+        settled.finish();
     }
     // All senders are gone: checkpoint so the WAL does not outlive us.
-    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+    if let Some(conn) = &writer.conn {
+        let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+    }
 }
 
-/// Runs one batch; returns the failure, if the batch could not be committed.
-fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Option<String> {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let err = DbError::from(e);
-        tracing::error!(error = %err, jobs = batch.len(), "cannot begin write transaction");
-        for job in batch.drain(..) {
-            let (_, finish) = job(None);
-            finish(Some(err.clone()));
+/// A batch's outcome, held back until the fault record is updated.
+struct Settled {
+    /// What `/healthz` should report, if anything.
+    fault: Option<String>,
+    /// Each job's answer, with the error it alone hit.
+    finishes: Vec<(Finish, Option<DbError>)>,
+    /// Why the whole batch failed, if it did.
+    error: Option<DbError>,
+}
+
+impl Settled {
+    /// Answers every job.
+    fn finish(self) {
+        for (finish, own) in self.finishes {
+            finish(own.or_else(|| self.error.clone()));
         }
-        return Some(err.to_string());
+    }
+}
+
+/// Fails every job of a batch that cannot start with `err`.
+fn fail_batch(batch: &mut Vec<Job>, err: DbError) -> Settled {
+    tracing::error!(error = %err, jobs = batch.len(), "cannot begin write transaction");
+    let finishes = batch.drain(..).map(|job| (job(None).1, None)).collect();
+    Settled {
+        fault: Some(err.to_string()),
+        finishes,
+        error: Some(err),
+    }
+}
+
+/// Runs one batch; returns the failure, if the batch could not be committed
+/// or storage failed under one of its jobs.
+fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Settled {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        return fail_batch(batch, DbError::from(e));
     }
     let mut finishes = Vec::with_capacity(batch.len());
+    let mut job_fault = None;
     for job in batch.drain(..) {
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-            let (_, finish) = job(None);
-            finish(Some(DbError::from(e)));
+            finishes.push((job(None).1, Some(DbError::from(e))));
             continue;
         }
-        let (keep, finish) = job(Some(conn));
-        let end = if keep {
-            "RELEASE job"
-        } else {
-            "ROLLBACK TO job; RELEASE job"
+        let (end, finish) = job(Some(conn));
+        let end = match end {
+            JobEnd::Keep => "RELEASE job",
+            JobEnd::Undo => "ROLLBACK TO job; RELEASE job",
+            JobEnd::Fault(fault) => {
+                job_fault = Some(fault);
+                "ROLLBACK TO job; RELEASE job"
+            }
         };
         if let Err(e) = conn.execute_batch(end) {
             tracing::error!(error = %e, "cannot end savepoint");
         }
-        finishes.push(finish);
+        finishes.push((finish, None));
     }
     let commit_error = conn.execute_batch("COMMIT").err().map(|e| {
         let err = DbError::from(e);
@@ -303,11 +426,11 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Option<String> {
         let _ = conn.execute_batch("ROLLBACK");
         err
     });
-    let fault = commit_error.as_ref().map(ToString::to_string);
-    for finish in finishes {
-        finish(commit_error.clone());
+    Settled {
+        fault: commit_error.as_ref().map(ToString::to_string).or(job_fault),
+        finishes,
+        error: commit_error,
     }
-    fault
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -318,4 +441,73 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into());
     tracing::error!(panic = %text, "storage job panicked");
     format!("panic: {text}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::ffi;
+
+    fn classify(code: std::ffi::c_int) -> DbError {
+        DbError::from(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None))
+    }
+
+    #[test]
+    fn transient_storage_failures_are_unavailable_down_to_extended_codes() {
+        for code in [
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_BUSY_SNAPSHOT,
+            ffi::SQLITE_LOCKED,
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_READONLY,
+            ffi::SQLITE_READONLY_RECOVERY,
+            ffi::SQLITE_READONLY_CANTLOCK,
+            ffi::SQLITE_READONLY_DBMOVED,
+            ffi::SQLITE_READONLY_DIRECTORY,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_IOERR_WRITE,
+            ffi::SQLITE_IOERR_FSYNC,
+            ffi::SQLITE_IOERR_SHMOPEN,
+            ffi::SQLITE_IOERR_NOMEM,
+            ffi::SQLITE_CANTOPEN,
+            ffi::SQLITE_NOMEM,
+            ffi::SQLITE_PROTOCOL,
+            ffi::SQLITE_PERM,
+        ] {
+            assert!(
+                matches!(classify(code), DbError::Unavailable(_)),
+                "code {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn bugs_and_damage_are_internal() {
+        for code in [
+            ffi::SQLITE_CONSTRAINT_UNIQUE,
+            ffi::SQLITE_ERROR,
+            ffi::SQLITE_MISUSE,
+            ffi::SQLITE_CORRUPT,
+        ] {
+            assert!(
+                matches!(classify(code), DbError::Internal(_)),
+                "code {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_database_that_cannot_be_opened_at_start_is_a_fault_not_a_failed_start() {
+        let dir = tempfile::tempdir().unwrap();
+        // A regular file where the database directory should be.
+        let blocker = dir.path().join("not-a-dir");
+        std::fs::write(&blocker, b"").unwrap();
+        let db = Db::open(&blocker.join("crm.sqlite3"), Duration::from_millis(100))
+            .expect("the service starts");
+        let fault = db
+            .write_fault(Duration::from_secs(60))
+            .expect("fault recorded");
+        assert!(fault.contains("cannot create"), "{fault}");
+        db.close();
+    }
 }

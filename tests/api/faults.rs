@@ -67,14 +67,7 @@ impl Drop for Tmpfs {
 /// the test's own (roomy) directory.
 async fn app_on(fs: &Tmpfs, spool_on_same_fs: bool) -> TestApp {
     let db = fs.path().join("crm.sqlite3");
-    let spool = (!spool_on_same_fs).then(|| {
-        let dir = std::env::temp_dir().join(format!(
-            "crm-spool-{}",
-            fs.path().file_name().unwrap().to_string_lossy()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    });
+    let spool = (!spool_on_same_fs).then(|| spool_elsewhere(fs));
     let mut app = spawn_app_with(|c| {
         c.database.path = db.clone();
         c.database.spool_dir = spool.clone();
@@ -83,6 +76,14 @@ async fn app_on(fs: &Tmpfs, spool_on_same_fs: bool) -> TestApp {
     .await;
     app.db_path = db;
     app
+}
+
+/// A spool directory for `fs` on the roomy root filesystem.
+fn spool_elsewhere(fs: &Tmpfs) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "crm-spool-{}",
+        fs.path().file_name().unwrap().to_string_lossy()
+    ))
 }
 
 /// A body big enough to need fresh pages (a full disk does not stop a write
@@ -122,10 +123,7 @@ fn spooled(dir: &Path) -> usize {
 async fn a_full_disk_gives_503_and_a_provisional_answer_spooled_elsewhere_then_recovers() {
     let fs = Tmpfs::mount("4m");
     let app = app_on(&fs, false).await;
-    let spool_dir = std::env::temp_dir().join(format!(
-        "crm-spool-{}",
-        fs.path().file_name().unwrap().to_string_lossy()
-    ));
+    let spool_dir = spool_elsewhere(&fs);
     let (status, _) = app
         .jivo(&accepted(1, "1", "Before", Some("before@x.test"), None))
         .await;
@@ -211,6 +209,66 @@ async fn a_full_disk_holding_the_spool_too_gives_503_for_chat_accepted() {
     assert!(answer["crm_link"].is_string(), "{answer}");
     assert_eq!(health(&app).await.0, 200);
     assert_eq!(app.sql::<i64>("SELECT count(*) FROM deliveries"), 2);
+}
+
+#[tokio::test]
+#[ignore = "needs root to mount a tmpfs; .ci/run runs ignored tests"]
+async fn a_read_only_filesystem_at_start_keeps_the_service_up_with_503_until_it_is_writable() {
+    let fs = Tmpfs::mount("4m");
+    let app = app_on(&fs, false).await;
+    let (status, _) = app
+        .jivo(&accepted(1, "1", "Before", Some("before@x.test"), None))
+        .await;
+    assert_eq!(status, 200);
+    let spool_dir = spool_elsewhere(&fs);
+    let _first = app.stop().await;
+    // With no file open for writing, the filesystem can go read-only.
+    let remount = |mode: &str| {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(fs.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount {mode}");
+    };
+    remount("ro");
+
+    let app = app_on(&fs, false).await;
+    let (status, body) = health(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    let (status, answer) = app.jivo(&fixture("jivo/chat_finished.json")).await;
+    assert_eq!(status, 503, "{answer}");
+    let (status, answer) = app.jivo(&fixture("jivo/chat_accepted.json")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.get("crm_link").is_none(), "provisional: {answer}");
+    assert_eq!(spooled(&spool_dir), 1);
+
+    remount("rw");
+    eventually("the spool is drained", || spooled(&spool_dir) == 0).await;
+    let (status, _) = app.jivo(&fixture("jivo/chat_finished.json")).await;
+    assert_eq!(status, 200);
+    assert_eq!(health(&app).await.0, 200);
+    assert_eq!(app.sql::<i64>("SELECT count(*) FROM deliveries"), 3);
+    assert_eq!(app.sql::<i64>("SELECT count(*) FROM messages"), 2);
+    let _ = std::fs::remove_dir_all(spool_dir);
+}
+
+#[tokio::test]
+async fn a_storage_stall_past_the_request_timeout_is_503_not_408() {
+    let app = spawn_app_with(|c| {
+        c.database.busy_timeout_ms = 3_000;
+        c.server.request_timeout_ms = 400;
+    })
+    .await;
+    let locker = rusqlite::Connection::open(&app.db_path).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    let started = Instant::now();
+    let (status, answer) = app.jivo(&fixture("jivo/chat_finished.json")).await;
+    assert_eq!(status, 503, "the sender must retry: {answer}");
+    assert!(started.elapsed() < Duration::from_millis(2000));
+    locker.execute_batch("ROLLBACK").unwrap();
 }
 
 #[tokio::test]
