@@ -105,7 +105,7 @@ impl Server {
                         let _ = tx.send(json["addr"].as_str().unwrap_or("").to_owned());
                     }
                 } else if json["level"] == "ERROR" {
-                    // Expected while killed mid-write is nothing: show it.
+                    // No error is expected, even right after a kill: show any.
                     eprintln!("server: {line}");
                 }
             }
