@@ -84,7 +84,7 @@ async fn a_slowloris_sending_headers_byte_by_byte_is_cut_off_after_the_header_ti
     let started = Instant::now();
     let request = format!(
         "POST /webhooks/jivo/{JIVO_TOKEN} HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
-        "a".repeat(200)
+        "a".repeat(400)
     );
     let trickle = async {
         for byte in request.as_bytes() {
@@ -104,14 +104,14 @@ async fn a_slowloris_sending_headers_byte_by_byte_is_cut_off_after_the_header_ti
         }
         Instant::now()
     };
-    // The whole header would take over 4 s at this pace.
+    // The whole header would take over 8 s at this pace.
     let closed_at = tokio::select! {
         at = closed => at,
         () = async { trickle.await; std::future::pending::<()>().await } => unreachable!(),
     };
     let after = closed_at - started;
     assert!(
-        after >= Duration::from_millis(450) && after < Duration::from_millis(2000),
+        after >= Duration::from_millis(450) && after < Duration::from_millis(4000),
         "closed after {after:?}"
     );
     assert!(healthy(&app).await);
@@ -119,7 +119,7 @@ async fn a_slowloris_sending_headers_byte_by_byte_is_cut_off_after_the_header_ti
 
 #[tokio::test]
 async fn a_slowloris_does_not_delay_other_clients() {
-    let app = spawn_app_with(|c| c.server.header_timeout_ms = 3_000).await;
+    let app = spawn_app_with(|c| c.server.header_timeout_ms = 10_000).await;
     let mut slow = Vec::new();
     for _ in 0..50 {
         let mut s = TcpStream::connect(app.addr).await.unwrap();
@@ -131,7 +131,9 @@ async fn a_slowloris_does_not_delay_other_clients() {
     let started = Instant::now();
     let (status, _) = app.jivo(&fixture("jivo/chat_accepted.json")).await;
     assert_eq!(status, 200);
-    assert!(started.elapsed() < Duration::from_millis(1000));
+    // Long before the slow ones are cut off.
+    assert!(started.elapsed() < Duration::from_millis(3000));
+    drop(slow);
 }
 
 #[tokio::test]
@@ -177,7 +179,7 @@ async fn a_slow_body_is_cut_off_by_the_request_timeout_and_nothing_is_stored() {
     let after = started.elapsed();
     // The body would take over 20 s at this pace.
     assert!(
-        after >= Duration::from_millis(550) && after < Duration::from_millis(3000),
+        after >= Duration::from_millis(550) && after < Duration::from_millis(5000),
         "closed after {after:?}"
     );
     assert_eq!(status_of(&response), 408, "{response}");
@@ -211,7 +213,7 @@ async fn a_slow_chunked_body_is_cut_off_by_the_request_timeout() {
             }
         }
     }
-    assert!(started.elapsed() < Duration::from_millis(2500));
+    assert!(started.elapsed() < Duration::from_millis(5000));
     assert_eq!(status_of(&response), 408, "{response}");
 }
 
@@ -233,7 +235,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     assert_eq!(rest, "");
     let idle = closed - answered;
     assert!(
-        idle >= Duration::from_millis(350) && idle < Duration::from_millis(2000),
+        idle >= Duration::from_millis(350) && idle < Duration::from_millis(3000),
         "closed after {idle:?}"
     );
 
@@ -242,7 +244,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     let opened = Instant::now();
     let (said, closed) = read_until_closed(&mut silent, Duration::from_secs(5)).await;
     assert_eq!(said, "");
-    assert!(closed - opened < Duration::from_millis(2000));
+    assert!(closed - opened < Duration::from_millis(3000));
 }
 
 #[tokio::test]
