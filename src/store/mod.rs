@@ -1,8 +1,8 @@
 //! Storage: synchronous SQL functions on `&Connection`, reached from async
 //! code only through [`Db`], the one gateway.
 //!
-//! Writes go to a single writer thread that owns the write connection. It
-//! takes whatever jobs are queued (group commit), runs each inside its own
+//! Writes go to a single writer thread (`writer.rs`) that owns the write
+//! connection. It takes whatever jobs are queued (group commit), runs each inside its own
 //! savepoint of one `BEGIN IMMEDIATE` transaction, commits, and only then
 //! answers every job: a job that fails rolls back alone, and no caller hears
 //! "done" before its data is committed. Reads run on pooled read-only
@@ -16,6 +16,7 @@ pub mod inbox;
 pub mod leads;
 mod migrate;
 pub mod view;
+mod writer;
 
 pub use migrate::latest_version;
 
@@ -26,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::oneshot;
+
+use writer::{Finish, Job, JobEnd, Writer, open_writer, writer_loop};
 
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 256;
@@ -61,24 +64,6 @@ impl From<rusqlite::Error> for DbError {
             _ => DbError::Internal(e.to_string()),
         }
     }
-}
-
-/// Delivers a job's result once the batch's fate is known (`Some` = the
-/// commit failed, or the job never ran).
-type Finish = Box<dyn FnOnce(Option<DbError>) + Send>;
-/// Runs a job on the connection (`None`: the batch could not start, the job
-/// does not run) and says how it ended.
-type Job = Box<dyn FnOnce(Option<&Connection>) -> (JobEnd, Finish) + Send>;
-
-/// How a job ended, for its savepoint and the fault record.
-enum JobEnd {
-    /// Succeeded: keep its savepoint.
-    Keep,
-    /// Failed: roll its savepoint back.
-    Undo,
-    /// Storage failed under it (a full disk mid-statement): roll back, and
-    /// report the fault even if the rest of the batch commits.
-    Fault(String),
 }
 
 /// The storage gateway. Cheap to clone.
@@ -282,155 +267,6 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), DbError> {
     conn.pragma_update(None, "cache_size", -16_000)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
-}
-
-/// The write connection, and what it takes to open it again.
-struct Writer {
-    /// `None` while the database could not be opened.
-    conn: Option<Connection>,
-    path: PathBuf,
-    busy_timeout: Duration,
-}
-
-impl Writer {
-    /// The connection, opening it first if storage was unavailable so far.
-    fn conn(&mut self) -> Result<&Connection, DbError> {
-        if self.conn.is_none() {
-            let conn = open_writer(&self.path, self.busy_timeout)?;
-            tracing::info!(path = %self.path.display(), "database opened: storage is back");
-            self.conn = Some(conn);
-        }
-        Ok(self.conn.as_ref().expect("just opened"))
-    }
-}
-
-/// Opens the write connection: directory, file, settings, WAL, migrations.
-fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, DbError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| DbError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
-    }
-    let conn = Connection::open(path)?;
-    // SQLite falls back to a read-only connection on a read-only file or
-    // filesystem; such a connection would stay read-only after a remount.
-    if conn.is_readonly(rusqlite::MAIN_DB)? {
-        return Err(DbError::Unavailable(format!(
-            "{} or its filesystem is read-only",
-            path.display()
-        )));
-    }
-    configure(&conn, busy_timeout)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    migrate::migrate(&conn)?;
-    Ok(conn)
-}
-
-fn writer_loop(mut writer: Writer, rx: mpsc::Receiver<Job>, shared: std::sync::Weak<Shared>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        if let Some(shared) = shared.upgrade() {
-            *shared.batch_started.lock().unwrap() = Some(Instant::now());
-        }
-        let settled = match writer.conn() {
-            Ok(conn) => run_batch(conn, &mut batch),
-            Err(err) => fail_batch(&mut batch, err),
-        };
-        let fault = settled.fault.clone();
-        // Recorded before anyone hears back: a sender told 503 must find
-        // `/healthz` unhealthy too.
-        if let Some(shared) = shared.upgrade() {
-            *shared.batch_started.lock().unwrap() = None;
-            let mut recorded = shared.write_fault.lock().unwrap();
-            *recorded = match (fault, recorded.take()) {
-                (None, _) => None,
-                // A fault that goes on keeps its start, for its age.
-                (Some(fault), Some((_, since))) => Some((fault, since)),
-                (Some(fault), None) => Some((fault, Instant::now())),
-            };
-        }
-        settled.finish();
-    }
-    // All senders are gone: checkpoint so the WAL does not outlive us.
-    if let Some(conn) = &writer.conn {
-        let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
-    }
-}
-
-/// A batch's outcome, held back until the fault record is updated.
-struct Settled {
-    /// What `/healthz` should report, if anything.
-    fault: Option<String>,
-    /// Each job's answer, with the error it alone hit.
-    finishes: Vec<(Finish, Option<DbError>)>,
-    /// Why the whole batch failed, if it did.
-    error: Option<DbError>,
-}
-
-impl Settled {
-    /// Answers every job.
-    fn finish(self) {
-        for (finish, own) in self.finishes {
-            finish(own.or_else(|| self.error.clone()));
-        }
-    }
-}
-
-/// Fails every job of a batch that cannot start with `err`.
-fn fail_batch(batch: &mut Vec<Job>, err: DbError) -> Settled {
-    tracing::error!(error = %err, jobs = batch.len(), "cannot begin write transaction");
-    let finishes = batch.drain(..).map(|job| (job(None).1, None)).collect();
-    Settled {
-        fault: Some(err.to_string()),
-        finishes,
-        error: Some(err),
-    }
-}
-
-/// Runs one batch; returns the failure, if the batch could not be committed
-/// or storage failed under one of its jobs.
-fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Settled {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        return fail_batch(batch, DbError::from(e));
-    }
-    let mut finishes = Vec::with_capacity(batch.len());
-    let mut job_fault = None;
-    for job in batch.drain(..) {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-            finishes.push((job(None).1, Some(DbError::from(e))));
-            continue;
-        }
-        let (end, finish) = job(Some(conn));
-        let end = match end {
-            JobEnd::Keep => "RELEASE job",
-            JobEnd::Undo => "ROLLBACK TO job; RELEASE job",
-            JobEnd::Fault(fault) => {
-                job_fault = Some(fault);
-                "ROLLBACK TO job; RELEASE job"
-            }
-        };
-        if let Err(e) = conn.execute_batch(end) {
-            tracing::error!(error = %e, "cannot end savepoint");
-        }
-        finishes.push((finish, None));
-    }
-    let commit_error = conn.execute_batch("COMMIT").err().map(|e| {
-        let err = DbError::from(e);
-        tracing::error!(error = %err, "commit failed; batch rolled back");
-        let _ = conn.execute_batch("ROLLBACK");
-        err
-    });
-    Settled {
-        fault: commit_error.as_ref().map(ToString::to_string).or(job_fault),
-        finishes,
-        error: commit_error,
-    }
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
