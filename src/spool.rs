@@ -72,13 +72,20 @@ impl Spool {
         );
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let path = self.dir.join(&name);
-        {
+        let written = (|| {
             let mut file = File::create(&tmp)?;
             file.write_all(&serde_json::to_vec(&record).map_err(io::Error::other)?)?;
             file.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()
+        })();
+        if let Err(e) = written {
+            // A full disk leaves a partial file: it must not hold the space
+            // (or an inode) that recovery needs. Not acknowledged either way.
+            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(&path);
+            return Err(e);
         }
-        fs::rename(&tmp, &path)?;
-        File::open(&self.dir)?.sync_all()?;
         Ok(path)
     }
 

@@ -9,6 +9,10 @@ use warp::{Filter, Rejection, Reply};
 
 use super::{AppState, with_state};
 
+/// How long a recorded write fault stands before `/healthz` tries an empty
+/// write: with the service marked unhealthy no traffic may come to clear it.
+const PROBE_AFTER: Duration = Duration::from_secs(5);
+
 /// `/healthz` and `/metrics`.
 pub fn routes(
     state: Arc<AppState>,
@@ -20,7 +24,8 @@ pub fn routes(
 ///
 /// 200 `{"status":"ok"}` when the database answers, the last write
 /// committed and no write has waited longer than the answer deadline;
-/// 503 `{"status":"unavailable", "error": …}` otherwise.
+/// 503 `{"status":"unavailable", "error": …}` otherwise. A fault older than
+/// 5 s is checked again with an empty write transaction.
 fn healthz(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
@@ -39,7 +44,14 @@ fn healthz(
                 })
                 .await;
             let stuck = Duration::from_millis(state.config().jivo.answer_deadline_ms);
-            let problem = match (read, state.db.write_fault(stuck)) {
+            let mut fault = state.db.write_fault(stuck);
+            if fault.is_some() && state.db.fault_age().is_some_and(|age| age > PROBE_AFTER) {
+                let probe = tokio::time::timeout(stuck, state.db.write(|_| Ok(()))).await;
+                if let Ok(Ok(())) = probe {
+                    fault = None;
+                }
+            }
+            let problem = match (read, fault) {
                 (Err(e), _) => Some(e.to_string()),
                 (Ok(_), Some(fault)) => Some(fault),
                 (Ok(_), None) => None,

@@ -15,11 +15,15 @@ pub mod webhooks;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -125,6 +129,37 @@ where
     Ok(buf.freeze())
 }
 
+/// A request body that notes when the client has sent all of it, so that a
+/// request timeout can tell a slow client (408) from a slow server (503).
+struct Watched {
+    inner: Incoming,
+    received: Arc<AtomicBool>,
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.received.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Every route of the service, with errors turned into JSON.
 pub fn routes(
     state: Arc<AppState>,
@@ -183,17 +218,27 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
-        let per_request =
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                let mut service = service.clone();
-                req.extensions_mut().insert(ClientAddr(peer));
-                async move {
-                    match tokio::time::timeout(request_timeout, service.call(req)).await {
-                        Ok(response) => response,
-                        Err(_) => Ok(ApiError::Timeout.into_response()),
-                    }
-                }
+        let per_request = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            let mut service = service.clone();
+            req.extensions_mut().insert(ClientAddr(peer));
+            let received = Arc::new(AtomicBool::new(req.body().is_end_stream()));
+            let req = req.map(|inner| Watched {
+                inner,
+                received: received.clone(),
             });
+            async move {
+                match tokio::time::timeout(request_timeout, service.call(req)).await {
+                    Ok(response) => response,
+                    // The client sent everything and we were slow (storage
+                    // stalled): a 4xx would tell the sender not to retry.
+                    Err(_) if received.load(Ordering::Relaxed) => {
+                        tracing::warn!(%peer, "request timed out after its body was received");
+                        Ok(ApiError::Unavailable.into_response())
+                    }
+                    Err(_) => Ok(ApiError::Timeout.into_response()),
+                }
+            }
+        });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), per_request));
         tokio::spawn(async move {
             if let Err(e) = connection.await {

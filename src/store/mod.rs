@@ -1,8 +1,8 @@
 //! Storage: synchronous SQL functions on `&Connection`, reached from async
 //! code only through [`Db`], the one gateway.
 //!
-//! Writes go to a single writer thread that owns the write connection. It
-//! takes whatever jobs are queued (group commit), runs each inside its own
+//! Writes go to a single writer thread (`writer.rs`) that owns the write
+//! connection. It takes whatever jobs are queued (group commit), runs each inside its own
 //! savepoint of one `BEGIN IMMEDIATE` transaction, commits, and only then
 //! answers every job: a job that fails rolls back alone, and no caller hears
 //! "done" before its data is committed. Reads run on pooled read-only
@@ -17,6 +17,7 @@ pub mod leads;
 mod migrate;
 pub mod search;
 pub mod view;
+mod writer;
 
 pub use migrate::latest_version;
 
@@ -27,6 +28,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::oneshot;
+
+use writer::{Finish, Job, JobEnd, Writer, open_writer, writer_loop};
 
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 256;
@@ -64,13 +67,6 @@ impl From<rusqlite::Error> for DbError {
     }
 }
 
-/// Delivers a job's result once the batch's fate is known (`Some` = the
-/// commit failed, or the job never ran).
-type Finish = Box<dyn FnOnce(Option<DbError>) + Send>;
-/// Runs a job on the connection (`None`: the batch could not start, the job
-/// does not run) and says whether to keep its savepoint.
-type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
-
 /// The storage gateway. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
@@ -82,8 +78,9 @@ struct Shared {
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
-    /// The last write failure, cleared by the next successful commit.
-    write_fault: Mutex<Option<String>>,
+    /// The last write failure and when it happened, cleared by the next
+    /// successful commit.
+    write_fault: Mutex<Option<(String, Instant)>>,
     /// When the batch being written now started, if one is.
     batch_started: Mutex<Option<Instant>>,
 }
@@ -91,16 +88,22 @@ struct Shared {
 impl Db {
     /// Opens (creating if missing) the database, applies migrations, and
     /// starts the writer thread.
+    ///
+    /// Storage that is only unavailable (a read-only or missing filesystem,
+    /// a lock) does not stop the service: it starts with the fault recorded,
+    /// answers 503 meanwhile, and the writer opens the file on the first
+    /// write after the fault is gone. Anything else (a newer schema, a
+    /// corrupt file) is an error.
     pub fn open(path: &Path, busy_timeout: Duration) -> Result<Db, DbError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                DbError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
-        let conn = Connection::open(path)?;
-        configure(&conn, busy_timeout)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        migrate::migrate(&conn)?;
+        let (conn, fault) = match open_writer(path, busy_timeout) {
+            Ok(conn) => (Some(conn), None),
+            Err(DbError::Unavailable(cause)) => {
+                tracing::error!(%cause, path = %path.display(), "database unavailable at start; answering 503 until it returns");
+                (None, Some(format!("storage unavailable: {cause}")))
+            }
+            Err(e) => return Err(e),
+        };
+        let degraded = fault.is_some();
 
         let (tx, rx) = mpsc::channel::<Job>();
         let shared = Arc::new(Shared {
@@ -108,18 +111,25 @@ impl Db {
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(None),
             readers: Mutex::new(Vec::new()),
-            write_fault: Mutex::new(None),
+            write_fault: Mutex::new(fault.map(|f| (f, Instant::now()))),
             batch_started: Mutex::new(None),
         });
         let weak = Arc::downgrade(&shared);
+        let writer = Writer {
+            conn,
+            path: path.to_owned(),
+            busy_timeout,
+        };
         let handle = std::thread::Builder::new()
             .name("crm-writer".into())
-            .spawn(move || writer_loop(conn, rx, weak))
+            .spawn(move || writer_loop(writer, rx, weak))
             .map_err(|e| DbError::Internal(format!("cannot start writer thread: {e}")))?;
         *shared.writer_thread.lock().unwrap() = Some(handle);
         let db = Db { shared };
-        // Fail now, not on the first request, if reads cannot work.
-        drop(db.reader()?);
+        if !degraded {
+            // Fail now, not on the first request, if reads cannot work.
+            drop(db.reader()?);
+        }
         Ok(db)
     }
 
@@ -142,7 +152,11 @@ impl Db {
                 catch_unwind(AssertUnwindSafe(|| f(conn)))
                     .unwrap_or_else(|panic| Err(DbError::Internal(panic_message(&panic))))
             });
-            let keep = matches!(result, Some(Ok(_)));
+            let end = match &result {
+                Some(Ok(_)) => JobEnd::Keep,
+                Some(Err(e @ DbError::Unavailable(_))) => JobEnd::Fault(e.to_string()),
+                _ => JobEnd::Undo,
+            };
             let finish: Finish = Box::new(move |batch_error| {
                 let outcome = match (result, batch_error) {
                     (Some(Ok(value)), None) => Ok(value),
@@ -152,7 +166,7 @@ impl Db {
                 };
                 let _ = tx.send(outcome);
             });
-            (keep, finish)
+            (end, finish)
         });
         {
             let writer = self.shared.writer.lock().unwrap();
@@ -193,7 +207,7 @@ impl Db {
     /// The last write failure, if the last write batch failed, or a batch
     /// that has been waiting longer than `stuck` (a lock held elsewhere).
     pub fn write_fault(&self, stuck: Duration) -> Option<String> {
-        if let Some(fault) = self.shared.write_fault.lock().unwrap().clone() {
+        if let Some((fault, _)) = self.shared.write_fault.lock().unwrap().clone() {
             return Some(fault);
         }
         let started = *self.shared.batch_started.lock().unwrap();
@@ -203,6 +217,16 @@ impl Db {
                 t.elapsed().as_millis()
             )
         })
+    }
+
+    /// How long ago the last write failed, while no write has committed since.
+    pub fn fault_age(&self) -> Option<Duration> {
+        self.shared
+            .write_fault
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|(_, at)| at.elapsed())
     }
 
     /// Stops accepting writes, lets the writer finish what is queued, and
@@ -246,71 +270,6 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), DbError> {
     Ok(())
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, shared: std::sync::Weak<Shared>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        if let Some(shared) = shared.upgrade() {
-            *shared.batch_started.lock().unwrap() = Some(Instant::now());
-        }
-        let fault = run_batch(&conn, &mut batch);
-        if let Some(shared) = shared.upgrade() {
-            *shared.batch_started.lock().unwrap() = None;
-            *shared.write_fault.lock().unwrap() = fault;
-        }
-    }
-    // All senders are gone: checkpoint so the WAL does not outlive us.
-    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
-}
-
-/// Runs one batch; returns the failure, if the batch could not be committed.
-fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Option<String> {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let err = DbError::from(e);
-        tracing::error!(error = %err, jobs = batch.len(), "cannot begin write transaction");
-        for job in batch.drain(..) {
-            let (_, finish) = job(None);
-            finish(Some(err.clone()));
-        }
-        return Some(err.to_string());
-    }
-    let mut finishes = Vec::with_capacity(batch.len());
-    for job in batch.drain(..) {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-            let (_, finish) = job(None);
-            finish(Some(DbError::from(e)));
-            continue;
-        }
-        let (keep, finish) = job(Some(conn));
-        let end = if keep {
-            "RELEASE job"
-        } else {
-            "ROLLBACK TO job; RELEASE job"
-        };
-        if let Err(e) = conn.execute_batch(end) {
-            tracing::error!(error = %e, "cannot end savepoint");
-        }
-        finishes.push(finish);
-    }
-    let commit_error = conn.execute_batch("COMMIT").err().map(|e| {
-        let err = DbError::from(e);
-        tracing::error!(error = %err, "commit failed; batch rolled back");
-        let _ = conn.execute_batch("ROLLBACK");
-        err
-    });
-    let fault = commit_error.as_ref().map(ToString::to_string);
-    for finish in finishes {
-        finish(commit_error.clone());
-    }
-    fault
-}
-
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     let text = panic
         .downcast_ref::<&str>()
@@ -319,4 +278,73 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into());
     tracing::error!(panic = %text, "storage job panicked");
     format!("panic: {text}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::ffi;
+
+    fn classify(code: std::ffi::c_int) -> DbError {
+        DbError::from(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None))
+    }
+
+    #[test]
+    fn transient_storage_failures_are_unavailable_down_to_extended_codes() {
+        for code in [
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_BUSY_SNAPSHOT,
+            ffi::SQLITE_LOCKED,
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_READONLY,
+            ffi::SQLITE_READONLY_RECOVERY,
+            ffi::SQLITE_READONLY_CANTLOCK,
+            ffi::SQLITE_READONLY_DBMOVED,
+            ffi::SQLITE_READONLY_DIRECTORY,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_IOERR_WRITE,
+            ffi::SQLITE_IOERR_FSYNC,
+            ffi::SQLITE_IOERR_SHMOPEN,
+            ffi::SQLITE_IOERR_NOMEM,
+            ffi::SQLITE_CANTOPEN,
+            ffi::SQLITE_NOMEM,
+            ffi::SQLITE_PROTOCOL,
+            ffi::SQLITE_PERM,
+        ] {
+            assert!(
+                matches!(classify(code), DbError::Unavailable(_)),
+                "code {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn bugs_and_damage_are_internal() {
+        for code in [
+            ffi::SQLITE_CONSTRAINT_UNIQUE,
+            ffi::SQLITE_ERROR,
+            ffi::SQLITE_MISUSE,
+            ffi::SQLITE_CORRUPT,
+        ] {
+            assert!(
+                matches!(classify(code), DbError::Internal(_)),
+                "code {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_database_that_cannot_be_opened_at_start_is_a_fault_not_a_failed_start() {
+        let dir = tempfile::tempdir().unwrap();
+        // A regular file where the database directory should be.
+        let blocker = dir.path().join("not-a-dir");
+        std::fs::write(&blocker, b"").unwrap();
+        let db = Db::open(&blocker.join("crm.sqlite3"), Duration::from_millis(100))
+            .expect("the service starts");
+        let fault = db
+            .write_fault(Duration::from_secs(60))
+            .expect("fault recorded");
+        assert!(fault.contains("cannot create"), "{fault}");
+        db.close();
+    }
 }

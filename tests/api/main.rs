@@ -1,8 +1,11 @@
 //! Black-box tests: the real service on a real socket with a real SQLite file.
 
 mod browser;
+mod clients;
+mod crash;
 mod cross_platform;
 mod errors;
+mod faults;
 mod helpers;
 mod jivo;
 mod leads_api;
