@@ -13,8 +13,11 @@ use crate::crm::duplicates::{
     Attribute, email_similarity, name_similarity, phone_similarity, reversed,
 };
 
-/// Neighbours looked at on each side of a value in each index.
-const NEIGHBOURS: i64 = 6;
+/// Neighbours looked at on each side of a value in each index: the `LIMIT 6`
+/// of the statements below. It is a literal, not a bound parameter, because
+/// SQLite recompiles a statement whenever a parameter its LIMIT depends on is
+/// rebound (that alone made every new lead re-prepare eight statements).
+const NEIGHBOURS: usize = 6;
 /// Most duplicate links made for one new lead.
 const MAX_LINKS: usize = 5;
 
@@ -112,18 +115,18 @@ pub fn detect(
     Ok(linked)
 }
 
-const NAME_BELOW: &str = "SELECT id, name_key FROM leads WHERE name_key < ?1 AND merged_into IS NULL ORDER BY name_key DESC LIMIT ?2";
-const NAME_ABOVE: &str = "SELECT id, name_key FROM leads WHERE name_key >= ?1 AND merged_into IS NULL ORDER BY name_key LIMIT ?2";
-const REV_BELOW: &str = "SELECT id, name_rev FROM leads WHERE name_rev < ?1 AND merged_into IS NULL ORDER BY name_rev DESC LIMIT ?2";
-const REV_ABOVE: &str = "SELECT id, name_rev FROM leads WHERE name_rev >= ?1 AND merged_into IS NULL ORDER BY name_rev LIMIT ?2";
+const NAME_BELOW: &str = "SELECT id, name_key FROM leads WHERE name_key < ?1 AND merged_into IS NULL ORDER BY name_key DESC LIMIT 6";
+const NAME_ABOVE: &str = "SELECT id, name_key FROM leads WHERE name_key >= ?1 AND merged_into IS NULL ORDER BY name_key LIMIT 6";
+const REV_BELOW: &str = "SELECT id, name_rev FROM leads WHERE name_rev < ?1 AND merged_into IS NULL ORDER BY name_rev DESC LIMIT 6";
+const REV_ABOVE: &str = "SELECT id, name_rev FROM leads WHERE name_rev >= ?1 AND merged_into IS NULL ORDER BY name_rev LIMIT 6";
 const EMAIL_BELOW: &str =
-    "SELECT lead_id, value FROM lead_emails WHERE value < ?1 ORDER BY value DESC LIMIT ?2";
+    "SELECT lead_id, value FROM lead_emails WHERE value < ?1 ORDER BY value DESC LIMIT 6";
 const EMAIL_ABOVE: &str =
-    "SELECT lead_id, value FROM lead_emails WHERE value > ?1 ORDER BY value LIMIT ?2";
+    "SELECT lead_id, value FROM lead_emails WHERE value > ?1 ORDER BY value LIMIT 6";
 const PHONE_BELOW: &str =
-    "SELECT lead_id, value FROM lead_phones WHERE value < ?1 ORDER BY value DESC LIMIT ?2";
+    "SELECT lead_id, value FROM lead_phones WHERE value < ?1 ORDER BY value DESC LIMIT 6";
 const PHONE_ABOVE: &str =
-    "SELECT lead_id, value FROM lead_phones WHERE value > ?1 ORDER BY value LIMIT ?2";
+    "SELECT lead_id, value FROM lead_phones WHERE value > ?1 ORDER BY value LIMIT 6";
 
 fn neighbours(
     conn: &Connection,
@@ -131,13 +134,71 @@ fn neighbours(
     above: &str,
     key: &str,
 ) -> Result<Vec<(i64, String)>, DbError> {
-    let mut out = Vec::with_capacity(2 * NEIGHBOURS as usize);
+    let mut out = Vec::with_capacity(2 * NEIGHBOURS);
     for sql in [below, above] {
         let mut stmt = conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(params![key, NEIGHBOURS], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map(params![key], |r| Ok((r.get(0)?, r.get(1)?)))?;
         for row in rows {
             out.push(row?);
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+
+    /// Each lookup of a new lead must reuse its compiled statement: with
+    /// STAT4 samples or a bound LIMIT, SQLite silently recompiles it on
+    /// every call, which costs more than the lookup itself.
+    #[test]
+    fn neighbour_lookups_are_never_recompiled_even_after_analyze() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("db.sqlite3")).unwrap();
+        super::super::migrate::migrate(&conn).unwrap();
+        for i in 0..200 {
+            conn.execute(
+                "INSERT INTO leads (id, name, name_key, name_rev, created_at, updated_at)
+                 VALUES (?1, 'n', ?2, ?3, 't', 't')",
+                params![i + 1, format!("name {i}"), format!("{i} eman")],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO lead_emails (lead_id, value, raw, is_primary, created_at)
+                 VALUES (?1, ?2, ?2, 1, 't')",
+                params![i + 1, format!("p{i}@example.com")],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO lead_phones (lead_id, value, raw, is_primary, created_at)
+                 VALUES (?1, ?2, ?2, 1, 't')",
+                params![i + 1, format!("+1415555{i:04}")],
+            )
+            .unwrap();
+        }
+        conn.execute_batch("ANALYZE").unwrap();
+        // What the service does at every start.
+        super::super::migrate::migrate(&conn).unwrap();
+        for sql in [
+            NAME_BELOW,
+            NAME_ABOVE,
+            REV_BELOW,
+            REV_ABOVE,
+            EMAIL_BELOW,
+            EMAIL_ABOVE,
+            PHONE_BELOW,
+            PHONE_ABOVE,
+        ] {
+            let mut found = 0;
+            for key in ["name 5", "p7@example.com", "+14155550009", "0", "zzz"] {
+                found += neighbours(&conn, sql, sql, key).unwrap().len();
+            }
+            assert!(found > 0, "{sql} found nothing");
+            let stmt = conn.prepare_cached(sql).unwrap();
+            assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{sql}");
+        }
+    }
 }

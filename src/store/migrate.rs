@@ -31,6 +31,30 @@ pub fn migrate(conn: &Connection) -> Result<(), DbError> {
         })?;
         tracing::info!(version = next, "database schema migrated");
     }
+    drop_stat4(conn)
+}
+
+/// Removes STAT4 samples (left by an operator's `ANALYZE` or `PRAGMA
+/// optimize`; the bundled SQLite is built with STAT4) and keeps the plain
+/// `sqlite_stat1` row counts. Every statement here is an index seek whose
+/// plan does not depend on the value looked up, but with samples present
+/// SQLite re-prepares a statement each time a parameter it could estimate
+/// from is rebound: that tripled the cost of a delivery.
+fn drop_stat4(conn: &Connection) -> Result<(), DbError> {
+    let has_samples: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'sqlite_stat4'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_samples {
+        conn.execute_batch(
+            "BEGIN IMMEDIATE; DELETE FROM sqlite_stat4; COMMIT; ANALYZE sqlite_schema;",
+        )
+        .inspect_err(|_| {
+            let _ = conn.execute_batch("ROLLBACK");
+        })?;
+        tracing::info!("STAT4 samples dropped; sqlite_stat1 kept");
+    }
     Ok(())
 }
 
