@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::client::{get, post};
+use crate::client::{get, post, post_with};
 use crate::datagen::{person, phone_as_typed};
 
 const JIVO: &str = "/webhooks/jivo/bench-jivo-token";
@@ -133,12 +133,58 @@ fn finished(n: u64, k: u64) -> Vec<u8> {
     post(JIVO, &body.to_string())
 }
 
+const ROCKETCHAT_TOKEN: &str = "x-rocketchat-livechat-token: bench-rocketchat-token";
+
+/// Rocket.Chat: a closed room of an existing visitor with its transcript.
+fn rocketchat_session(n: u64, k: u64) -> Vec<u8> {
+    let p = person(existing(n, k));
+    let messages: Vec<_> = (0..6)
+        .map(|m| {
+            let agent = m % 2 == 1;
+            json!({"_id": format!("rm{k}-{m}"), "msg": format!("question {m} about order {k}"),
+                   "ts": "2026-01-02T10:16:07.230Z", "u": {"_id": if agent { "agent1" } else { "visitor1" },
+                   "username": if agent { "user1" } else { "guest" }},
+                   "agentId": if agent { Some("agent1") } else { None }})
+        })
+        .collect();
+    let body = json!({
+        "_id": format!("room{k}"), "label": p.name, "type": "LivechatSession",
+        "createdAt": "2026-01-02T10:16:07.230Z", "lastMessageAt": "2026-01-02T10:26:07.230Z",
+        "tags": ["bench"], "customFields": {"plan": "pro"},
+        "visitor": {"_id": format!("rv{k}"), "token": format!("rt{k}"), "name": p.name,
+                    "email": [{"address": p.email}], "phone": [{"phoneNumber": phone_as_typed(&p.phone, k)}]},
+        "agent": {"_id": "agent1", "username": "user1", "name": "User One"},
+        "messages": messages
+    });
+    post_with("/webhooks/rocketchat", ROCKETCHAT_TOKEN, &body.to_string())
+}
+
+/// LiveChat v3: an incoming chat of a new customer with two messages.
+fn livechat_incoming(n: u64, k: u64) -> Vec<u8> {
+    let p = person(n + (1 << 33) + k);
+    let customer = format!("lc-{k}");
+    let body = json!({
+        "webhook_id": format!("wh{k}"), "secret_key": "bench-livechat-secret", "action": "incoming_chat",
+        "license_id": 1234,
+        "payload": {"chat": {"id": format!("LC{k}"),
+            "users": [{"id": customer, "type": "customer", "name": p.name, "email": p.email},
+                      {"id": "agent@example.com", "type": "agent", "name": "Agent Smith"}],
+            "thread": {"id": format!("T{k}"), "tags": ["sales"], "events": [
+                {"id": format!("e{k}-1"), "type": "message", "author_id": customer, "text": "hello", "created_at": "2026-01-02T10:16:07.230Z"},
+                {"id": format!("e{k}-2"), "type": "message", "author_id": "agent@example.com", "text": "hi, how can I help?", "created_at": "2026-01-02T10:16:09.230Z"}
+            ]}}}
+    });
+    post("/webhooks/livechat", &body.to_string())
+}
+
 fn mix(n: u64, k: u64) -> Vec<u8> {
     match k % 10 {
-        0..=3 => existing_by_email(n, k),
-        4 | 5 => existing_by_phone(n, k),
-        6 | 7 => new_visitor(n, k),
-        _ => finished(n, k),
+        0..=2 => existing_by_email(n, k),
+        3 => existing_by_phone(n, k),
+        4 | 5 => new_visitor(n, k),
+        6 => finished(n, k),
+        7 | 8 => rocketchat_session(n, k),
+        _ => livechat_incoming(n, k),
     }
 }
 
@@ -157,6 +203,14 @@ path = "{db}"
 [jivo]
 token = "bench-jivo-token"
 enable_assign = true
+
+[rocketchat]
+token = "bench-rocketchat-token"
+
+[livechat]
+username = "bench"
+password = "bench-livechat-password"
+secret_key = "bench-livechat-secret"
 
 [merge]
 match_order = ["email", "phone"]

@@ -18,10 +18,16 @@ pub enum Attribute {
 /// Similarity of two names (normalised with [`super::identity::name_key`]).
 /// Single-word names are too weak to flag anyone and score 0.
 pub fn name_similarity(a: &str, b: &str) -> f64 {
-    if a.split(' ').count() < 2 || b.split(' ').count() < 2 {
+    if !a.contains(' ') || !b.contains(' ') {
         return 0.0;
     }
-    jaro_winkler(a, b)
+    similarity(a, b)
+}
+
+/// Jaro-Winkler, skipping the work for the common case of equal values
+/// (namesakes are the nearest neighbours of a new lead's name).
+fn similarity(a: &str, b: &str) -> f64 {
+    if a == b { 1.0 } else { jaro_winkler(a, b) }
 }
 
 /// Similarity of two normalised emails. Local parts are compared within one
@@ -35,7 +41,7 @@ pub fn email_similarity(a: &str, b: &str) -> f64 {
         if la.len() < 3 || lb.len() < 3 {
             return 0.0;
         }
-        jaro_winkler(la, lb)
+        similarity(la, lb)
     } else if la == lb && la.len() >= 4 {
         0.95
     } else {
@@ -49,7 +55,7 @@ pub fn phone_similarity(a: &str, b: &str) -> f64 {
     if a.len() < 7 || b.len() < 7 {
         return 0.0;
     }
-    jaro_winkler(a, b)
+    similarity(a, b)
 }
 
 /// Reverses a string by characters (the index that finds suffix neighbours).
