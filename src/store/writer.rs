@@ -141,6 +141,12 @@ fn fail_batch(batch: &mut Vec<Job>, err: DbError) -> Settled {
     }
 }
 
+/// Runs a transaction-control statement through the statement cache: these
+/// run twice per job, and `execute_batch` would parse them every time.
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 /// Runs one batch; returns the failure, if the batch could not be committed
 /// or storage failed under one of its jobs.
 fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Settled {
@@ -150,20 +156,25 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Settled {
     let mut finishes = Vec::with_capacity(batch.len());
     let mut job_fault = None;
     for job in batch.drain(..) {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = control(conn, "SAVEPOINT job") {
             finishes.push((job(None).1, Some(DbError::from(e))));
             continue;
         }
         let (end, finish) = job(Some(conn));
-        let end = match end {
-            JobEnd::Keep => "RELEASE job",
-            JobEnd::Undo => "ROLLBACK TO job; RELEASE job",
+        let undo = match end {
+            JobEnd::Keep => false,
+            JobEnd::Undo => true,
             JobEnd::Fault(fault) => {
                 job_fault = Some(fault);
-                "ROLLBACK TO job; RELEASE job"
+                true
             }
         };
-        if let Err(e) = conn.execute_batch(end) {
+        let ended = if undo {
+            control(conn, "ROLLBACK TO job").and_then(|()| control(conn, "RELEASE job"))
+        } else {
+            control(conn, "RELEASE job")
+        };
+        if let Err(e) = ended {
             tracing::error!(error = %e, "cannot end savepoint");
         }
         finishes.push((finish, None));
