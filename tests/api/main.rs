@@ -5,3 +5,4 @@ mod helpers;
 mod jivo;
 mod leads_api;
 mod merge;
+mod ops;
