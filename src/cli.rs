@@ -110,8 +110,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Export { format, output } => ops_command(&cli.config, |db, _| async move {
             let out: Box<dyn std::io::Write + Send> = match &output {
                 Some(path) => Box::new(
-                    std::fs::File::create(path)
-                        .map_err(|e| format!("{}: {e}", path.display()))?,
+                    std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,
                 ),
                 None => Box::new(std::io::stdout()),
             };

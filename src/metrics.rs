@@ -155,7 +155,12 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape(r#"a"b\c
-d"#), r#"a\"b\\c\nd"#);
+        assert_eq!(
+            escape(
+                r#"a"b\c
+d"#
+            ),
+            r#"a\"b\\c\nd"#
+        );
     }
 }

@@ -224,8 +224,7 @@ pub async fn drain_spool(state: &AppState) -> usize {
             .await
             .map(|outcome| state.metrics.leads(&outcome)),
             Err(reason) => {
-                let delivery =
-                    NewDelivery::failed(platform, body.into(), record.received_at);
+                let delivery = NewDelivery::failed(platform, body.into(), record.received_at);
                 state
                     .db
                     .write(move |conn| apply::record_failed(conn, &delivery, &reason))

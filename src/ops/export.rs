@@ -38,11 +38,7 @@ struct Exported {
 }
 
 /// Writes every lead to `out`; returns how many.
-pub async fn run(
-    db: &Db,
-    format: Format,
-    out: Box<dyn Write + Send>,
-) -> Result<u64, DbError> {
+pub async fn run(db: &Db, format: Format, out: Box<dyn Write + Send>) -> Result<u64, DbError> {
     db.read(move |conn| {
         // One read transaction: the export is a snapshot even while the
         // service keeps writing.
@@ -54,7 +50,11 @@ pub async fn run(
     .await
 }
 
-fn write_all(conn: &Connection, format: Format, out: Box<dyn Write + Send>) -> Result<u64, DbError> {
+fn write_all(
+    conn: &Connection,
+    format: Format,
+    out: Box<dyn Write + Send>,
+) -> Result<u64, DbError> {
     let io = |e: std::io::Error| DbError::Internal(format!("cannot write the export: {e}"));
     let keys: Vec<String> = conn
         .prepare("SELECT DISTINCT key FROM lead_fields ORDER BY key")?

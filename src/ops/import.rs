@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use rusqlite::Connection;
@@ -70,7 +71,11 @@ impl Row {
                 .filter_map(|p| Phone::parse(p, region).map(|p| p.normalized))
                 .collect(),
             status: self.status.as_deref().map(squash),
-            description: self.description.as_deref().map(str::trim).map(str::to_owned),
+            description: self
+                .description
+                .as_deref()
+                .map(str::trim)
+                .map(str::to_owned),
             fields: self.fields.clone(),
         };
         let json = serde_json::to_vec(&normal).unwrap_or_default();
@@ -205,7 +210,11 @@ pub fn parse_record(
                 }
             }
             Column::Phone => {
-                for phone in cell.split([',', ';']).map(str::trim).filter(|p| !p.is_empty()) {
+                for phone in cell
+                    .split([',', ';'])
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                {
                     if Phone::parse(phone, policy.merge.default_region).is_none() {
                         return Err(format!("invalid phone {phone:?}"));
                     }
@@ -290,10 +299,12 @@ pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, Strin
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let file = open(path)?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let lines = Lines::new(file, head.starts_with(b"\xef\xbb\xbf"));
+    let starts = lines.starts.clone();
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(sniff_delimiter(&head))
         .flexible(true)
-        .from_reader(BufReader::with_capacity(1 << 16, file));
+        .from_reader(BufReader::with_capacity(1 << 16, lines));
     let columns: Vec<Column> = reader
         .byte_headers()
         .map_err(|e| format!("{}: cannot read the header: {e}", path.display()))?
@@ -312,8 +323,7 @@ pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, Strin
     let bar = super::progress(size, "{bytes}/{total_bytes}");
     let received_at = now_rfc3339();
     let mut summary = Summary::default();
-    let mut pending: VecDeque<tokio::task::JoinHandle<Result<Applied, DbError>>> =
-        VecDeque::new();
+    let mut pending: VecDeque<tokio::task::JoinHandle<Result<Applied, DbError>>> = VecDeque::new();
     let mut batch: Batch = Vec::with_capacity(BATCH);
     let mut record = csv::ByteRecord::new();
     loop {
@@ -327,7 +337,7 @@ pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, Strin
         };
         if more {
             summary.rows += 1;
-            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            let line = line_at(&starts, record.position().map_or(0, |p| p.byte()));
             match parse_record(&columns, &record, policy) {
                 Ok(row) => batch.push((line, row)),
                 Err(reason) => summary.rejected.push((line, reason)),
@@ -363,6 +373,65 @@ pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, Strin
     bar.finish_and_clear();
     summary.rejected.sort();
     Ok(summary)
+}
+
+/// The file with a leading BOM removed, noting where each non-blank line
+/// starts, so that a rejected row's line number is exact whatever the line
+/// endings, blank lines, or lines a quoted cell spans (csv's own count is
+/// off on `\r\n` files). Entries wait only until the reader has passed them:
+/// memory stays bounded by the read buffer.
+struct Lines {
+    file: File,
+    skip_bom: bool,
+    offset: u64,
+    line: u64,
+    at_line_start: bool,
+    starts: Arc<Mutex<VecDeque<(u64, u64)>>>,
+}
+
+impl Lines {
+    fn new(file: File, skip_bom: bool) -> Lines {
+        Lines {
+            file,
+            skip_bom,
+            offset: 0,
+            line: 1,
+            at_line_start: true,
+            starts: Arc::default(),
+        }
+    }
+}
+
+impl Read for Lines {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if std::mem::take(&mut self.skip_bom) {
+            self.file.read_exact(&mut [0; 3])?;
+        }
+        let n = self.file.read(buf)?;
+        let mut starts = self.starts.lock().unwrap();
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if self.at_line_start && b != b'\n' && b != b'\r' {
+                starts.push_back((self.offset + i as u64, self.line));
+                self.at_line_start = false;
+            }
+            if b == b'\n' {
+                self.line += 1;
+                self.at_line_start = true;
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// The line of the record csv says starts at byte `start`: the first
+/// non-blank line starting there or after.
+fn line_at(starts: &Mutex<VecDeque<(u64, u64)>>, start: u64) -> u64 {
+    let mut starts = starts.lock().unwrap();
+    while starts.front().is_some_and(|&(at, _)| at < start) {
+        starts.pop_front();
+    }
+    starts.front().map_or(0, |&(_, line)| line)
 }
 
 /// Applies a batch in one write job, each row in its own savepoint so that

@@ -495,7 +495,15 @@ pub fn fill_status(
         .execute(params![lead, status, source.at])?
         > 0;
     if changed {
-        history(conn, lead, "status", Some("new"), Some(status), source, None)?;
+        history(
+            conn,
+            lead,
+            "status",
+            Some("new"),
+            Some(status),
+            source,
+            None,
+        )?;
     }
     Ok(changed)
 }

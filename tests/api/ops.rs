@@ -54,21 +54,93 @@ fn count(db: &Path, sql: &str) -> i64 {
 /// rows (bad email, nothing identifying, short row, invalid UTF-8, bad phone).
 fn messy_csv(delimiter: u8, bom: bool) -> Vec<u8> {
     let rows: Vec<Vec<&[u8]>> = vec![
-        vec![b"Full Name", b"E-mail", b"Phone", b"Mobile", b"Status", b"Notes", b"Source"],
-        vec![b"Ann Lee", b"ann@example.com", b"+1 408-498-7855", b"", b"customer", b"Met at the fair", b"fair"],
-        vec![b"ANN LEE", b"Ann@Example.com ", b"(408) 498-7855", b"", b"", b"", b""],
-        vec![b"Bob Stone", b"bob@example.com; bob@work.example", b"1 (650) 253 0000", b"650.253.0001", b"", b"", b"web"],
-        vec![b"Bob Stone", b"bob@work.example", b"", b"+1 650 253 0002", b"", b"", b""],
+        vec![
+            b"Full Name",
+            b"E-mail",
+            b"Phone",
+            b"Mobile",
+            b"Status",
+            b"Notes",
+            b"Source",
+        ],
+        vec![
+            b"Ann Lee",
+            b"ann@example.com",
+            b"+1 408-498-7855",
+            b"",
+            b"customer",
+            b"Met at the fair",
+            b"fair",
+        ],
+        vec![
+            b"ANN LEE",
+            b"Ann@Example.com ",
+            b"(408) 498-7855",
+            b"",
+            b"",
+            b"",
+            b"",
+        ],
+        vec![
+            b"Bob Stone",
+            b"bob@example.com; bob@work.example",
+            b"1 (650) 253 0000",
+            b"650.253.0001",
+            b"",
+            b"",
+            b"web",
+        ],
+        vec![
+            b"Bob Stone",
+            b"bob@work.example",
+            b"",
+            b"+1 650 253 0002",
+            b"",
+            b"",
+            b"",
+        ],
         vec![b"Carol King", b"carol@", b"", b"", b"", b"", b""],
         vec![b"", b"", b"", b"", b"", b"", b"orphan"],
         vec![b"Dan Brown", b"dan@example.com", b"5550100"],
-        vec![b"Ann Lee", b"ann@example.com", b"+1 408-498-7855", b"", b"customer", b"Met at the fair", b"fair"],
+        vec![
+            b"Ann Lee",
+            b"ann@example.com",
+            b"+1 408-498-7855",
+            b"",
+            b"customer",
+            b"Met at the fair",
+            b"fair",
+        ],
         vec![b"Eve Adams", b"eve@one.example", b"", b"", b"", b"", b""],
-        vec![b"Eve Adams", b"adams.e@two.example", b"", b"", b"", b"", b""],
-        vec![b"Frank \xff Ortiz", b"frank@example.com", b"", b"", b"", b"", b""],
+        vec![
+            b"Eve Adams",
+            b"adams.e@two.example",
+            b"",
+            b"",
+            b"",
+            b"",
+            b"",
+        ],
+        vec![
+            b"Frank \xff Ortiz",
+            b"frank@example.com",
+            b"",
+            b"",
+            b"",
+            b"",
+            b"",
+        ],
         vec![b"Gina Ross", b"", b"12", b"", b"", b"", b""],
         vec![b"Hal Kim", b"", b"+44 20 7946 0958", b"", b"lead", b"", b""],
-        vec![b"Bob Stone", b"bob@example.com", b"", b"", b"customer", b"", b""],
+        vec![
+            b"Bob Stone",
+            b"bob@example.com",
+            b"",
+            b"",
+            b"customer",
+            b"",
+            b"",
+        ],
     ];
     let mut out = Vec::new();
     if bom {
@@ -92,7 +164,8 @@ fn messy_csv(delimiter: u8, bom: bool) -> Vec<u8> {
     out
 }
 
-const MESSY_SUMMARY: &str = "14 rows: 5 created, 2 merged, 2 unchanged, 1 flagged as possible duplicates, 5 rejected";
+const MESSY_SUMMARY: &str =
+    "14 rows: 5 created, 2 merged, 2 unchanged, 1 flagged as possible duplicates, 5 rejected";
 const MESSY_REJECTED: &str = "line 6: invalid email \"carol@\"
 line 7: no name, email or phone
 line 8: expected 7 fields, found 3
@@ -116,15 +189,24 @@ fn importing_a_messy_csv_gives_exact_counts_and_twice_changes_nothing() {
         assert_eq!(count(&db, "SELECT count(*) FROM leads"), 5);
         let bob = "(SELECT lead_id FROM lead_emails WHERE value = 'bob@example.com')";
         assert_eq!(
-            count(&db, &format!("SELECT count(*) FROM lead_phones WHERE lead_id = {bob}")),
+            count(
+                &db,
+                &format!("SELECT count(*) FROM lead_phones WHERE lead_id = {bob}")
+            ),
             3
         );
         assert_eq!(
-            count(&db, &format!("SELECT count(*) FROM leads WHERE id = {bob} AND status = 'customer'")),
+            count(
+                &db,
+                &format!("SELECT count(*) FROM leads WHERE id = {bob} AND status = 'customer'")
+            ),
             1
         );
         assert_eq!(
-            count(&db, "SELECT count(*) FROM lead_phones WHERE value IN ('+14084987855', '+442079460958')"),
+            count(
+                &db,
+                "SELECT count(*) FROM lead_phones WHERE value IN ('+14084987855', '+442079460958')"
+            ),
             2
         );
         assert_eq!(count(&db, "SELECT count(*) FROM duplicate_links"), 1);
@@ -143,7 +225,12 @@ fn importing_a_messy_csv_gives_exact_counts_and_twice_changes_nothing() {
 /// The export with the id column removed: equal across databases.
 fn without_ids(csv: &str) -> Vec<String> {
     csv.lines()
-        .map(|l| l.split_once(',').map(|(_, rest)| rest).unwrap_or(l).to_owned())
+        .map(|l| {
+            l.split_once(',')
+                .map(|(_, rest)| rest)
+                .unwrap_or(l)
+                .to_owned()
+        })
         .collect()
 }
 
@@ -171,7 +258,12 @@ fn import_export_import_round_trip_changes_nothing() {
 
     // Back into the same database: every row matches and changes nothing.
     let again = stdout(&cli(&config, &["import", exported.to_str().unwrap()]));
-    assert!(again.contains("5 rows: 0 created, 0 merged, 5 unchanged, 0 flagged as possible duplicates, 0 rejected"), "{again}");
+    assert!(
+        again.contains(
+            "5 rows: 0 created, 0 merged, 5 unchanged, 0 flagged as possible duplicates, 0 rejected"
+        ),
+        "{again}"
+    );
     assert_eq!(count(&db, "SELECT count(*) FROM leads"), leads);
     assert_eq!(count(&db, "SELECT count(*) FROM history"), history);
     let second = stdout(&cli(&config, &["export"]));
@@ -182,11 +274,17 @@ fn import_export_import_round_trip_changes_nothing() {
     let fresh = write_config(fresh_dir.path(), &fresh_dir.path().join("b.sqlite3"));
     let into_fresh = stdout(&cli(&fresh, &["import", exported.to_str().unwrap()]));
     assert!(into_fresh.contains("5 created, 0 merged"), "{into_fresh}");
-    assert_eq!(without_ids(&stdout(&cli(&fresh, &["export"]))), without_ids(&first));
+    assert_eq!(
+        without_ids(&stdout(&cli(&fresh, &["export"]))),
+        without_ids(&first)
+    );
 
     // JSON lines carry the same leads.
     let jsonl = stdout(&cli(&config, &["export", "--format", "jsonl"]));
-    let leads: Vec<Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let leads: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(leads.len(), 5);
     let bob = leads.iter().find(|l| l["name"] == "Bob Stone").unwrap();
     assert_eq!(bob["emails"][0], "bob@example.com");
@@ -197,7 +295,9 @@ fn import_export_import_round_trip_changes_nothing() {
 async fn replay_applies_a_delivery_that_failed_before_a_fix() {
     let app = spawn_app().await;
     // A body this version cannot parse: stored as failed, answered 400.
-    let response = app.post_raw(&format!("/webhooks/jivo/{JIVO_TOKEN}"), "not json").await;
+    let response = app
+        .post_raw(&format!("/webhooks/jivo/{JIVO_TOKEN}"), "not json")
+        .await;
     assert_eq!(response.status(), 400);
     // A body an older version failed on and this one understands, stored the
     // way the inbox keeps failures.
@@ -222,12 +322,20 @@ async fn replay_applies_a_delivery_that_failed_before_a_fix() {
     assert_eq!(lead["name"], "Rita Late");
     // The failed row became the applied delivery: no second row beside it.
     assert_eq!(app.sql::<i64>("SELECT count(*) FROM deliveries"), 2);
-    assert_eq!(app.sql::<i64>("SELECT count(*) FROM deliveries WHERE status = 'applied' AND lead_id IS NOT NULL"), 1);
+    assert_eq!(
+        app.sql::<i64>(
+            "SELECT count(*) FROM deliveries WHERE status = 'applied' AND lead_id IS NOT NULL"
+        ),
+        1
+    );
 
     // The live redelivery of the same body is recognised.
     let (status, answer) = app.jivo(&serde_json::from_str(&body).unwrap()).await;
     assert_eq!(status, 200);
-    assert_eq!(answer["crm_link"], format!("http://crm.test/leads/{}", lead["id"]));
+    assert_eq!(
+        answer["crm_link"],
+        format!("http://crm.test/leads/{}", lead["id"])
+    );
     assert_eq!(app.sql::<i64>("SELECT count(*) FROM deliveries"), 2);
 
     // Replaying everything again changes nothing.
@@ -243,10 +351,28 @@ async fn replay_applies_a_delivery_that_failed_before_a_fix() {
     let fresh_dir = tempfile::tempdir().unwrap();
     let fresh_db = fresh_dir.path().join("fresh.sqlite3");
     let fresh = write_config(fresh_dir.path(), &fresh_db);
-    let from = stdout(&cli(&fresh, &["replay", "--all", "--from", app.db_path.to_str().unwrap()]));
-    assert!(from.contains("replayed 2 deliveries: 1 applied (1 leads created"), "{from}");
-    assert_eq!(count(&fresh_db, "SELECT count(*) FROM lead_emails WHERE value = 'rita@example.com'"), 1);
-    assert_eq!(count(&fresh_db, "SELECT count(*) FROM deliveries WHERE status = 'failed'"), 1);
+    let from = stdout(&cli(
+        &fresh,
+        &["replay", "--all", "--from", app.db_path.to_str().unwrap()],
+    ));
+    assert!(
+        from.contains("replayed 2 deliveries: 1 applied (1 leads created"),
+        "{from}"
+    );
+    assert_eq!(
+        count(
+            &fresh_db,
+            "SELECT count(*) FROM lead_emails WHERE value = 'rita@example.com'"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &fresh_db,
+            "SELECT count(*) FROM deliveries WHERE status = 'failed'"
+        ),
+        1
+    );
 }
 
 #[tokio::test]
@@ -263,7 +389,13 @@ async fn a_backup_taken_under_write_load_opens_and_passes_integrity_check() {
             let mut sent = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let n = w * 1_000_000 + sent;
-                let body = accepted(n, &n.to_string(), "Load Test", Some(&format!("load{n}@example.com")), None);
+                let body = accepted(
+                    n,
+                    &n.to_string(),
+                    "Load Test",
+                    Some(&format!("load{n}@example.com")),
+                    None,
+                );
                 let (status, _) = app.jivo(&body).await;
                 assert_eq!(status, 200);
                 sent += 1;
@@ -287,14 +419,30 @@ async fn a_backup_taken_under_write_load_opens_and_passes_integrity_check() {
     for w in writers {
         sent += w.await.unwrap();
     }
-    assert!(stdout(&out).contains("integrity_check ok"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("integrity_check ok"),
+        "{}",
+        stdout(&out)
+    );
     let conn = rusqlite::Connection::open(&copy).unwrap();
-    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(check, "ok");
-    let leads: i64 = conn.query_row("SELECT count(*) FROM leads", [], |r| r.get(0)).unwrap();
-    let emails: i64 = conn.query_row("SELECT count(*) FROM lead_emails", [], |r| r.get(0)).unwrap();
-    assert!(leads >= 50 && leads <= sent as i64, "{leads} leads of {sent} sent");
-    assert_eq!(emails, leads, "a consistent snapshot: every lead with its email");
+    let leads: i64 = conn
+        .query_row("SELECT count(*) FROM leads", [], |r| r.get(0))
+        .unwrap();
+    let emails: i64 = conn
+        .query_row("SELECT count(*) FROM lead_emails", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        leads >= 50 && leads <= sent as i64,
+        "{leads} leads of {sent} sent"
+    );
+    assert_eq!(
+        emails, leads,
+        "a consistent snapshot: every lead with its email"
+    );
 
     // An existing file is not overwritten without --force.
     let refused = Command::new(BIN)
@@ -346,7 +494,11 @@ impl Served {
     fn wait_for_log(&self, needle: &str, occurrences: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.log.lock().unwrap().matches(needle).count() < occurrences {
-            assert!(Instant::now() < deadline, "no {needle:?} in the log:\n{}", self.log.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log:\n{}",
+                self.log.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -382,7 +534,11 @@ impl Drop for Served {
 async fn sighup_applies_a_new_merge_policy_and_a_broken_file_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crm.sqlite3");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let base_config = config_text(&db).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let config = dir.path().join("config.toml");
     std::fs::write(&config, &base_config).unwrap();
@@ -390,13 +546,22 @@ async fn sighup_applies_a_new_merge_policy_and_a_broken_file_changes_nothing() {
     served.wait_for_log("serving", 1);
 
     let (status, first) = served
-        .jivo(JIVO_TOKEN, &accepted(1, "1", "Nina Page", Some("nina@example.com"), None))
+        .jivo(
+            JIVO_TOKEN,
+            &accepted(1, "1", "Nina Page", Some("nina@example.com"), None),
+        )
         .await;
     assert_eq!(status, 200, "{first}");
     let (_, kept) = served
-        .jivo(JIVO_TOKEN, &accepted(2, "1", "Nina Paige", Some("nina@example.com"), None))
+        .jivo(
+            JIVO_TOKEN,
+            &accepted(2, "1", "Nina Paige", Some("nina@example.com"), None),
+        )
         .await;
-    assert_eq!(kept["contact_info"]["name"], "Nina Page", "name = keep_existing");
+    assert_eq!(
+        kept["contact_info"]["name"], "Nina Page",
+        "name = keep_existing"
+    );
 
     // A new policy, a new token and a new custom_data row.
     let changed = base_config
@@ -407,14 +572,23 @@ async fn sighup_applies_a_new_merge_policy_and_a_broken_file_changes_nothing() {
     served.hup();
     served.wait_for_log("configuration reloaded", 1);
     let (status, _) = served
-        .jivo(JIVO_TOKEN, &accepted(3, "1", "Nina Paige", Some("nina@example.com"), None))
+        .jivo(
+            JIVO_TOKEN,
+            &accepted(3, "1", "Nina Paige", Some("nina@example.com"), None),
+        )
         .await;
     assert_eq!(status, 401, "the old token no longer works");
     let (status, taken) = served
-        .jivo("rotated-jivo-token", &accepted(4, "1", "Nina Paige", Some("nina@example.com"), None))
+        .jivo(
+            "rotated-jivo-token",
+            &accepted(4, "1", "Nina Paige", Some("nina@example.com"), None),
+        )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(taken["contact_info"]["name"], "Nina Paige", "name = take_incoming");
+    assert_eq!(
+        taken["contact_info"]["name"], "Nina Paige",
+        "name = take_incoming"
+    );
     let rows = taken["custom_data"].as_array().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["title"], "Only row");
@@ -424,12 +598,21 @@ async fn sighup_applies_a_new_merge_policy_and_a_broken_file_changes_nothing() {
     std::fs::write(&config, &broken).unwrap();
     served.hup();
     served.wait_for_log("reload refused", 1);
-    assert!(served.log.lock().unwrap().contains("bogus"), "the reason names the key");
+    assert!(
+        served.log.lock().unwrap().contains("bogus"),
+        "the reason names the key"
+    );
     let (status, still) = served
-        .jivo("rotated-jivo-token", &accepted(5, "1", "Nina P. Page", Some("nina@example.com"), None))
+        .jivo(
+            "rotated-jivo-token",
+            &accepted(5, "1", "Nina P. Page", Some("nina@example.com"), None),
+        )
         .await;
     assert_eq!(status, 200, "the reloaded token stays");
-    assert_eq!(still["contact_info"]["name"], "Nina P. Page", "take_incoming stays");
+    assert_eq!(
+        still["contact_info"]["name"], "Nina P. Page",
+        "take_incoming stays"
+    );
 }
 
 /// A strict reader of the Prometheus text format: every sample belongs to a
@@ -444,8 +627,14 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
             let (kind, name, tail) = (parts.next().unwrap(), parts.next().unwrap(), parts.next());
             if kind == "TYPE" {
                 let t = tail.unwrap();
-                assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&t), "{line}");
-                assert!(types.insert(name.to_owned(), t.to_owned()).is_none(), "TYPE twice: {line}");
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
+                    "{line}"
+                );
+                assert!(
+                    types.insert(name.to_owned(), t.to_owned()).is_none(),
+                    "TYPE twice: {line}"
+                );
             } else {
                 assert_eq!(kind, "HELP", "{line}");
             }
@@ -455,12 +644,16 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
         let name_end = line.find(['{', ' ']).unwrap_or_else(|| panic!("{line}"));
         let name = &line[..name_end];
         assert!(
-            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "{line}"
         );
         let family = ["_bucket", "_sum", "_count"]
             .iter()
-            .find_map(|s| name.strip_suffix(s).filter(|f| types.get(*f).is_some_and(|t| t == "histogram")))
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+            })
             .unwrap_or(name);
         assert!(types.contains_key(family), "sample before its TYPE: {line}");
         let mut rest = &line[name_end..];
@@ -499,7 +692,10 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
                 }
             }
         }
-        let value: f64 = rest.trim_start_matches(' ').parse().unwrap_or_else(|_| panic!("value of {line}"));
+        let value: f64 = rest
+            .trim_start_matches(' ')
+            .parse()
+            .unwrap_or_else(|_| panic!("value of {line}"));
         labels.sort();
         samples.insert(format!("{name}{{{}}}", labels.join(",")), value);
     }
@@ -514,19 +710,41 @@ async fn metrics_parse_as_prometheus_text_and_count_what_was_sent() {
     assert_eq!(app.jivo(&ann).await.0, 200, "a redelivery");
     let bob = accepted(2, "2", "Bob Metric", Some("bob@metrics.example"), None);
     assert_eq!(app.jivo(&bob).await.0, 200);
-    let ann_phone = accepted(3, "1", "Ann Metric", Some("ann@metrics.example"), Some("+1 408 498 7855"));
+    let ann_phone = accepted(
+        3,
+        "1",
+        "Ann Metric",
+        Some("ann@metrics.example"),
+        Some("+1 408 498 7855"),
+    );
     assert_eq!(app.jivo(&ann_phone).await.0, 200, "merged: a phone added");
-    let response = app.post_raw(&format!("/webhooks/jivo/{JIVO_TOKEN}"), "{\"broken\":").await;
+    let response = app
+        .post_raw(&format!("/webhooks/jivo/{JIVO_TOKEN}"), "{\"broken\":")
+        .await;
     assert_eq!(response.status(), 400);
 
     let response = app.client.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
     let m = parse_prometheus(&response.text().await.unwrap());
     let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k} in {m:#?}"));
-    assert_eq!(get(r#"crm_deliveries_total{event="chat_accepted",outcome="applied",platform="jivo"}"#), 3.0);
-    assert_eq!(get(r#"crm_deliveries_total{event="chat_accepted",outcome="redelivery",platform="jivo"}"#), 1.0);
-    assert_eq!(get(r#"crm_deliveries_total{event="unknown",outcome="rejected",platform="jivo"}"#), 1.0);
+    assert_eq!(
+        get(r#"crm_deliveries_total{event="chat_accepted",outcome="applied",platform="jivo"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(r#"crm_deliveries_total{event="chat_accepted",outcome="redelivery",platform="jivo"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"crm_deliveries_total{event="unknown",outcome="rejected",platform="jivo"}"#),
+        1.0
+    );
     assert_eq!(get("crm_leads_created_total{}"), 2.0);
     assert_eq!(get("crm_leads_merged_total{}"), 1.0);
     assert_eq!(get("crm_leads_folded_total{}"), 0.0);
