@@ -511,6 +511,18 @@ impl Served {
         assert!(status.success());
     }
 
+    /// `GET /api/leads/{id}` as `user` with the test password; the status.
+    async fn api(&self, user: &str, id: i64) -> u16 {
+        reqwest::Client::new()
+            .get(format!("{}/api/leads/{id}", self.base))
+            .basic_auth(user, Some(SALES_PASSWORD))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     async fn jivo(&self, token: &str, body: &Value) -> (u16, Value) {
         let response = reqwest::Client::new()
             .post(format!("{}/webhooks/jivo/{token}", self.base))
@@ -567,6 +579,7 @@ async fn sighup_applies_a_new_merge_policy_and_a_broken_file_changes_nothing() {
     let changed = base_config
         .replace("name = \"keep_existing\"", "name = \"take_incoming\"")
         .replace(JIVO_TOKEN, "rotated-jivo-token")
+        .replace("name = \"sales\"", "name = \"renamed\"")
         + "\n[[jivo.custom_data]]\ntitle = \"Only row\"\nsource = \"lead\"\n";
     std::fs::write(&config, &changed).unwrap();
     served.hup();
@@ -592,6 +605,9 @@ async fn sighup_applies_a_new_merge_policy_and_a_broken_file_changes_nothing() {
     let rows = taken["custom_data"].as_array().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["title"], "Only row");
+    let lead = lead_id(&taken);
+    assert_eq!(served.api("sales", lead).await, 401, "the old user is gone");
+    assert_eq!(served.api("renamed", lead).await, 200, "the new user is in");
 
     // A broken file (back to keep_existing, plus an unknown key) is refused.
     let broken = base_config.replace("[duplicates]", "[duplicates]\nbogus = 1");
