@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::app::Application;
 use crate::config::Config;
+use crate::store::Db;
+use crate::store::apply::Policy;
 
 /// Webhook responder and CRM for JivoChat, Rocket.Chat and LiveChat.
 #[derive(Debug, Parser)]
@@ -42,6 +44,43 @@ pub enum Command {
     CheckConfig,
     /// Read a password from stdin and print a hash for [[sales.users]].
     HashPassword,
+    /// Import leads from a CSV file (header row; `,` or `;`; UTF-8).
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// Write every lead with its contacts and custom fields.
+    Export {
+        /// csv (readable by `import`) or jsonl.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: crate::ops::export::Format,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Re-apply stored raw deliveries (idempotent).
+    Replay {
+        /// Only deliveries stored as failed (the default).
+        #[arg(long, conflicts_with = "all")]
+        failed: bool,
+        /// Every delivery, oldest first.
+        #[arg(long)]
+        all: bool,
+        /// Only deliveries received at or after this date or RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Read deliveries from this database instead.
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
+    /// Copy the live database to PATH (online backup API), then check the copy.
+    Backup {
+        /// Where to write the copy.
+        path: PathBuf,
+        /// Overwrite PATH if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Sets up logging: `RUST_LOG` filters (default `info`), text or JSON.
@@ -63,7 +102,129 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve => serve(&cli.config),
         Command::CheckConfig => check_config(&cli.config),
         Command::HashPassword => hash_password(),
+        Command::Import { file } => ops_command(&cli.config, |db, policy| async move {
+            crate::ops::import::run(&db, &policy, &file)
+                .await
+                .map(|s| print_import(&file, &s))
+        }),
+        Command::Export { format, output } => ops_command(&cli.config, |db, _| async move {
+            let out: Box<dyn std::io::Write + Send> = match &output {
+                Some(path) => Box::new(
+                    std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,
+                ),
+                None => Box::new(std::io::stdout()),
+            };
+            let n = crate::ops::export::run(&db, format, out)
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!("exported {n} leads");
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Replay {
+            failed: _,
+            all,
+            since,
+            from,
+        } => {
+            let since = match since.as_deref().map(crate::ops::replay::parse_since) {
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+                other => other.transpose().unwrap_or_default(),
+            };
+            let selection = crate::ops::replay::Selection {
+                failed_only: !all,
+                since,
+                from,
+            };
+            ops_command(&cli.config, |db, policy| async move {
+                let s = crate::ops::replay::run(&db, &policy, &selection).await?;
+                println!(
+                    "replayed {} deliveries: {} applied ({} leads created, {} merged), {} unchanged, {} still failing",
+                    s.seen,
+                    s.applied,
+                    s.created,
+                    s.merged,
+                    s.unchanged,
+                    s.failed.len()
+                );
+                for (id, reason) in &s.failed {
+                    println!("delivery {id}: {reason}");
+                }
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Backup { path, force } => {
+            let config = match load(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match crate::ops::backup::run(&config.database.path, &path, force) {
+                Ok(report) => {
+                    println!("backup {}: integrity_check {report}", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
+}
+
+/// Runs an operator command on the configured database and policy.
+fn ops_command<F, Fut>(path: &Path, f: F) -> ExitCode
+where
+    F: FnOnce(Db, Policy) -> Fut,
+    Fut: std::future::Future<Output = Result<ExitCode, String>>,
+{
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let busy = std::time::Duration::from_millis(config.database.busy_timeout_ms);
+    let db = match Db::open(&config.database.path, busy) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("error: database {}: {e}", config.database.path.display());
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(f(db.clone(), Policy::of(&config)));
+    db.close();
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_import(file: &Path, s: &crate::ops::import::Summary) -> ExitCode {
+    println!(
+        "imported {}: {} rows: {} created, {} merged, {} unchanged, {} flagged as possible duplicates, {} rejected",
+        file.display(),
+        s.rows,
+        s.created,
+        s.merged,
+        s.unchanged,
+        s.flagged,
+        s.rejected.len()
+    );
+    for (line, reason) in &s.rejected {
+        println!("line {line}: {reason}");
+    }
+    ExitCode::SUCCESS
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {

@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`serve`, `check-config`, `hash-password`).
+//! - [`cli`]: the command line (`serve`, `check-config`, `hash-password`, and the
+//!   operator commands of [`ops`]).
 //! - [`config`]: typed `config.toml`, checked once; secrets redacted.
 //! - [`app`]: the service, bound on any port, run until a shutdown signal.
 //! - [`http`]: routes (one file per endpoint family), auth, errors, the serving loop.
@@ -15,6 +16,7 @@
 //! - [`crm`]: identity, normalisation, merge policy, duplicate scoring; pure.
 //! - [`store`]: SQL on `&Connection` and the one async gateway, [`store::Db`].
 //! - [`metrics`]: counters for `/metrics`.
+//! - [`ops`]: `import`, `export`, `replay`, `backup`, one file each.
 //! - [`spool`]: deliveries acknowledged during a storage fault, applied when it ends.
 
 pub mod app;
@@ -24,6 +26,7 @@ pub mod crm;
 pub mod event;
 pub mod http;
 pub mod metrics;
+pub mod ops;
 pub mod platforms;
 pub mod spool;
 pub mod store;

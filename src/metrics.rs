@@ -20,6 +20,8 @@ pub struct Metrics {
     deliveries: Mutex<BTreeMap<(String, String, String), u64>>,
     latency: Mutex<(Vec<u64>, u64, f64)>,
     created: AtomicU64,
+    merged: AtomicU64,
+    inbox_failures: AtomicU64,
     folded: AtomicU64,
     flagged: AtomicU64,
 }
@@ -59,11 +61,19 @@ impl Metrics {
         if outcome.created {
             self.created.fetch_add(1, Ordering::Relaxed);
         }
+        if outcome.merged {
+            self.merged.fetch_add(1, Ordering::Relaxed);
+        }
         if outcome.folded {
             self.folded.fetch_add(1, Ordering::Relaxed);
         }
         self.flagged
             .fetch_add(outcome.flagged as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a delivery stored as failed (its body did not translate).
+    pub fn inbox_failure(&self) {
+        self.inbox_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition; `db_bytes` is the database size.
@@ -76,7 +86,10 @@ impl Metrics {
         for ((platform, event, outcome), n) in self.deliveries.lock().unwrap().iter() {
             let _ = writeln!(
                 out,
-                "crm_deliveries_total{{platform=\"{platform}\",event=\"{event}\",outcome=\"{outcome}\"}} {n}"
+                "crm_deliveries_total{{platform=\"{}\",event=\"{}\",outcome=\"{}\"}} {n}",
+                escape(platform),
+                escape(event),
+                escape(outcome)
             );
         }
         out.push_str("# HELP crm_answer_seconds Time from a delivery's arrival to its answer.\n");
@@ -98,6 +111,11 @@ impl Metrics {
         for (name, help, value) in [
             ("crm_leads_created_total", "Leads created.", &self.created),
             (
+                "crm_leads_merged_total",
+                "Existing leads matched and changed.",
+                &self.merged,
+            ),
+            (
                 "crm_leads_folded_total",
                 "Anonymous leads folded into another.",
                 &self.folded,
@@ -107,6 +125,11 @@ impl Metrics {
                 "Possible-duplicate links made.",
                 &self.flagged,
             ),
+            (
+                "crm_inbox_failures_total",
+                "Deliveries stored as failed (the body did not translate); see `replay --failed`.",
+                &self.inbox_failures,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
@@ -115,5 +138,29 @@ impl Metrics {
         out.push_str("# TYPE crm_database_bytes gauge\n");
         let _ = writeln!(out, "crm_database_bytes {db_bytes}");
         out
+    }
+}
+
+/// Escapes a label value for the text format: backslash, double quote, newline.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(
+            escape(
+                r#"a"b\c
+d"#
+            ),
+            r#"a\"b\\c\nd"#
+        );
     }
 }

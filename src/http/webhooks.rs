@@ -175,13 +175,7 @@ pub async fn ingest(
     let (event, idem_key) = match parsed {
         Ok(parsed) => parsed,
         Err(reason) => {
-            let delivery = NewDelivery {
-                platform: platform.as_str(),
-                event: platforms::event_name(platform, &body),
-                idem_key: format!("{}:failed:{}", platform, platforms::body_hash(&body)),
-                body,
-                received_at,
-            };
+            let delivery = NewDelivery::failed(platform, body, received_at);
             let event = delivery.event.clone();
             let error = reason.clone();
             state
@@ -191,6 +185,7 @@ pub async fn ingest(
             state
                 .metrics
                 .delivery(platform, &event, "rejected", started.elapsed());
+            state.metrics.inbox_failure();
             tracing::info!(%platform, %event, outcome = "rejected", %reason, "delivery");
             return Err(ApiError::BadRequest(reason));
         }
@@ -287,17 +282,8 @@ async fn apply_parsed(
     received_at: String,
 ) -> Result<Outcome, DbError> {
     let config = state.config();
-    let delivery = NewDelivery {
-        platform: platform.as_str(),
-        event: event.name.clone(),
-        idem_key: format!("{platform}:{idem_key}"),
-        body,
-        received_at,
-    };
-    let policy = Policy {
-        merge: config.merge.clone(),
-        duplicates: config.duplicates.clone(),
-    };
+    let delivery = NewDelivery::parsed(platform, &event.name, idem_key, body, received_at);
+    let policy = Policy::of(&config);
     let event = event.clone();
     state
         .db
@@ -341,13 +327,7 @@ pub async fn drain_spool(state: &AppState) -> usize {
             .await
             .map(|outcome| state.metrics.leads(&outcome)),
             Err(reason) => {
-                let delivery = NewDelivery {
-                    platform: platform.as_str(),
-                    event: platforms::event_name(platform, &body),
-                    idem_key: format!("{}:failed:{}", platform, platforms::body_hash(&body)),
-                    body: body.into(),
-                    received_at: record.received_at,
-                };
+                let delivery = NewDelivery::failed(platform, body.into(), record.received_at);
                 state
                     .db
                     .write(move |conn| apply::record_failed(conn, &delivery, &reason))

@@ -28,6 +28,16 @@ pub struct Policy {
     pub duplicates: DuplicatesConfig,
 }
 
+impl Policy {
+    /// The policy a configuration sets.
+    pub fn of(config: &crate::config::Config) -> Policy {
+        Policy {
+            merge: config.merge.clone(),
+            duplicates: config.duplicates.clone(),
+        }
+    }
+}
+
 /// What applying a delivery did.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -37,6 +47,9 @@ pub struct Outcome {
     pub redelivery: bool,
     /// Whether a lead was created.
     pub created: bool,
+    /// Whether an existing lead matched and changed (contacts, name,
+    /// description, tags or fields).
+    pub merged: bool,
     /// Whether an anonymous lead was folded.
     pub folded: bool,
     /// Possible-duplicate links made.
@@ -92,7 +105,8 @@ pub fn apply(
         if let Some(note) = &event.note {
             conversations::store_note(conn, lead, delivery.platform, note, &source.at)?;
         }
-        if leads::add_tags(conn, lead, &event.tags)? > 0 {
+        let tagged = leads::add_tags(conn, lead, &event.tags)? > 0;
+        if tagged {
             leads::history(
                 conn,
                 lead,
@@ -103,7 +117,8 @@ pub fn apply(
                 None,
             )?;
         }
-        leads::set_fields(conn, lead, &event.fields, &source)?;
+        let fielded = leads::set_fields(conn, lead, &event.fields, &source)? > 0;
+        outcome.merged |= !outcome.created && (tagged || fielded);
         if let Some(record) = &event.record {
             leads::history(conn, lead, "event", None, Some(record), &source, None)?;
         }
@@ -229,6 +244,7 @@ fn identify(
     let current = leads::current(conn, lead)?;
     let changes = merge::plan(&policy.merge, &current, &incoming);
     leads::apply_changes(conn, lead, &changes, &resolution.rule, source)?;
+    outcome.merged = !outcome.created && changes.iter().any(merge::Change::alters);
     for id in visitor.ids.iter().take(MAX_IDENTIFIERS) {
         leads::link_visitor(conn, platform, id, lead, &source.at)?;
     }

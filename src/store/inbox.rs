@@ -4,6 +4,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::DbError;
+use crate::event::Platform;
+use crate::platforms;
 
 /// A delivery as it arrived.
 #[derive(Debug, Clone)]
@@ -18,6 +20,38 @@ pub struct NewDelivery {
     pub body: bytes::Bytes,
     /// When it arrived.
     pub received_at: String,
+}
+
+impl NewDelivery {
+    /// A body of `platform` that translated into an event named `event`
+    /// with idempotency key `key` (as [`platforms::translate`] gives it).
+    pub fn parsed(
+        platform: Platform,
+        event: &str,
+        key: &str,
+        body: bytes::Bytes,
+        received_at: String,
+    ) -> NewDelivery {
+        NewDelivery {
+            platform: platform.as_str(),
+            event: event.to_owned(),
+            idem_key: format!("{platform}:{key}"),
+            body,
+            received_at,
+        }
+    }
+
+    /// A body of `platform` that did not translate, to be kept as failed;
+    /// the same body is stored once.
+    pub fn failed(platform: Platform, body: bytes::Bytes, received_at: String) -> NewDelivery {
+        NewDelivery {
+            platform: platform.as_str(),
+            event: platforms::event_name(platform, &body),
+            idem_key: format!("{platform}:failed:{}", platforms::body_hash(&body)),
+            body,
+            received_at,
+        }
+    }
 }
 
 /// What the inbox knew of a delivery.

@@ -437,13 +437,15 @@ pub fn add_tags(conn: &Connection, lead: i64, tags: &[String]) -> Result<usize, 
     Ok(added)
 }
 
-/// Sets custom fields, recording each change in the history.
+/// Sets custom fields, recording each change in the history; returns how
+/// many changed.
 pub fn set_fields(
     conn: &Connection,
     lead: i64,
     fields: &[(String, String)],
     source: &Source,
-) -> Result<(), DbError> {
+) -> Result<usize, DbError> {
+    let mut changed = 0;
     for (key, value) in fields {
         let (key, value) = (key.trim(), value.trim());
         if key.is_empty() || value.is_empty() {
@@ -470,6 +472,38 @@ pub fn set_fields(
             source,
             None,
         )?;
+        changed += 1;
     }
-    Ok(())
+    Ok(changed)
+}
+
+/// Sets the status when the lead still has the default one (`new`): an
+/// empty field is always filled, a status someone chose is kept. Returns
+/// whether it changed.
+pub fn fill_status(
+    conn: &Connection,
+    lead: i64,
+    status: &str,
+    source: &Source,
+) -> Result<bool, DbError> {
+    let status = status.trim();
+    let changed = conn
+        .prepare_cached(
+            "UPDATE leads SET status = ?2, updated_at = ?3
+             WHERE id = ?1 AND status = 'new' AND ?2 <> 'new' AND ?2 <> ''",
+        )?
+        .execute(params![lead, status, source.at])?
+        > 0;
+    if changed {
+        history(
+            conn,
+            lead,
+            "status",
+            Some("new"),
+            Some(status),
+            source,
+            None,
+        )?;
+    }
+    Ok(changed)
 }

@@ -11,5 +11,6 @@ mod jivo;
 mod leads_api;
 mod livechat;
 mod merge;
+mod ops;
 mod pages;
 mod rocketchat;

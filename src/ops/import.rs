@@ -1,0 +1,484 @@
+//! `import FILE.csv`: leads from another CRM, through the same identity and
+//! merge code as webhooks.
+//!
+//! Each row becomes a [`Row`], stored in the deliveries inbox (platform
+//! `import`, the row as JSON) under a key derived from its normalised
+//! content, then applied as an event: a row seen before is a recognised
+//! redelivery, so importing a file twice changes nothing, and `replay` can
+//! re-apply imports like any other delivery.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use crate::crm::identity::{Email, Phone};
+use crate::event::{Event, Visitor, now_rfc3339};
+use crate::platforms::body_hash;
+use crate::store::apply::{self, Outcome, Policy};
+use crate::store::inbox::NewDelivery;
+use crate::store::leads::{self, Source};
+use crate::store::{Db, DbError};
+
+/// The inbox platform name of imported rows.
+pub const PLATFORM: &str = "import";
+/// Rows applied per write job: large enough that the commit cost vanishes,
+/// small enough that the service's own writes wait only milliseconds.
+const BATCH: usize = 1000;
+/// Batches handed to the writer ahead of the one being applied, so parsing
+/// overlaps with writing.
+const IN_FLIGHT: usize = 2;
+
+/// One imported lead, as stored in the inbox: raw values, parsed on apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Row {
+    /// Name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Emails, in the order given (the first becomes primary on a new lead).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emails: Vec<String>,
+    /// Phones, in any format, in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<String>,
+    /// Status; fills a lead whose status is still `new`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Custom fields.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Row {
+    /// The idempotency key: the same person written the same way, up to
+    /// case, spacing and phone format, is the same row.
+    pub fn key(&self, policy: &Policy) -> String {
+        let region = policy.merge.default_region;
+        let normal = Row {
+            name: self.name.as_deref().map(squash),
+            emails: (self.emails.iter())
+                .filter_map(|e| Email::parse(e).map(|e| e.normalized))
+                .collect(),
+            phones: (self.phones.iter())
+                .filter_map(|p| Phone::parse(p, region).map(|p| p.normalized))
+                .collect(),
+            status: self.status.as_deref().map(squash),
+            description: self
+                .description
+                .as_deref()
+                .map(str::trim)
+                .map(str::to_owned),
+            fields: self.fields.clone(),
+        };
+        let json = serde_json::to_vec(&normal).unwrap_or_default();
+        format!("{PLATFORM}:{}", body_hash(&json))
+    }
+
+    fn event(&self) -> Event {
+        Event {
+            name: PLATFORM.into(),
+            visitor: Some(Visitor {
+                ids: Vec::new(),
+                name: self.name.clone(),
+                emails: self.emails.clone(),
+                phones: self.phones.clone(),
+                description: self.description.clone(),
+            }),
+            fields: self
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ..Event::default()
+        }
+    }
+}
+
+fn squash(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Stores and applies one row under `policy`, like a webhook delivery; the
+/// status then fills a lead still at `new`.
+pub fn apply_row(
+    conn: &Connection,
+    policy: &Policy,
+    row: &Row,
+    received_at: &str,
+) -> Result<Outcome, DbError> {
+    let body = serde_json::to_vec(row).map_err(|e| DbError::Internal(e.to_string()))?;
+    let delivery = NewDelivery {
+        platform: PLATFORM,
+        event: PLATFORM.into(),
+        idem_key: row.key(policy),
+        body: Bytes::from(body),
+        received_at: received_at.to_owned(),
+    };
+    let mut outcome = apply::apply(conn, policy, &delivery, &row.event())?;
+    if let (false, Some(lead), Some(status)) = (outcome.redelivery, outcome.lead_id, &row.status) {
+        let source = Source {
+            delivery_id: None,
+            label: PLATFORM.into(),
+            at: received_at.to_owned(),
+        };
+        let changed = leads::fill_status(conn, lead, status, &source)?;
+        outcome.merged |= changed && !outcome.created;
+    }
+    Ok(outcome)
+}
+
+/// What a CSV column holds, from its header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Column {
+    /// `name`, `full name`.
+    Name,
+    /// `email`, `emails`, `e-mail`, `email 2`, … (several per cell allowed).
+    Email,
+    /// `phone`, `phones`, `mobile`, `tel`, `telephone`, `cell`, ….
+    Phone,
+    /// `status`.
+    Status,
+    /// `description`, `notes`, `note`, `comment(s)`.
+    Description,
+    /// `id`: the lead id of an export; ids are the database's own, so ignored.
+    Ignored,
+    /// Anything else: a custom field under the header as written.
+    Field(String),
+}
+
+impl Column {
+    /// Classifies a header cell.
+    pub fn of(header: &str) -> Column {
+        let header = header.trim().trim_start_matches('\u{feff}').trim();
+        let key: String = header
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let starts = |prefixes: &[&str]| prefixes.iter().any(|p| key.starts_with(p));
+        match key.as_str() {
+            "name" | "fullname" | "contactname" => Column::Name,
+            "status" => Column::Status,
+            "description" | "notes" | "note" | "comment" | "comments" => Column::Description,
+            "id" => Column::Ignored,
+            _ if starts(&["email", "mail"]) => Column::Email,
+            _ if starts(&["phone", "mobile", "tel", "cell"]) => Column::Phone,
+            _ => Column::Field(header.to_owned()),
+        }
+    }
+}
+
+/// Turns one record into a row, or says why it is rejected.
+pub fn parse_record(
+    columns: &[Column],
+    record: &csv::ByteRecord,
+    policy: &Policy,
+) -> Result<Row, String> {
+    if record.len() != columns.len() {
+        return Err(format!(
+            "expected {} fields, found {}",
+            columns.len(),
+            record.len()
+        ));
+    }
+    let mut row = Row::default();
+    for (i, (column, cell)) in columns.iter().zip(record.iter()).enumerate() {
+        let cell = std::str::from_utf8(cell)
+            .map_err(|_| format!("field {} is not valid UTF-8", i + 1))?
+            .trim();
+        if cell.is_empty() {
+            continue;
+        }
+        match column {
+            Column::Name => {
+                row.name.get_or_insert_with(|| cell.to_owned());
+            }
+            Column::Email => {
+                for email in cell.split([',', ';', ' ', '\t']).filter(|e| !e.is_empty()) {
+                    if Email::parse(email).is_none() {
+                        return Err(format!("invalid email {email:?}"));
+                    }
+                    row.emails.push(email.to_owned());
+                }
+            }
+            Column::Phone => {
+                for phone in cell
+                    .split([',', ';'])
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                {
+                    if Phone::parse(phone, policy.merge.default_region).is_none() {
+                        return Err(format!("invalid phone {phone:?}"));
+                    }
+                    row.phones.push(phone.to_owned());
+                }
+            }
+            Column::Status => row.status = Some(cell.to_owned()),
+            Column::Description => row.description = Some(cell.to_owned()),
+            Column::Ignored => {}
+            Column::Field(name) => {
+                row.fields.insert(name.clone(), cell.to_owned());
+            }
+        }
+    }
+    if row.name.is_none() && row.emails.is_empty() && row.phones.is_empty() {
+        return Err("no name, email or phone".into());
+    }
+    Ok(row)
+}
+
+/// What an import did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Data rows read (header excluded).
+    pub rows: u64,
+    /// New leads.
+    pub created: u64,
+    /// Rows that matched an existing lead and changed it.
+    pub merged: u64,
+    /// Rows that matched a lead and changed nothing (or were imported before).
+    pub unchanged: u64,
+    /// Possible-duplicate links made.
+    pub flagged: u64,
+    /// Rows refused: line number and reason.
+    pub rejected: Vec<(u64, String)>,
+}
+
+impl Summary {
+    fn count(&mut self, line: u64, result: Result<Outcome, String>) {
+        match result {
+            Ok(o) => {
+                self.flagged += o.flagged as u64;
+                if o.created {
+                    self.created += 1;
+                } else if o.merged || o.folded {
+                    self.merged += 1;
+                } else {
+                    self.unchanged += 1;
+                }
+            }
+            Err(reason) => self.rejected.push((line, reason)),
+        }
+    }
+}
+
+/// `,` or `;`, whichever the header line uses more (outside quotes).
+fn sniff_delimiter(head: &[u8]) -> u8 {
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let (mut commas, mut semicolons, mut quoted) = (0, 0, false);
+    for b in line {
+        match b {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => commas += 1,
+            b';' if !quoted => semicolons += 1,
+            _ => {}
+        }
+    }
+    if semicolons > commas { b';' } else { b',' }
+}
+
+type Batch = Vec<(u64, Row)>;
+type Applied = Vec<(u64, Result<Outcome, String>)>;
+
+/// Imports `path` into `db` under `policy`. Bad rows are counted and
+/// skipped; only an unreadable file or a storage failure stops the import.
+pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, String> {
+    let open = |path: &Path| File::open(path).map_err(|e| format!("{}: {e}", path.display()));
+    let mut head = Vec::with_capacity(64 * 1024);
+    open(path)?
+        .take(64 * 1024)
+        .read_to_end(&mut head)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = open(path)?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let lines = Lines::new(file, head.starts_with(b"\xef\xbb\xbf"));
+    let starts = lines.starts.clone();
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(sniff_delimiter(&head))
+        .flexible(true)
+        .from_reader(BufReader::with_capacity(1 << 16, lines));
+    let columns: Vec<Column> = reader
+        .byte_headers()
+        .map_err(|e| format!("{}: cannot read the header: {e}", path.display()))?
+        .iter()
+        .map(|h| Column::of(&String::from_utf8_lossy(h)))
+        .collect();
+    if !columns
+        .iter()
+        .any(|c| matches!(c, Column::Name | Column::Email | Column::Phone))
+    {
+        return Err(format!(
+            "{}: the header names no name, email or phone column",
+            path.display()
+        ));
+    }
+    let bar = super::progress(size, "{bytes}/{total_bytes}");
+    let received_at = now_rfc3339();
+    let mut summary = Summary::default();
+    let mut pending: VecDeque<tokio::task::JoinHandle<Result<Applied, DbError>>> = VecDeque::new();
+    let mut batch: Batch = Vec::with_capacity(BATCH);
+    let mut record = csv::ByteRecord::new();
+    loop {
+        let more = match reader.read_byte_record(&mut record) {
+            Ok(more) => more,
+            Err(e) => {
+                // Only I/O errors reach here: byte records and flexible
+                // lengths accept anything else, checked row by row below.
+                return Err(format!("{}: {e}", path.display()));
+            }
+        };
+        if more {
+            summary.rows += 1;
+            let line = line_at(&starts, record.position().map_or(0, |p| p.byte()));
+            match parse_record(&columns, &record, policy) {
+                Ok(row) => batch.push((line, row)),
+                Err(reason) => summary.rejected.push((line, reason)),
+            }
+            if summary.rows % 4096 == 0 {
+                bar.set_position(reader.position().byte());
+            }
+        }
+        if batch.len() == BATCH || (!more && !batch.is_empty()) {
+            let rows = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            pending.push_back(tokio::spawn(write_batch(
+                db.clone(),
+                policy.clone(),
+                rows,
+                received_at.clone(),
+            )));
+        }
+        while pending.len() > IN_FLIGHT || (!more && !pending.is_empty()) {
+            let applied = pending
+                .pop_front()
+                .expect("pending is not empty")
+                .await
+                .map_err(|e| format!("import task failed: {e}"))?
+                .map_err(|e| e.to_string())?;
+            for (line, result) in applied {
+                summary.count(line, result);
+            }
+        }
+        if !more {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    summary.rejected.sort();
+    Ok(summary)
+}
+
+/// The file with a leading BOM removed, noting where each non-blank line
+/// starts, so that a rejected row's line number is exact whatever the line
+/// endings, blank lines, or lines a quoted cell spans (csv's own count is
+/// off on `\r\n` files). Entries wait only until the reader has passed them:
+/// memory stays bounded by the read buffer.
+struct Lines {
+    file: File,
+    skip_bom: bool,
+    offset: u64,
+    line: u64,
+    at_line_start: bool,
+    starts: Arc<Mutex<VecDeque<(u64, u64)>>>,
+}
+
+impl Lines {
+    fn new(file: File, skip_bom: bool) -> Lines {
+        Lines {
+            file,
+            skip_bom,
+            offset: 0,
+            line: 1,
+            at_line_start: true,
+            starts: Arc::default(),
+        }
+    }
+}
+
+impl Read for Lines {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if std::mem::take(&mut self.skip_bom) {
+            self.file.read_exact(&mut [0; 3])?;
+        }
+        let n = self.file.read(buf)?;
+        let mut starts = self.starts.lock().unwrap();
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if self.at_line_start && b != b'\n' && b != b'\r' {
+                starts.push_back((self.offset + i as u64, self.line));
+                self.at_line_start = false;
+            }
+            if b == b'\n' {
+                self.line += 1;
+                self.at_line_start = true;
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// The line of the record csv says starts at byte `start`: the first
+/// non-blank line starting there or after.
+fn line_at(starts: &Mutex<VecDeque<(u64, u64)>>, start: u64) -> u64 {
+    let mut starts = starts.lock().unwrap();
+    while starts.front().is_some_and(|&(at, _)| at < start) {
+        starts.pop_front();
+    }
+    starts.front().map_or(0, |&(_, line)| line)
+}
+
+/// Applies a batch in one write job, each row in its own savepoint so that
+/// a row the store refuses does not take the others with it.
+async fn write_batch(
+    db: Db,
+    policy: Policy,
+    rows: Batch,
+    received_at: String,
+) -> Result<Applied, DbError> {
+    db.write(move |conn| {
+        let mut out = Vec::with_capacity(rows.len());
+        for (line, row) in rows {
+            conn.execute_batch("SAVEPOINT import_row")?;
+            let result = apply_row(conn, &policy, &row, &received_at);
+            let end = if result.is_ok() {
+                "RELEASE import_row"
+            } else {
+                "ROLLBACK TO import_row; RELEASE import_row"
+            };
+            conn.execute_batch(end)?;
+            out.push((line, result.map_err(|e| e.to_string())));
+        }
+        Ok(out)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_recognised_in_their_usual_spellings() {
+        assert_eq!(Column::of("\u{feff}Full Name"), Column::Name);
+        assert_eq!(Column::of("E-mail"), Column::Email);
+        assert_eq!(Column::of("email 2"), Column::Email);
+        assert_eq!(Column::of("Mobile"), Column::Phone);
+        assert_eq!(Column::of("Tel."), Column::Phone);
+        assert_eq!(Column::of("Notes"), Column::Description);
+        assert_eq!(Column::of("id"), Column::Ignored);
+        assert_eq!(Column::of(" Source "), Column::Field("Source".into()));
+    }
+
+    #[test]
+    fn the_delimiter_is_the_one_the_header_uses() {
+        assert_eq!(sniff_delimiter(b"name;email;\"a,b\"\nx"), b';');
+        assert_eq!(sniff_delimiter(b"name,email\n;;;;;"), b',');
+    }
+}

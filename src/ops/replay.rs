@@ -1,0 +1,247 @@
+//! `replay`: re-applies stored raw deliveries through the same translation
+//! and apply path as live ones, in the order they were received.
+//!
+//! `--failed` takes the deliveries kept as failed (bodies an older version
+//! could not parse): each one that translates now is applied and its row
+//! becomes the applied delivery, under the key a live delivery of the same
+//! body would have had. `--all` takes every delivery; those already applied
+//! are recognised redeliveries, so replaying twice changes nothing. With
+//! `--from OTHER.sqlite3` deliveries are read from another database, e.g.
+//! to rebuild a fresh database under a new merge policy.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use rusqlite::{Connection, OpenFlags, params};
+
+use super::import::{self, Row};
+use crate::event::Platform;
+use crate::platforms;
+use crate::store::apply::{self, Outcome, Policy};
+use crate::store::inbox::{self, NewDelivery};
+use crate::store::{Db, DbError};
+
+/// Deliveries read and applied per write job.
+const PAGE: usize = 500;
+
+/// Which deliveries to replay.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only deliveries kept as failed.
+    pub failed_only: bool,
+    /// Only deliveries received at or after this time (RFC 3339 UTC, as stored).
+    pub since: Option<String>,
+    /// Read deliveries from this database instead of the target.
+    pub from: Option<PathBuf>,
+}
+
+/// A stored delivery.
+#[derive(Debug, Clone)]
+struct Stored {
+    id: i64,
+    platform: String,
+    idem_key: String,
+    received_at: String,
+    body: Vec<u8>,
+    failed: bool,
+}
+
+/// What a replay did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Deliveries read.
+    pub seen: u64,
+    /// Applied now for the first time.
+    pub applied: u64,
+    /// Already applied before: nothing changed.
+    pub unchanged: u64,
+    /// Leads created.
+    pub created: u64,
+    /// Existing leads changed.
+    pub merged: u64,
+    /// Still not translatable: delivery id and reason.
+    pub failed: Vec<(i64, String)>,
+}
+
+/// Parses `--since`: an RFC 3339 time or a date (midnight UTC), into the
+/// stored form so that it compares as a string.
+pub fn parse_since(s: &str) -> Result<String, String> {
+    if let Some(t) = crate::event::normalize_rfc3339(s) {
+        return Ok(t);
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s.trim(), format)
+        .map(|d| format!("{d}T00:00:00.000Z"))
+        .map_err(|_| format!("--since {s:?}: expected a date (2026-11-23) or an RFC 3339 time"))
+}
+
+/// Replays the selected deliveries into `db` under `policy`.
+pub async fn run(db: &Db, policy: &Policy, selection: &Selection) -> Result<Summary, String> {
+    let total = count(db, selection).await.map_err(|e| e.to_string())?;
+    let bar = super::progress(total, "{pos}/{len} deliveries");
+    let same_db = selection.from.is_none();
+    let mut summary = Summary::default();
+    let mut after = (String::new(), 0i64);
+    loop {
+        let page = read_page(db, selection, after.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(last) = page.last() else { break };
+        after = (last.received_at.clone(), last.id);
+        let policy = policy.clone();
+        let results = db
+            .write(move |conn| {
+                let mut out = Vec::with_capacity(page.len());
+                for stored in page {
+                    conn.execute_batch("SAVEPOINT replay_one")?;
+                    let result = replay_one(conn, &policy, &stored, same_db);
+                    let end = if result.is_ok() {
+                        "RELEASE replay_one"
+                    } else {
+                        "ROLLBACK TO replay_one; RELEASE replay_one"
+                    };
+                    conn.execute_batch(end)?;
+                    out.push((stored.id, result));
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        for (id, result) in results {
+            summary.seen += 1;
+            match result {
+                Ok(Ok(outcome)) if outcome.redelivery => summary.unchanged += 1,
+                Ok(Ok(outcome)) => {
+                    summary.applied += 1;
+                    summary.created += outcome.created as u64;
+                    summary.merged += (outcome.merged || outcome.folded) as u64;
+                }
+                Ok(Err(reason)) => summary.failed.push((id, reason)),
+                Err(e) => summary.failed.push((id, e.to_string())),
+            }
+        }
+        bar.set_position(summary.seen);
+    }
+    bar.finish_and_clear();
+    Ok(summary)
+}
+
+/// Applies one stored delivery. `Ok(Err(reason))`: it still does not translate.
+fn replay_one(
+    conn: &Connection,
+    policy: &Policy,
+    stored: &Stored,
+    same_db: bool,
+) -> Result<Result<Outcome, String>, DbError> {
+    if stored.platform == import::PLATFORM {
+        return match serde_json::from_slice::<Row>(&stored.body) {
+            Ok(row) => import::apply_row(conn, policy, &row, &stored.received_at).map(Ok),
+            Err(e) => Ok(Err(format!("not an import row: {e}"))),
+        };
+    }
+    let Some(platform) = Platform::parse(&stored.platform) else {
+        return Ok(Err(format!("unknown platform {:?}", stored.platform)));
+    };
+    let body = Bytes::copy_from_slice(&stored.body);
+    let (event, key) = match platforms::translate(platform, &body) {
+        Ok(parsed) => parsed,
+        Err(reason) => {
+            if same_db {
+                conn.prepare_cached("UPDATE deliveries SET error = ?2 WHERE id = ?1")?
+                    .execute(params![stored.id, reason])?;
+            } else {
+                let delivery = NewDelivery::failed(platform, body, stored.received_at.clone());
+                inbox::insert_failed(conn, &delivery, &reason)?;
+            }
+            return Ok(Err(reason));
+        }
+    };
+    let delivery = NewDelivery::parsed(
+        platform,
+        &event.name,
+        &key,
+        body,
+        stored.received_at.clone(),
+    );
+    if same_db && stored.failed && stored.idem_key != delivery.idem_key {
+        // Give the failed row the key a live delivery of this body has, so
+        // the inbox turns it into the applied one (its retry path) instead
+        // of storing a second row beside it.
+        let rekeyed = conn
+            .prepare_cached(
+                "UPDATE deliveries SET idem_key = ?2 WHERE id = ?1
+                 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE idem_key = ?2)",
+            )?
+            .execute(params![stored.id, delivery.idem_key])?;
+        if rekeyed == 0 {
+            // The same body has arrived again since and was applied: the
+            // failed copy is redundant.
+            conn.prepare_cached("DELETE FROM deliveries WHERE id = ?1 AND status = 'failed'")?
+                .execute([stored.id])?;
+        }
+    }
+    apply::apply(conn, policy, &delivery, &event).map(Ok)
+}
+
+const WHERE: &str = "(?1 = 0 OR status = 'failed') AND received_at >= ?2";
+
+async fn count(db: &Db, selection: &Selection) -> Result<u64, DbError> {
+    let failed_only = selection.failed_only;
+    let since = selection.since.clone().unwrap_or_default();
+    on_source(db, selection, move |conn| {
+        let sql = format!("SELECT count(*) FROM deliveries WHERE {WHERE}");
+        Ok(conn.query_row(&sql, params![failed_only, since], |r| r.get::<_, i64>(0))? as u64)
+    })
+    .await
+}
+
+async fn read_page(
+    db: &Db,
+    selection: &Selection,
+    after: (String, i64),
+) -> Result<Vec<Stored>, DbError> {
+    let failed_only = selection.failed_only;
+    let since = selection.since.clone().unwrap_or_default();
+    on_source(db, selection, move |conn| {
+        let sql = format!(
+            "SELECT id, platform, idem_key, received_at, body, status FROM deliveries
+             WHERE {WHERE} AND (received_at, id) > (?3, ?4)
+             ORDER BY received_at, id LIMIT ?5"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(
+            params![failed_only, since, after.0, after.1, PAGE as i64],
+            |r| {
+                Ok(Stored {
+                    id: r.get(0)?,
+                    platform: r.get(1)?,
+                    idem_key: r.get(2)?,
+                    received_at: r.get(3)?,
+                    body: r.get(4)?,
+                    failed: r.get::<_, String>(5)? == "failed",
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    })
+    .await
+}
+
+/// Runs a read on the database deliveries come from: the target through its
+/// gateway, or another file opened read-only off the async runtime.
+async fn on_source<R, F>(db: &Db, selection: &Selection, f: F) -> Result<R, DbError>
+where
+    R: Send + 'static,
+    F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+{
+    let Some(path) = selection.from.clone() else {
+        return db.read(f).await;
+    };
+    tokio::task::spawn_blocking(move || {
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| DbError::Unavailable(format!("{}: {e}", path.display())))?;
+        f(&conn)
+    })
+    .await
+    .map_err(|e| DbError::Internal(format!("read task failed: {e}")))?
+}

@@ -1,0 +1,773 @@
+//! Operator commands run as real processes on real SQLite files: import,
+//! export, replay, backup; live reload of the real binary on SIGHUP; and
+//! `/metrics` read as Prometheus text.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_crm-responder");
+
+/// A config file in `dir` for the database `db`; returns its path.
+fn write_config(dir: &Path, db: &Path) -> PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config_text(db)).unwrap();
+    path
+}
+
+/// Runs `crm-responder --config CONFIG ARGS…` to completion.
+fn cli(config: &Path, args: &[&str]) -> Output {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("binary runs");
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn count(db: &Path, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// The messy file: a BOM, duplicates inside the file, phones in many
+/// formats, several emails in a cell and several phone columns, and five bad
+/// rows (bad email, nothing identifying, short row, invalid UTF-8, bad phone).
+fn messy_csv(delimiter: u8, bom: bool) -> Vec<u8> {
+    let rows: Vec<Vec<&[u8]>> = vec![
+        vec![
+            b"Full Name",
+            b"E-mail",
+            b"Phone",
+            b"Mobile",
+            b"Status",
+            b"Notes",
+            b"Source",
+        ],
+        vec![
+            b"Ann Lee",
+            b"ann@example.com",
+            b"+1 408-498-7855",
+            b"",
+            b"customer",
+            b"Met at the fair",
+            b"fair",
+        ],
+        vec![
+            b"ANN LEE",
+            b"Ann@Example.com ",
+            b"(408) 498-7855",
+            b"",
+            b"",
+            b"",
+            b"",
+        ],
+        vec![
+            b"Bob Stone",
+            b"bob@example.com; bob@work.example",
+            b"1 (650) 253 0000",
+            b"650.253.0001",
+            b"",
+            b"",
+            b"web",
+        ],
+        vec![
+            b"Bob Stone",
+            b"bob@work.example",
+            b"",
+            b"+1 650 253 0002",
+            b"",
+            b"",
+            b"",
+        ],
+        vec![b"Carol King", b"carol@", b"", b"", b"", b"", b""],
+        vec![b"", b"", b"", b"", b"", b"", b"orphan"],
+        vec![b"Dan Brown", b"dan@example.com", b"5550100"],
+        vec![
+            b"Ann Lee",
+            b"ann@example.com",
+            b"+1 408-498-7855",
+            b"",
+            b"customer",
+            b"Met at the fair",
+            b"fair",
+        ],
+        vec![b"Eve Adams", b"eve@one.example", b"", b"", b"", b"", b""],
+        vec![
+            b"Eve Adams",
+            b"adams.e@two.example",
+            b"",
+            b"",
+            b"",
+            b"",
+            b"",
+        ],
+        vec![
+            b"Frank \xff Ortiz",
+            b"frank@example.com",
+            b"",
+            b"",
+            b"",
+            b"",
+            b"",
+        ],
+        vec![b"Gina Ross", b"", b"12", b"", b"", b"", b""],
+        vec![b"Hal Kim", b"", b"+44 20 7946 0958", b"", b"lead", b"", b""],
+        vec![
+            b"Bob Stone",
+            b"bob@example.com",
+            b"",
+            b"",
+            b"customer",
+            b"",
+            b"",
+        ],
+    ];
+    let mut out = Vec::new();
+    if bom {
+        out.extend_from_slice(b"\xef\xbb\xbf");
+    }
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                out.push(delimiter);
+            }
+            if cell.contains(&b',') || cell.contains(&b';') {
+                out.push(b'"');
+                out.extend_from_slice(cell);
+                out.push(b'"');
+            } else {
+                out.extend_from_slice(cell);
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+const MESSY_SUMMARY: &str =
+    "14 rows: 5 created, 2 merged, 2 unchanged, 1 flagged as possible duplicates, 5 rejected";
+const MESSY_REJECTED: &str = "line 6: invalid email \"carol@\"
+line 7: no name, email or phone
+line 8: expected 7 fields, found 3
+line 12: field 1 is not valid UTF-8
+line 13: invalid phone \"12\"
+";
+
+#[test]
+fn importing_a_messy_csv_gives_exact_counts_and_twice_changes_nothing() {
+    for (delimiter, bom) in [(b',', true), (b';', false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("crm.sqlite3");
+        let config = write_config(dir.path(), &db);
+        let file = dir.path().join("leads.csv");
+        std::fs::write(&file, messy_csv(delimiter, bom)).unwrap();
+        let file_arg = file.to_str().unwrap();
+
+        let first = stdout(&cli(&config, &["import", file_arg]));
+        assert!(first.contains(MESSY_SUMMARY), "{first}");
+        assert!(first.ends_with(MESSY_REJECTED), "{first}");
+        assert_eq!(count(&db, "SELECT count(*) FROM leads"), 5);
+        let bob = "(SELECT lead_id FROM lead_emails WHERE value = 'bob@example.com')";
+        assert_eq!(
+            count(
+                &db,
+                &format!("SELECT count(*) FROM lead_phones WHERE lead_id = {bob}")
+            ),
+            3
+        );
+        assert_eq!(
+            count(
+                &db,
+                &format!("SELECT count(*) FROM leads WHERE id = {bob} AND status = 'customer'")
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &db,
+                "SELECT count(*) FROM lead_phones WHERE value IN ('+14084987855', '+442079460958')"
+            ),
+            2
+        );
+        assert_eq!(count(&db, "SELECT count(*) FROM duplicate_links"), 1);
+        let history = count(&db, "SELECT count(*) FROM history");
+
+        let second = stdout(&cli(&config, &["import", file_arg]));
+        assert!(
+            second.contains("14 rows: 0 created, 0 merged, 9 unchanged, 0 flagged as possible duplicates, 5 rejected"),
+            "{second}"
+        );
+        assert_eq!(count(&db, "SELECT count(*) FROM leads"), 5);
+        assert_eq!(count(&db, "SELECT count(*) FROM history"), history);
+    }
+}
+
+/// The export with the id column removed: equal across databases.
+fn without_ids(csv: &str) -> Vec<String> {
+    csv.lines()
+        .map(|l| {
+            l.split_once(',')
+                .map(|(_, rest)| rest)
+                .unwrap_or(l)
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn import_export_import_round_trip_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.sqlite3");
+    let config = write_config(dir.path(), &db);
+    let file = dir.path().join("leads.csv");
+    std::fs::write(&file, messy_csv(b',', true)).unwrap();
+    cli(&config, &["import", file.to_str().unwrap()]);
+
+    let exported = dir.path().join("export.csv");
+    cli(&config, &["export", "--output", exported.to_str().unwrap()]);
+    let first = std::fs::read_to_string(&exported).unwrap();
+    assert_eq!(first.lines().count(), 6, "header and five leads:\n{first}");
+    assert!(first.starts_with("id,name,status,description,emails,phones,Source\n"));
+    assert!(first.contains(
+        ",Bob Stone,customer,,bob@example.com;bob@work.example,+16502530000;+16502530001;+16502530002,web\n"
+    ));
+    let (leads, history) = (
+        count(&db, "SELECT count(*) FROM leads"),
+        count(&db, "SELECT count(*) FROM history"),
+    );
+
+    // Back into the same database: every row matches and changes nothing.
+    let again = stdout(&cli(&config, &["import", exported.to_str().unwrap()]));
+    assert!(
+        again.contains(
+            "5 rows: 0 created, 0 merged, 5 unchanged, 0 flagged as possible duplicates, 0 rejected"
+        ),
+        "{again}"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM leads"), leads);
+    assert_eq!(count(&db, "SELECT count(*) FROM history"), history);
+    let second = stdout(&cli(&config, &["export"]));
+    assert_eq!(second, first);
+
+    // Into a fresh database: the same export, ids aside.
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = write_config(fresh_dir.path(), &fresh_dir.path().join("b.sqlite3"));
+    let into_fresh = stdout(&cli(&fresh, &["import", exported.to_str().unwrap()]));
+    assert!(into_fresh.contains("5 created, 0 merged"), "{into_fresh}");
+    assert_eq!(
+        without_ids(&stdout(&cli(&fresh, &["export"]))),
+        without_ids(&first)
+    );
+
+    // JSON lines carry the same leads.
+    let jsonl = stdout(&cli(&config, &["export", "--format", "jsonl"]));
+    let leads: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(leads.len(), 5);
+    let bob = leads.iter().find(|l| l["name"] == "Bob Stone").unwrap();
+    assert_eq!(bob["emails"][0], "bob@example.com");
+    assert_eq!(bob["fields"]["Source"], "web");
+}
+
+#[tokio::test]
+async fn replay_applies_a_delivery_that_failed_before_a_fix() {
+    let app = spawn_app().await;
+    // A body this version cannot parse: stored as failed, answered 400.
+    let response = app
+        .post_raw(&format!("/webhooks/jivo/{JIVO_TOKEN}"), "not json")
+        .await;
+    assert_eq!(response.status(), 400);
+    // A body an older version failed on and this one understands, stored the
+    // way the inbox keeps failures.
+    let body = accepted(9001, "4242", "Rita Late", Some("rita@example.com"), None).to_string();
+    {
+        let conn = rusqlite::Connection::open(&app.db_path).unwrap();
+        conn.execute(
+            "INSERT INTO deliveries (platform, event, idem_key, received_at, body, status, error)
+             VALUES ('jivo', 'chat_accepted', 'jivo:failed:old-parser', '2026-01-02T03:04:05.000Z', ?1, 'failed', 'old parser')",
+            [body.as_bytes()],
+        )
+        .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &app.db_path);
+
+    let out = stdout(&cli(&config, &["replay", "--failed"]));
+    assert!(out.contains("replayed 2 deliveries: 1 applied (1 leads created, 0 merged), 0 unchanged, 1 still failing"), "{out}");
+    let (status, found) = app.api("/api/leads?email=rita@example.com").await;
+    assert_eq!(status, 200);
+    let lead = &found["leads"][0];
+    assert_eq!(lead["name"], "Rita Late");
+    // The failed row became the applied delivery: no second row beside it.
+    assert_eq!(app.sql::<i64>("SELECT count(*) FROM deliveries"), 2);
+    assert_eq!(
+        app.sql::<i64>(
+            "SELECT count(*) FROM deliveries WHERE status = 'applied' AND lead_id IS NOT NULL"
+        ),
+        1
+    );
+
+    // The live redelivery of the same body is recognised.
+    let (status, answer) = app.jivo(&serde_json::from_str(&body).unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer["crm_link"],
+        format!("http://crm.test/leads/{}", lead["id"])
+    );
+    assert_eq!(app.sql::<i64>("SELECT count(*) FROM deliveries"), 2);
+
+    // Replaying everything again changes nothing.
+    let history = app.sql::<i64>("SELECT count(*) FROM history");
+    let all = stdout(&cli(&config, &["replay", "--all"]));
+    assert!(all.contains("0 applied"), "{all}");
+    assert!(all.contains("1 unchanged, 1 still failing"), "{all}");
+    let since = stdout(&cli(&config, &["replay", "--all", "--since", "2030-01-01"]));
+    assert!(since.contains("replayed 0 deliveries"), "{since}");
+    assert_eq!(app.sql::<i64>("SELECT count(*) FROM history"), history);
+
+    // All history into a fresh database, e.g. under a new policy.
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh_db = fresh_dir.path().join("fresh.sqlite3");
+    let fresh = write_config(fresh_dir.path(), &fresh_db);
+    let from = stdout(&cli(
+        &fresh,
+        &["replay", "--all", "--from", app.db_path.to_str().unwrap()],
+    ));
+    assert!(
+        from.contains("replayed 2 deliveries: 1 applied (1 leads created"),
+        "{from}"
+    );
+    assert_eq!(
+        count(
+            &fresh_db,
+            "SELECT count(*) FROM lead_emails WHERE value = 'rita@example.com'"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &fresh_db,
+            "SELECT count(*) FROM deliveries WHERE status = 'failed'"
+        ),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_backup_taken_under_write_load_opens_and_passes_integrity_check() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &app.db_path);
+    let app = Arc::new(app);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let (app, stop) = (app.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = w * 1_000_000 + sent;
+                let body = accepted(
+                    n,
+                    &n.to_string(),
+                    "Load Test",
+                    Some(&format!("load{n}@example.com")),
+                    None,
+                );
+                let (status, _) = app.jivo(&body).await;
+                assert_eq!(status, 200);
+                sent += 1;
+            }
+            sent
+        }));
+    }
+    // Let the load build up, then copy while it goes on.
+    while app.sql::<i64>("SELECT count(*) FROM leads") < 50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let copy = dir.path().join("backup.sqlite3");
+    let out = {
+        let (config, copy) = (config.clone(), copy.clone());
+        tokio::task::spawn_blocking(move || cli(&config, &["backup", copy.to_str().unwrap()]))
+            .await
+            .unwrap()
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent = 0;
+    for w in writers {
+        sent += w.await.unwrap();
+    }
+    assert!(
+        stdout(&out).contains("integrity_check ok"),
+        "{}",
+        stdout(&out)
+    );
+    let conn = rusqlite::Connection::open(&copy).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let leads: i64 = conn
+        .query_row("SELECT count(*) FROM leads", [], |r| r.get(0))
+        .unwrap();
+    let emails: i64 = conn
+        .query_row("SELECT count(*) FROM lead_emails", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        leads >= 50 && leads <= sent as i64,
+        "{leads} leads of {sent} sent"
+    );
+    assert_eq!(
+        emails, leads,
+        "a consistent snapshot: every lead with its email"
+    );
+
+    // An existing file is not overwritten without --force.
+    let refused = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["backup", copy.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    cli(&config, &["backup", "--force", copy.to_str().unwrap()]);
+}
+
+/// The real binary serving on a free port, its log collected.
+struct Served {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Served {
+    fn start(config: &Path, port: u16) -> Served {
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Served {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    fn wait_for_log(&self, needle: &str, occurrences: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.log.lock().unwrap().matches(needle).count() < occurrences {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log:\n{}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn hup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// `GET /api/leads/{id}` as `user` with the test password; the status.
+    async fn api(&self, user: &str, id: i64) -> u16 {
+        reqwest::Client::new()
+            .get(format!("{}/api/leads/{id}", self.base))
+            .basic_auth(user, Some(SALES_PASSWORD))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    async fn jivo(&self, token: &str, body: &Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/webhooks/jivo/{token}", self.base))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn sighup_applies_a_new_merge_policy_and_a_broken_file_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crm.sqlite3");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base_config = config_text(&db).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, &base_config).unwrap();
+    let served = Served::start(&config, port);
+    served.wait_for_log("serving", 1);
+
+    let (status, first) = served
+        .jivo(
+            JIVO_TOKEN,
+            &accepted(1, "1", "Nina Page", Some("nina@example.com"), None),
+        )
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let (_, kept) = served
+        .jivo(
+            JIVO_TOKEN,
+            &accepted(2, "1", "Nina Paige", Some("nina@example.com"), None),
+        )
+        .await;
+    assert_eq!(
+        kept["contact_info"]["name"], "Nina Page",
+        "name = keep_existing"
+    );
+
+    // A new policy, a new token and a new custom_data row.
+    let changed = base_config
+        .replace("name = \"keep_existing\"", "name = \"take_incoming\"")
+        .replace(JIVO_TOKEN, "rotated-jivo-token")
+        .replace("name = \"sales\"", "name = \"renamed\"")
+        + "\n[[jivo.custom_data]]\ntitle = \"Only row\"\nsource = \"lead\"\n";
+    std::fs::write(&config, &changed).unwrap();
+    served.hup();
+    served.wait_for_log("configuration reloaded", 1);
+    let (status, _) = served
+        .jivo(
+            JIVO_TOKEN,
+            &accepted(3, "1", "Nina Paige", Some("nina@example.com"), None),
+        )
+        .await;
+    assert_eq!(status, 401, "the old token no longer works");
+    let (status, taken) = served
+        .jivo(
+            "rotated-jivo-token",
+            &accepted(4, "1", "Nina Paige", Some("nina@example.com"), None),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        taken["contact_info"]["name"], "Nina Paige",
+        "name = take_incoming"
+    );
+    let rows = taken["custom_data"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["title"], "Only row");
+    let lead = lead_id(&taken);
+    assert_eq!(served.api("sales", lead).await, 401, "the old user is gone");
+    assert_eq!(served.api("renamed", lead).await, 200, "the new user is in");
+
+    // A broken file (back to keep_existing, plus an unknown key) is refused.
+    let broken = base_config.replace("[duplicates]", "[duplicates]\nbogus = 1");
+    std::fs::write(&config, &broken).unwrap();
+    served.hup();
+    served.wait_for_log("reload refused", 1);
+    assert!(
+        served.log.lock().unwrap().contains("bogus"),
+        "the reason names the key"
+    );
+    let (status, still) = served
+        .jivo(
+            "rotated-jivo-token",
+            &accepted(5, "1", "Nina P. Page", Some("nina@example.com"), None),
+        )
+        .await;
+    assert_eq!(status, 200, "the reloaded token stays");
+    assert_eq!(
+        still["contact_info"]["name"], "Nina P. Page",
+        "take_incoming stays"
+    );
+}
+
+/// A strict reader of the Prometheus text format: every sample belongs to a
+/// family declared by `# TYPE`, label values are quoted and escaped, values
+/// are numbers. Returns `name{labels}` (labels sorted) → value.
+fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kind, name, tail) = (parts.next().unwrap(), parts.next().unwrap(), parts.next());
+            if kind == "TYPE" {
+                let t = tail.unwrap();
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
+                    "{line}"
+                );
+                assert!(
+                    types.insert(name.to_owned(), t.to_owned()).is_none(),
+                    "TYPE twice: {line}"
+                );
+            } else {
+                assert_eq!(kind, "HELP", "{line}");
+            }
+            continue;
+        }
+        assert!(!line.is_empty(), "blank line");
+        let name_end = line.find(['{', ' ']).unwrap_or_else(|| panic!("{line}"));
+        let name = &line[..name_end];
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(types.contains_key(family), "sample before its TYPE: {line}");
+        let mut rest = &line[name_end..];
+        let mut labels = Vec::new();
+        if let Some(inner) = rest.strip_prefix('{') {
+            let mut chars = inner.char_indices().peekable();
+            loop {
+                let start = chars.peek().unwrap().0;
+                while chars.peek().unwrap().1 != '=' {
+                    chars.next();
+                }
+                let key = &inner[start..chars.peek().unwrap().0];
+                chars.next();
+                assert_eq!(chars.next().unwrap().1, '"', "{line}");
+                let mut value = String::new();
+                loop {
+                    match chars.next().unwrap().1 {
+                        '\\' => match chars.next().unwrap().1 {
+                            'n' => value.push('\n'),
+                            c @ ('\\' | '"') => value.push(c),
+                            c => panic!("bad escape \\{c} in {line}"),
+                        },
+                        '"' => break,
+                        '\n' => panic!("raw newline in {line}"),
+                        c => value.push(c),
+                    }
+                }
+                labels.push(format!("{key}={value:?}"));
+                match chars.next().unwrap() {
+                    (_, ',') => continue,
+                    (i, '}') => {
+                        rest = &inner[i + 1..];
+                        break;
+                    }
+                    (_, c) => panic!("unexpected {c} in {line}"),
+                }
+            }
+        }
+        let value: f64 = rest
+            .trim_start_matches(' ')
+            .parse()
+            .unwrap_or_else(|_| panic!("value of {line}"));
+        labels.sort();
+        samples.insert(format!("{name}{{{}}}", labels.join(",")), value);
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_count_what_was_sent() {
+    let app = spawn_app().await;
+    let ann = accepted(1, "1", "Ann Metric", Some("ann@metrics.example"), None);
+    assert_eq!(app.jivo(&ann).await.0, 200);
+    assert_eq!(app.jivo(&ann).await.0, 200, "a redelivery");
+    let bob = accepted(2, "2", "Bob Metric", Some("bob@metrics.example"), None);
+    assert_eq!(app.jivo(&bob).await.0, 200);
+    let ann_phone = accepted(
+        3,
+        "1",
+        "Ann Metric",
+        Some("ann@metrics.example"),
+        Some("+1 408 498 7855"),
+    );
+    assert_eq!(app.jivo(&ann_phone).await.0, 200, "merged: a phone added");
+    let response = app
+        .post_raw(&format!("/webhooks/jivo/{JIVO_TOKEN}"), "{\"broken\":")
+        .await;
+    assert_eq!(response.status(), 400);
+
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let m = parse_prometheus(&response.text().await.unwrap());
+    let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k} in {m:#?}"));
+    assert_eq!(
+        get(r#"crm_deliveries_total{event="chat_accepted",outcome="applied",platform="jivo"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(r#"crm_deliveries_total{event="chat_accepted",outcome="redelivery",platform="jivo"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"crm_deliveries_total{event="unknown",outcome="rejected",platform="jivo"}"#),
+        1.0
+    );
+    assert_eq!(get("crm_leads_created_total{}"), 2.0);
+    assert_eq!(get("crm_leads_merged_total{}"), 1.0);
+    assert_eq!(get("crm_leads_folded_total{}"), 0.0);
+    assert_eq!(get("crm_inbox_failures_total{}"), 1.0);
+    assert_eq!(get("crm_answer_seconds_count{}"), 5.0);
+    assert_eq!(get(r#"crm_answer_seconds_bucket{le="+Inf"}"#), 5.0);
+    assert!(get("crm_answer_seconds_sum{}") > 0.0);
+    assert_eq!(get("crm_spool_depth{}"), 0.0);
+    assert!(get("crm_database_bytes{}") > 0.0);
+}
