@@ -11,6 +11,10 @@ const MAX_PHONE_LEN: usize = 64;
 const MIN_PHONE_DIGITS: usize = 5;
 /// Numbers that cannot be parsed keep at most this many digits.
 const MAX_PHONE_DIGITS: usize = 20;
+/// Longest name key, in characters. Duplicate scoring is quadratic in the
+/// key's length, so a hostile 900 KB name must not reach it whole; no real
+/// name is this long.
+pub const MAX_NAME_KEY_CHARS: usize = 200;
 
 /// An email address: matched after trimming and lowercasing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,17 +100,31 @@ impl Phone {
     }
 }
 
-/// Normalises a name for comparison: lowercase, single spaces, no punctuation.
+/// Normalises a name for comparison: lowercase, single spaces, no
+/// punctuation, at most [`MAX_NAME_KEY_CHARS`] characters.
 pub fn name_key(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for word in name
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        if !out.is_empty() {
-            out.push(' ');
+    let mut out = String::with_capacity(name.len().min(4 * MAX_NAME_KEY_CHARS));
+    let mut chars = 0;
+    // Lowercase before splitting: lowercasing can yield characters that are
+    // not alphanumeric (`İ` gives `i` and a combining dot), and the key must
+    // be a key of itself.
+    let lower = name.chars().flat_map(char::to_lowercase);
+    let mut pending_space = false;
+    for c in lower {
+        if !c.is_alphanumeric() {
+            pending_space = !out.is_empty();
+            continue;
         }
-        out.extend(word.chars().flat_map(char::to_lowercase));
+        if chars + usize::from(pending_space) >= MAX_NAME_KEY_CHARS {
+            break;
+        }
+        if pending_space {
+            out.push(' ');
+            chars += 1;
+            pending_space = false;
+        }
+        out.push(c);
+        chars += 1;
     }
     out
 }
@@ -186,5 +204,18 @@ mod tests {
     fn name_key_folds_case_and_punctuation() {
         assert_eq!(name_key("  John   SMITH, jr. "), "john smith jr");
         assert_eq!(name_key("Zoë O'Brien"), "zoë o brien");
+    }
+
+    #[test]
+    fn name_key_is_short_and_a_key_of_itself() {
+        let huge = "Aaaaaaaaa ".repeat(90_000);
+        let key = name_key(&huge);
+        assert_eq!(key.chars().count(), MAX_NAME_KEY_CHARS);
+        assert!(!key.ends_with(' '));
+        assert_eq!(name_key(&key), key);
+        // Lowercasing `İ` yields a combining dot, which is not alphanumeric.
+        let dotted = name_key("İstanbul Öz");
+        assert_eq!(dotted, "i stanbul öz");
+        assert_eq!(name_key(&dotted), dotted);
     }
 }

@@ -173,6 +173,11 @@ impl TestApp {
         conn.query_row(sql, [], |r| r.get(0)).expect("query")
     }
 
+    /// Whether the server task is still running (it ends on a panic that escapes a request).
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Stops the server gracefully and waits for it; the directory holding
     /// the database lives on in the returned guard.
     pub async fn stop(mut self) -> tempfile::TempDir {

@@ -2,6 +2,7 @@
 
 mod errors;
 mod helpers;
+mod hostile;
 mod jivo;
 mod leads_api;
 mod merge;
