@@ -11,7 +11,8 @@ use tokio::sync::oneshot;
 
 /// The password of the test sales user `sales`.
 pub const SALES_PASSWORD: &str = "sales-password";
-const SALES_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$O3xUn9tbXa+0eE3gFeyGdg$Z5548GcDasJ7vM95I/m3sLFwcHswCoauDOlATirkIag";
+/// Its argon2 hash, as in `[[sales.users]]`.
+pub const SALES_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$O3xUn9tbXa+0eE3gFeyGdg$Z5548GcDasJ7vM95I/m3sLFwcHswCoauDOlATirkIag";
 /// The Jivo token of test apps.
 pub const JIVO_TOKEN: &str = "test-jivo-token";
 /// The Rocket.Chat token of test apps.

@@ -6,3 +6,4 @@ mod hostile;
 mod jivo;
 mod leads_api;
 mod merge;
+mod secrets;
