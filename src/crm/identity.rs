@@ -37,8 +37,14 @@ impl Email {
         if local.is_empty() || domain.is_empty() || raw.chars().any(char::is_whitespace) {
             return None;
         }
+        // Lowercasing can lengthen a string (`İ` takes 2 bytes, `i̇` 3): the
+        // key itself must fit, or it would not parse as an email again.
+        let normalized = raw.to_lowercase();
+        if normalized.len() > MAX_EMAIL_LEN {
+            return None;
+        }
         Some(Email {
-            normalized: raw.to_lowercase(),
+            normalized,
             raw: raw.to_owned(),
         })
     }
@@ -82,12 +88,12 @@ impl Phone {
         if digits.len() < MIN_PHONE_DIGITS {
             return None;
         }
-        let normalized = match phonenumber::parse(Some(region), raw) {
-            Ok(number) if number.national().value() > 0 => {
-                number.format().mode(phonenumber::Mode::E164).to_string()
-            }
-            _ => digits.chars().take(MAX_PHONE_DIGITS).collect(),
-        };
+        let digits: String = digits.chars().take(MAX_PHONE_DIGITS).collect();
+        // The digits get a second reading: the key is shown (API, pages) and
+        // searched for, so the key itself must parse to the same key.
+        let normalized = e164(raw, region)
+            .or_else(|| e164(&digits, region))
+            .unwrap_or(digits);
         Some(Phone {
             normalized,
             raw: raw.to_owned(),
@@ -98,6 +104,17 @@ impl Phone {
     pub fn digits(&self) -> &str {
         self.normalized.trim_start_matches('+')
     }
+}
+
+/// `text` in E.164, when it parses as a number with enough digits.
+fn e164(text: &str, region: country::Id) -> Option<String> {
+    let number = phonenumber::parse(Some(region), text).ok()?;
+    if number.national().value() == 0 {
+        return None;
+    }
+    let formatted = number.format().mode(phonenumber::Mode::E164).to_string();
+    (formatted.chars().filter(char::is_ascii_digit).count() >= MIN_PHONE_DIGITS)
+        .then_some(formatted)
 }
 
 /// Normalises a name for comparison: lowercase, single spaces, no
@@ -191,6 +208,33 @@ mod tests {
         let a = Phone::parse("ext 12-34-56-78-90-12-34-56", US).unwrap();
         let b = Phone::parse("12 34 56 78 90 12 34 56", US).unwrap();
         assert_eq!(a.normalized, b.normalized);
+    }
+
+    #[test]
+    fn a_normalised_key_parses_to_itself() {
+        // The invariant the `identity` fuzz target checks; these broke it.
+        for region in [US, country::Id::DE, country::Id::IT, country::Id::GB] {
+            for raw in [
+                "+0 12345",
+                "1 ext 2345",
+                "+1 000 000 0000",
+                "+44 12345",
+                "0 123 45",
+            ] {
+                let phone = Phone::parse(raw, region).unwrap();
+                let again = Phone::parse(&phone.normalized, region).unwrap();
+                assert_eq!(again.normalized, phone.normalized, "{raw} in {region:?}");
+            }
+        }
+        // Lowercasing lengthens `İ`: an email that fits raw may not fit lowercased.
+        let email = format!("{}@x.io", "İ".repeat(120));
+        assert_eq!(Email::parse(&email), None);
+        let fits = format!("{}@x.io", "İ".repeat(80));
+        let parsed = Email::parse(&fits).unwrap();
+        assert_eq!(
+            Email::parse(&parsed.normalized).unwrap().normalized,
+            parsed.normalized
+        );
     }
 
     #[test]
