@@ -106,8 +106,25 @@ impl Phone {
     }
 }
 
-/// `text` in E.164, when it parses as a number with enough digits.
+/// `text` in E.164, when it parses as a number with enough digits and that
+/// E.164 form parses to itself.
 fn e164(text: &str, region: country::Id) -> Option<String> {
+    let mut key = e164_once(text, region)?;
+    // The E.164 form of an odd national number (leading zeros: "0002 102" in
+    // DE gives +4902102) may read differently when parsed again (+492102):
+    // settle on the form that does not change.
+    for _ in 0..3 {
+        let again = e164_once(&key, region)?;
+        if again == key {
+            return Some(key);
+        }
+        key = again;
+    }
+    None
+}
+
+/// One reading of `text` as a number, in E.164.
+fn e164_once(text: &str, region: country::Id) -> Option<String> {
     let number = phonenumber::parse(Some(region), text).ok()?;
     if number.national().value() == 0 {
         return None;
@@ -220,6 +237,9 @@ mod tests {
                 "+1 000 000 0000",
                 "+44 12345",
                 "0 123 45",
+                // Found by the `identity` fuzz target: an E.164 form that
+                // parsed to another one in DE and GB.
+                "0002 102",
             ] {
                 let phone = Phone::parse(raw, region).unwrap();
                 let again = Phone::parse(&phone.normalized, region).unwrap();
