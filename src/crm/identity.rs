@@ -11,6 +11,10 @@ const MAX_PHONE_LEN: usize = 64;
 const MIN_PHONE_DIGITS: usize = 5;
 /// Numbers that cannot be parsed keep at most this many digits.
 const MAX_PHONE_DIGITS: usize = 20;
+/// Longest name key, in characters. Duplicate scoring is quadratic in the
+/// key's length, so a hostile 900 KB name must not reach it whole; no real
+/// name is this long.
+pub const MAX_NAME_KEY_CHARS: usize = 200;
 
 /// An email address: matched after trimming and lowercasing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +37,14 @@ impl Email {
         if local.is_empty() || domain.is_empty() || raw.chars().any(char::is_whitespace) {
             return None;
         }
+        // Lowercasing can lengthen a string (`İ` takes 2 bytes, `i̇` 3): the
+        // key itself must fit, or it would not parse as an email again.
+        let normalized = raw.to_lowercase();
+        if normalized.len() > MAX_EMAIL_LEN {
+            return None;
+        }
         Some(Email {
-            normalized: raw.to_lowercase(),
+            normalized,
             raw: raw.to_owned(),
         })
     }
@@ -78,12 +88,12 @@ impl Phone {
         if digits.len() < MIN_PHONE_DIGITS {
             return None;
         }
-        let normalized = match phonenumber::parse(Some(region), raw) {
-            Ok(number) if number.national().value() > 0 => {
-                number.format().mode(phonenumber::Mode::E164).to_string()
-            }
-            _ => digits.chars().take(MAX_PHONE_DIGITS).collect(),
-        };
+        let digits: String = digits.chars().take(MAX_PHONE_DIGITS).collect();
+        // The digits get a second reading: the key is shown (API, pages) and
+        // searched for, so the key itself must parse to the same key.
+        let normalized = e164(raw, region)
+            .or_else(|| e164(&digits, region))
+            .unwrap_or(digits);
         Some(Phone {
             normalized,
             raw: raw.to_owned(),
@@ -96,17 +106,59 @@ impl Phone {
     }
 }
 
-/// Normalises a name for comparison: lowercase, single spaces, no punctuation.
-pub fn name_key(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for word in name
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        if !out.is_empty() {
-            out.push(' ');
+/// `text` in E.164, when it parses as a number with enough digits and that
+/// E.164 form parses to itself.
+fn e164(text: &str, region: country::Id) -> Option<String> {
+    let mut key = e164_once(text, region)?;
+    // The E.164 form of an odd national number (leading zeros: "0002 102" in
+    // DE gives +4902102) may read differently when parsed again (+492102):
+    // settle on the form that does not change.
+    for _ in 0..3 {
+        let again = e164_once(&key, region)?;
+        if again == key {
+            return Some(key);
         }
-        out.extend(word.chars().flat_map(char::to_lowercase));
+        key = again;
+    }
+    None
+}
+
+/// One reading of `text` as a number, in E.164.
+fn e164_once(text: &str, region: country::Id) -> Option<String> {
+    let number = phonenumber::parse(Some(region), text).ok()?;
+    if number.national().value() == 0 {
+        return None;
+    }
+    let formatted = number.format().mode(phonenumber::Mode::E164).to_string();
+    (formatted.chars().filter(char::is_ascii_digit).count() >= MIN_PHONE_DIGITS)
+        .then_some(formatted)
+}
+
+/// Normalises a name for comparison: lowercase, single spaces, no
+/// punctuation, at most [`MAX_NAME_KEY_CHARS`] characters.
+pub fn name_key(name: &str) -> String {
+    let mut out = String::with_capacity(name.len().min(4 * MAX_NAME_KEY_CHARS));
+    let mut chars = 0;
+    // Lowercase before splitting: lowercasing can yield characters that are
+    // not alphanumeric (`İ` gives `i` and a combining dot), and the key must
+    // be a key of itself.
+    let lower = name.chars().flat_map(char::to_lowercase);
+    let mut pending_space = false;
+    for c in lower {
+        if !c.is_alphanumeric() {
+            pending_space = !out.is_empty();
+            continue;
+        }
+        if chars + usize::from(pending_space) >= MAX_NAME_KEY_CHARS {
+            break;
+        }
+        if pending_space {
+            out.push(' ');
+            chars += 1;
+            pending_space = false;
+        }
+        out.push(c);
+        chars += 1;
     }
     out
 }
@@ -176,6 +228,36 @@ mod tests {
     }
 
     #[test]
+    fn a_normalised_key_parses_to_itself() {
+        // The invariant the `identity` fuzz target checks; these broke it.
+        for region in [US, country::Id::DE, country::Id::IT, country::Id::GB] {
+            for raw in [
+                "+0 12345",
+                "1 ext 2345",
+                "+1 000 000 0000",
+                "+44 12345",
+                "0 123 45",
+                // Found by the `identity` fuzz target: an E.164 form that
+                // parsed to another one in DE and GB.
+                "0002 102",
+            ] {
+                let phone = Phone::parse(raw, region).unwrap();
+                let again = Phone::parse(&phone.normalized, region).unwrap();
+                assert_eq!(again.normalized, phone.normalized, "{raw} in {region:?}");
+            }
+        }
+        // Lowercasing lengthens `İ`: an email that fits raw may not fit lowercased.
+        let email = format!("{}@x.io", "İ".repeat(120));
+        assert_eq!(Email::parse(&email), None);
+        let fits = format!("{}@x.io", "İ".repeat(80));
+        let parsed = Email::parse(&fits).unwrap();
+        assert_eq!(
+            Email::parse(&parsed.normalized).unwrap().normalized,
+            parsed.normalized
+        );
+    }
+
+    #[test]
     fn too_short_is_not_a_phone() {
         assert_eq!(Phone::parse("12", US), None);
         assert_eq!(Phone::parse("call me", US), None);
@@ -186,5 +268,19 @@ mod tests {
     fn name_key_folds_case_and_punctuation() {
         assert_eq!(name_key("  John   SMITH, jr. "), "john smith jr");
         assert_eq!(name_key("Zoë O'Brien"), "zoë o brien");
+    }
+
+    #[test]
+    fn name_key_is_short_and_a_key_of_itself() {
+        let huge = "Aaaaaaaaa ".repeat(90_000);
+        let key = name_key(&huge);
+        // 20 words of 9 letters; a 21st would not fit.
+        assert_eq!(key.chars().count(), 20 * 10 - 1);
+        assert!(!key.ends_with(' '));
+        assert_eq!(name_key(&key), key);
+        // Lowercasing `İ` yields a combining dot, which is not alphanumeric.
+        let dotted = name_key("İstanbul Öz");
+        assert_eq!(dotted, "i stanbul öz");
+        assert_eq!(name_key(&dotted), dotted);
     }
 }

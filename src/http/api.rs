@@ -25,7 +25,14 @@ pub fn routes(
 pub fn sales_user(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Arc<AppState>,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
+    // Read as bytes: a header that is not visible ASCII is bad credentials
+    // (401), not a malformed request.
+    warp::header::headers_cloned()
+        .map(|headers: warp::http::HeaderMap| {
+            headers
+                .get("authorization")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        })
         .and(client_addr())
         .and(with_state(state))
         .and_then(

@@ -25,6 +25,9 @@ const CACHE_MAX: usize = 1024;
 const MAX_FAILURES: u32 = 10;
 /// The window failed logins are counted in.
 const FAIL_WINDOW: Duration = Duration::from_secs(60);
+/// Most clients whose failures are remembered; past it, clients that are
+/// not throttled are forgotten first, so memory stays bounded.
+const FAIL_CLIENTS_MAX: usize = 10_000;
 
 /// Compares two secrets in constant time (lengths are hidden by hashing).
 pub fn secret_eq(given: &[u8], expected: &[u8]) -> bool {
@@ -59,6 +62,19 @@ pub fn parse_basic(header: &str) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
+/// Whose failures count together: an IPv4 address, or the /64 network of an
+/// IPv6 address (one host usually holds a whole /64, and could otherwise
+/// take a fresh address for every guess).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
 /// Remembers verified credentials and failed attempts.
 #[derive(Default)]
 pub struct Guard {
@@ -80,7 +96,9 @@ pub enum Verdict {
 impl Guard {
     /// Whether this client is currently refused for failing too often.
     pub fn throttled(&self, client: Option<IpAddr>) -> bool {
-        let Some(ip) = client else { return false };
+        let Some(ip) = client.map(client_key) else {
+            return false;
+        };
         let failures = self.failures.lock().unwrap();
         failures
             .get(&ip)
@@ -88,10 +106,15 @@ impl Guard {
     }
 
     fn fail(&self, client: Option<IpAddr>) {
-        let Some(ip) = client else { return };
+        let Some(ip) = client.map(client_key) else {
+            return;
+        };
         let mut failures = self.failures.lock().unwrap();
-        if failures.len() > 10_000 {
+        if failures.len() >= FAIL_CLIENTS_MAX {
             failures.retain(|_, (_, since)| since.elapsed() < FAIL_WINDOW);
+        }
+        if failures.len() >= FAIL_CLIENTS_MAX {
+            failures.retain(|_, (n, _)| *n >= MAX_FAILURES);
         }
         let entry = failures.entry(ip).or_insert((0, Instant::now()));
         if entry.1.elapsed() >= FAIL_WINDOW {
@@ -211,6 +234,33 @@ mod tests {
         assert_eq!(guard.check(&users, Some(&bad), ip), Verdict::Throttled);
         let other = Some("10.9.9.10".parse().unwrap());
         assert_eq!(guard.check(&users, Some(&bad), other), Verdict::Denied);
+    }
+
+    #[test]
+    fn an_ipv6_network_is_one_client() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(other));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(client_key(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
+
+        let users = vec![SalesUser {
+            name: "ann".into(),
+            password_hash: Secret::new(hash_password("right").unwrap()),
+        }];
+        let guard = Guard::default();
+        let bad = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("ann:wrong")
+        );
+        for i in 0..MAX_FAILURES {
+            let ip: IpAddr = format!("2001:db8:1:2::{i:x}").parse().unwrap();
+            assert_eq!(guard.check(&users, Some(&bad), Some(ip)), Verdict::Denied);
+        }
+        assert!(guard.throttled(Some(b)));
+        assert!(!guard.throttled(Some(other)));
     }
 
     #[test]

@@ -100,6 +100,10 @@ impl Reply for ApiError {
         if let ApiError::Unavailable = self {
             headers.insert("retry-after", warp::http::HeaderValue::from_static("5"));
         }
+        if let ApiError::TooManyAttempts = self {
+            // The failure window (`auth::FAIL_WINDOW`) is a minute.
+            headers.insert("retry-after", warp::http::HeaderValue::from_static("60"));
+        }
         response
     }
 }

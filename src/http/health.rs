@@ -24,8 +24,8 @@ pub fn routes(
 ///
 /// 200 `{"status":"ok"}` when the database answers, the last write
 /// committed and no write has waited longer than the answer deadline;
-/// 503 `{"status":"unavailable", "error": …}` otherwise. A fault older than
-/// 5 s is checked again with an empty write transaction.
+/// 503 `{"result":"error", "status":"unavailable", "error": …}` otherwise. A fault
+/// older than 5 s is checked again with an empty write transaction.
 fn healthz(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
@@ -59,7 +59,9 @@ fn healthz(
             match problem {
                 None => warp::reply::json(&json!({ "status": "ok" })).into_response(),
                 Some(error) => warp::reply::with_status(
-                    warp::reply::json(&json!({ "status": "unavailable", "error": error })),
+                    warp::reply::json(
+                        &json!({ "result": "error", "status": "unavailable", "error": error }),
+                    ),
                     StatusCode::SERVICE_UNAVAILABLE,
                 )
                 .into_response(),

@@ -37,7 +37,8 @@ pub fn routes(
 fn jivo_webhook(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    warp::path!("webhooks" / "jivo" / String)
+    warp::path!("webhooks" / "jivo" / ..)
+        .and(secret_segment())
         .and(warp::post())
         .and(with_state(state.clone()))
         .and_then(|token: String, state: Arc<AppState>| async move {
@@ -158,6 +159,21 @@ fn livechat_authorized(lc: &LiveChatConfig, authorization: Option<&str>, body: &
             let password_ok = auth::secret_eq(password.as_bytes(), lc.password.expose().as_bytes());
             user_ok & password_ok
         })
+}
+
+/// The last path segment, when it is a secret: `warp::path::param` traces
+/// every segment it looks at (`RUST_LOG=trace` would log the token), so the
+/// rest of the path is taken whole and checked here. Not percent-decoded,
+/// like `param::<String>`.
+fn secret_segment() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
+    warp::path::tail().and_then(|tail: warp::path::Tail| async move {
+        let segment = tail.as_str();
+        if segment.is_empty() || segment.contains('/') {
+            Err(warp::reject::not_found())
+        } else {
+            Ok(segment.to_owned())
+        }
+    })
 }
 
 /// Stores and applies one authenticated delivery. A body that does not parse

@@ -11,7 +11,8 @@ use tokio::sync::oneshot;
 
 /// The password of the test sales user `sales`.
 pub const SALES_PASSWORD: &str = "sales-password";
-const SALES_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$O3xUn9tbXa+0eE3gFeyGdg$Z5548GcDasJ7vM95I/m3sLFwcHswCoauDOlATirkIag";
+/// Its argon2 hash, as in `[[sales.users]]`.
+pub const SALES_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$O3xUn9tbXa+0eE3gFeyGdg$Z5548GcDasJ7vM95I/m3sLFwcHswCoauDOlATirkIag";
 /// The Jivo token of test apps.
 pub const JIVO_TOKEN: &str = "test-jivo-token";
 /// The Rocket.Chat token of test apps.
@@ -213,6 +214,11 @@ impl TestApp {
     pub fn sql<T: rusqlite::types::FromSql>(&self, sql: &str) -> T {
         let conn = rusqlite::Connection::open(&self.db_path).expect("open db");
         conn.query_row(sql, [], |r| r.get(0)).expect("query")
+    }
+
+    /// Whether the server task is still running (it ends on a panic that escapes a request).
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// Stops the server gracefully and waits for it; the directory holding
