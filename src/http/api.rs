@@ -10,7 +10,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::auth::Verdict;
 use super::error::ApiError;
-use super::{AppState, client_addr, with_state};
+use super::{AppState, client_addr, raw_header, with_state};
 use crate::store::search::{self, Cursor, Query};
 use crate::store::view::{self, Found};
 
@@ -27,12 +27,7 @@ pub fn sales_user(
 ) -> impl Filter<Extract = (Arc<AppState>,), Error = Rejection> + Clone {
     // Read as bytes: a header that is not visible ASCII is bad credentials
     // (401), not a malformed request.
-    warp::header::headers_cloned()
-        .map(|headers: warp::http::HeaderMap| {
-            headers
-                .get("authorization")
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        })
+    raw_header("authorization")
         .and(client_addr())
         .and(with_state(state))
         .and_then(

@@ -92,6 +92,19 @@ pub fn client_addr()
     warp::ext::optional::<ClientAddr>().map(|a: Option<ClientAddr>| a.map(|a| a.0.ip()))
 }
 
+/// A header as text, read whatever bytes it holds (lossily). Credentials
+/// that are not valid text are wrong credentials (401), not a malformed
+/// request: warp's typed header filters would answer 400.
+pub fn raw_header(
+    name: &'static str,
+) -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
+    warp::header::headers_cloned().map(move |headers: warp::http::HeaderMap| {
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    })
+}
+
 /// The request body, refused with 413 past `server.max_body_bytes` whether
 /// or not the client announced a length (chunked bodies are counted as they come).
 pub fn body(state: Arc<AppState>) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use warp::{Filter, Rejection, Reply};
 
 use super::error::ApiError;
-use super::{AppState, auth, body, with_state};
+use super::{AppState, auth, body, raw_header, with_state};
 use crate::config::LiveChatConfig;
 use crate::event::{Event, Platform, now_rfc3339};
 use crate::platforms::{self, jivo, livechat};
@@ -74,9 +74,7 @@ fn rocketchat_webhook(
     warp::path!("webhooks" / "rocketchat")
         .and(warp::post())
         .and(with_state(state.clone()))
-        .and(warp::header::optional::<String>(
-            "x-rocketchat-livechat-token",
-        ))
+        .and(raw_header("x-rocketchat-livechat-token"))
         .and_then(|state: Arc<AppState>, token: Option<String>| async move {
             let config = state.config();
             let Some(rocketchat) = &config.rocketchat else {
@@ -125,7 +123,7 @@ fn livechat_webhook(
                 None => Err(ApiError::NotFound.reject()),
             }
         })
-        .and(warp::header::optional::<String>("authorization"))
+        .and(raw_header("authorization"))
         .and(body(state))
         .and_then(
             |state: Arc<AppState>, authorization: Option<String>, body: Bytes| async move {

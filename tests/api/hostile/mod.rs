@@ -9,6 +9,7 @@
 
 mod api;
 mod jivo;
+mod platforms;
 mod wire;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -125,6 +126,7 @@ fn table() -> Vec<Case> {
     let mut table = jivo::cases();
     table.extend(api::cases());
     table.extend(api::service_cases());
+    table.extend(platforms::cases());
     table
 }
 
