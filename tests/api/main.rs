@@ -5,4 +5,6 @@ mod helpers;
 mod jivo;
 mod leads_api;
 mod merge;
+mod metrics;
 mod ops;
+mod reload;
