@@ -135,7 +135,10 @@ fn replay_one(
 ) -> Result<Result<Outcome, String>, DbError> {
     if stored.platform == import::PLATFORM {
         return match serde_json::from_slice::<Row>(&stored.body) {
-            Ok(row) => import::apply_row(conn, policy, &row, &stored.received_at).map(Ok),
+            Ok(row) => {
+                let key = row.key(policy);
+                import::apply_row(conn, policy, &row, &key, &stored.received_at).map(Ok)
+            }
             Err(e) => Ok(Err(format!("not an import row: {e}"))),
         };
     }
