@@ -2,7 +2,7 @@
 //! through sorted indexes (neighbours of the new lead's name, reversed name,
 //! emails and phones); this module scores each candidate value.
 
-use strsim::jaro_winkler;
+use strsim::{damerau_levenshtein, jaro_winkler};
 
 /// Which attribute made two leads look alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,13 +49,22 @@ pub fn email_similarity(a: &str, b: &str) -> f64 {
     }
 }
 
-/// Similarity of two normalised phones, over their digits. Short numbers score 0.
+/// Similarity of two normalised phones: the same number with one digit
+/// mistyped, missing, extra or two digits swapped scores 0.96, two such
+/// slips 0.90, anything else 0. Numbers are dense: a string similarity over
+/// their digits would call every neighbour on the same exchange alike.
+/// Short numbers score 0.
 pub fn phone_similarity(a: &str, b: &str) -> f64 {
     let (a, b) = (a.trim_start_matches('+'), b.trim_start_matches('+'));
     if a.len() < 7 || b.len() < 7 {
         return 0.0;
     }
-    similarity(a, b)
+    match damerau_levenshtein(a, b) {
+        0 => 1.0,
+        1 => 0.96,
+        2 => 0.90,
+        _ => 0.0,
+    }
 }
 
 /// Reverses a string by characters (the index that finds suffix neighbours).
@@ -80,6 +89,9 @@ mod tests {
         );
         assert_eq!(email_similarity("a@gmail.com", "b@yahoo.com"), 0.0);
         assert!(phone_similarity("+14084987855", "+14084987856") > 0.92);
+        assert!(phone_similarity("+14084987855", "+14084987585") > 0.92);
         assert!(phone_similarity("+14084987855", "+447700900123") < 0.8);
+        // Neighbours on one exchange are different people.
+        assert!(phone_similarity("+14085550123", "+14085550987") < 0.8);
     }
 }
