@@ -73,6 +73,33 @@ pub enum Command {
         #[arg(long)]
         from: Option<PathBuf>,
     },
+    /// Show what one delivery would do against the database, writing nothing.
+    Explain {
+        /// The webhook body (JSON).
+        file: PathBuf,
+        /// The platform (default: told from the body's envelope).
+        #[arg(long, value_enum)]
+        platform: Option<PlatformArg>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay stored deliveries under the current and a new merge policy into
+    /// scratch databases and show what the new policy would change.
+    Preview {
+        /// The configuration with the new policy.
+        #[arg(long = "new-config", value_name = "NEW.toml")]
+        new_config: PathBuf,
+        /// Only the last N deliveries.
+        #[arg(long, conflicts_with = "since")]
+        last: Option<u64>,
+        /// Only deliveries received at or after this date or RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Print JSON (every differing lead) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Copy the live database to PATH (online backup API), then check the copy.
     Backup {
         /// Where to write the copy.
@@ -81,6 +108,27 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// A platform named on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PlatformArg {
+    /// JivoChat.
+    Jivo,
+    /// Rocket.Chat Omnichannel.
+    Rocketchat,
+    /// LiveChat.
+    Livechat,
+}
+
+impl From<PlatformArg> for crate::event::Platform {
+    fn from(p: PlatformArg) -> Self {
+        match p {
+            PlatformArg::Jivo => crate::event::Platform::Jivo,
+            PlatformArg::Rocketchat => crate::event::Platform::RocketChat,
+            PlatformArg::Livechat => crate::event::Platform::LiveChat,
+        }
+    }
 }
 
 /// Sets up logging: `RUST_LOG` filters (default `info`), text or JSON.
@@ -137,6 +185,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 failed_only: !all,
                 since,
                 from,
+                last: None,
             };
             ops_command(&cli.config, |db, policy| async move {
                 let s = crate::ops::replay::run(&db, &policy, &selection).await?;
@@ -155,6 +204,17 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             })
         }
+        Command::Explain {
+            file,
+            platform,
+            json,
+        } => explain(&cli.config, &file, platform.map(Into::into), json),
+        Command::Preview {
+            new_config,
+            last,
+            since,
+            json,
+        } => preview(&cli.config, &new_config, last, since.as_deref(), json),
         Command::Backup { path, force } => {
             let config = match load(&cli.config) {
                 Ok(c) => c,
@@ -170,6 +230,96 @@ pub fn run(cli: Cli) -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+fn explain(
+    config: &Path,
+    file: &Path,
+    platform: Option<crate::event::Platform>,
+    json: bool,
+) -> ExitCode {
+    let config = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let body = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match crate::ops::explain::run(&config, &body, platform) {
+        Ok(report) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            crate::ops::explain::print(&report);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn preview(
+    current: &Path,
+    new: &Path,
+    last: Option<u64>,
+    since: Option<&str>,
+    json: bool,
+) -> ExitCode {
+    let since = match since.map(crate::ops::replay::parse_since).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (config, new_config) = match (load(current), load(new)) {
+        (Ok(c), Ok(n)) => (c, n),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let selection = crate::ops::replay::Selection {
+        since,
+        last,
+        ..Default::default()
+    };
+    let busy = std::time::Duration::from_millis(config.database.busy_timeout_ms);
+    let result = runtime.block_on(crate::ops::preview::run(
+        &config.database.path,
+        busy,
+        &Policy::of(&config),
+        &Policy::of(&new_config),
+        &selection,
+    ));
+    match result {
+        Ok(p) if json => {
+            println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(p) => {
+            crate::ops::preview::print(&p);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -4,8 +4,10 @@
 //! keep both consistent.
 
 pub mod backup;
+pub mod explain;
 pub mod export;
 pub mod import;
+pub mod preview;
 pub mod replay;
 
 use std::io::IsTerminal;

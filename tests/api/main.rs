@@ -14,3 +14,4 @@ mod merge;
 mod ops;
 mod pages;
 mod rocketchat;
+mod whatif;
