@@ -180,7 +180,15 @@ fn touch(conn: &Connection, lead: i64, at: &str) -> Result<(), DbError> {
 /// The explanation column of a history row: the row's own change, if any,
 /// beside the whole decision of its delivery.
 pub fn explanation_json(why: &Explanation, change: Option<&Change>) -> String {
-    serde_json::json!({ "decision": why.decision, "change": change, "why": why }).to_string()
+    serde_json::json!({
+        "decision": why.decision,
+        "change": change,
+        "change_text": change.map(crate::crm::explain::describe),
+        "why": why,
+        // The same in words, for the lead page.
+        "summary": why.lines(),
+    })
+    .to_string()
 }
 
 /// Applies a merge plan, writing one history row per change (a value the

@@ -501,3 +501,47 @@ async fn preview_reports_exactly_what_a_real_replay_changes() {
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(text.contains("replayed 2 deliveries"), "{text}");
 }
+
+#[tokio::test]
+async fn the_lead_page_shows_the_decision_in_words_next_to_the_change() {
+    let app = spawn_app_with(|c| c.merge.phone = ContactPolicy::KeepExisting).await;
+    app.jivo(&accepted(
+        1,
+        "100",
+        "Seed",
+        Some("a@example.com"),
+        Some("+1 408-498-7855"),
+    ))
+    .await;
+    let (_, answer) = app
+        .jivo(&accepted(
+            2,
+            "101",
+            "Seed",
+            Some("a@example.com"),
+            Some("+1 650-253-0000"),
+        ))
+        .await;
+    let html = app
+        .client
+        .get(app.url(&format!("/leads/{}", lead_id(&answer))))
+        .basic_auth("sales", Some(SALES_PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let row = html
+        .find("phone not taken")
+        .expect("the dropped phone has a row");
+    let why = &html[row..];
+    for words in [
+        "<dt>this row</dt><dd>phone &#34;+1 650-253-0000&#34; not taken, dropped (phone = keep_existing)</dd>",
+        "<dd>matched by email</dd>",
+        "<dt>phone &#34;+1 650-253-0000&#34; (normalised +16502530000)</dt><dd>no lead</dd>",
+        "phone=keep_existing",
+    ] {
+        assert!(why.contains(words), "{words} not in {why}");
+    }
+}
