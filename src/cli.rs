@@ -208,13 +208,32 @@ pub fn run(cli: Cli) -> ExitCode {
             file,
             platform,
             json,
-        } => explain(&cli.config, &file, platform.map(Into::into), json),
+        } => match load(&cli.config) {
+            Ok(config) => {
+                crate::ops::explain::command(&config, &file, platform.map(Into::into), json)
+            }
+            Err(code) => code,
+        },
         Command::Preview {
             new_config,
             last,
             since,
             json,
-        } => preview(&cli.config, &new_config, last, since.as_deref(), json),
+        } => {
+            let since = match since.as_deref().map(crate::ops::replay::parse_since) {
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+                other => other.transpose().unwrap_or_default(),
+            };
+            match (load(&cli.config), load(&new_config)) {
+                (Ok(current), Ok(new)) => {
+                    crate::ops::preview::command(&current, &new, last, since, json)
+                }
+                (Err(code), _) | (_, Err(code)) => code,
+            }
+        }
         Command::Backup { path, force } => {
             let config = match load(&cli.config) {
                 Ok(c) => c,
@@ -230,96 +249,6 @@ pub fn run(cli: Cli) -> ExitCode {
                     ExitCode::from(1)
                 }
             }
-        }
-    }
-}
-
-fn explain(
-    config: &Path,
-    file: &Path,
-    platform: Option<crate::event::Platform>,
-    json: bool,
-) -> ExitCode {
-    let config = match load(config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let body = match std::fs::read(file) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {}: {e}", file.display());
-            return ExitCode::from(2);
-        }
-    };
-    match crate::ops::explain::run(&config, &body, platform) {
-        Ok(report) if json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(report) => {
-            crate::ops::explain::print(&report);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-fn preview(
-    current: &Path,
-    new: &Path,
-    last: Option<u64>,
-    since: Option<&str>,
-    json: bool,
-) -> ExitCode {
-    let since = match since.map(crate::ops::replay::parse_since).transpose() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let (config, new_config) = match (load(current), load(new)) {
-        (Ok(c), Ok(n)) => (c, n),
-        (Err(code), _) | (_, Err(code)) => return code,
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let selection = crate::ops::replay::Selection {
-        since,
-        last,
-        ..Default::default()
-    };
-    let busy = std::time::Duration::from_millis(config.database.busy_timeout_ms);
-    let result = runtime.block_on(crate::ops::preview::run(
-        &config.database.path,
-        busy,
-        &Policy::of(&config),
-        &Policy::of(&new_config),
-        &selection,
-    ));
-    match result {
-        Ok(p) if json => {
-            println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
-            ExitCode::SUCCESS
-        }
-        Ok(p) => {
-            crate::ops::preview::print(&p);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
         }
     }
 }

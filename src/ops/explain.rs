@@ -7,6 +7,7 @@
 //! keeps serving meanwhile.
 
 use std::path::Path;
+use std::process::ExitCode;
 
 use bytes::Bytes;
 use rusqlite::Connection;
@@ -114,4 +115,59 @@ pub fn print(report: &Report) {
     }
     let answer = serde_json::to_string_pretty(&report.answer).unwrap_or_default();
     println!("answer (200):\n{answer}");
+}
+
+/// `crm-responder explain FILE`: reads the body, explains it, prints text or JSON.
+pub fn command(config: &Config, file: &Path, platform: Option<Platform>, json: bool) -> ExitCode {
+    let body = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match run(config, &body, platform) {
+        Ok(report) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print(&report);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        std::fs::read(&path).unwrap()
+    }
+
+    #[test]
+    fn the_platform_is_told_from_the_envelope() {
+        let cases = [
+            ("jivo/chat_accepted.json", Platform::Jivo),
+            ("rocketchat/LivechatSession.json", Platform::RocketChat),
+            ("livechat/v2/chat_started.json", Platform::LiveChat),
+            ("livechat/v3/incoming_chat.json", Platform::LiveChat),
+        ];
+        for (name, platform) in cases {
+            assert_eq!(guess_platform(&fixture(name)), Ok(platform), "{name}");
+        }
+        assert!(guess_platform(b"{\"hello\": 1}").is_err());
+        assert!(guess_platform(b"not json").is_err());
+    }
 }

@@ -545,3 +545,30 @@ async fn the_lead_page_shows_the_decision_in_words_next_to_the_change() {
         assert!(why.contains(words), "{words} not in {why}");
     }
 }
+
+#[tokio::test]
+async fn explain_tells_rocketchat_and_livechat_bodies_apart_and_answers_like_them() {
+    let app = spawn_app().await;
+    let dir = app.stop().await;
+    let db = dir.path().join("crm.sqlite3");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text(&db)).unwrap();
+    let before = hashes(&db);
+    for (name, platform) in [
+        ("rocketchat/LivechatSession.json", "rocketchat"),
+        ("livechat/v3/incoming_chat.json", "livechat"),
+    ] {
+        let body = dir.path().join("body.json");
+        std::fs::write(&body, fixture(name).to_string()).unwrap();
+        let out = cli(&config, &["explain", body.to_str().unwrap(), "--json"]);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["platform"], platform, "{name}");
+        let lead = report["lead"].as_i64().expect("a lead");
+        assert_eq!(report["explanation"]["created"], true, "{name}");
+        assert_eq!(report["answer"]["lead_id"], lead, "{name}");
+        if platform == "rocketchat" {
+            assert_eq!(report["answer"]["data"]["lead_id"], lead);
+        }
+    }
+    assert_eq!(hashes(&db), before, "explain wrote to the database");
+}
