@@ -228,3 +228,74 @@ pub fn describe(change: &Change) -> String {
         } => format!("{field} {incoming:?} not taken, dropped ({rule})"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Identifier;
+    use crate::crm::resolve::{Matches, resolve};
+
+    fn merge() -> MergePolicy {
+        MergePolicy {
+            match_order: vec![Identifier::Phone, Identifier::Email],
+            default_region: phonenumber::country::Id::US,
+            phone: ContactPolicy::KeepExisting,
+            email: ContactPolicy::KeepBoth,
+            primary: Primary::Existing,
+            name: FieldPolicy::KeepExisting,
+            description: DescriptionPolicy::Append,
+        }
+    }
+
+    #[test]
+    fn a_conflict_is_explained_with_owners_rule_policy_and_dropped_values() {
+        let m = merge();
+        let resolution = resolve(
+            &Matches {
+                by_email: Some(1),
+                by_phone: Some(2),
+                known: None,
+            },
+            &m.match_order,
+        );
+        let seen = vec![
+            Seen {
+                kind: ContactKind::Email,
+                raw: "A@x.io".into(),
+                normalized: "a@x.io".into(),
+                owner: Some(1),
+            },
+            Seen {
+                kind: ContactKind::Phone,
+                raw: "(408) 498-7855".into(),
+                normalized: "+14084987855".into(),
+                owner: Some(2),
+            },
+        ];
+        let kept = Change::Kept {
+            field: "name",
+            incoming: "Johnny".into(),
+            rule: "name = keep_existing",
+        };
+        let why = Explanation::new(&m, seen, None, &resolution, 2, vec![], vec![kept]);
+        assert_eq!(why.lead, 2);
+        assert!(!why.created);
+        assert_eq!(why.duplicates[0].lead, 1);
+        assert_eq!(why.policy.phone, ContactPolicy::KeepExisting);
+        assert_eq!(why.policy.description, DescriptionPolicy::Append);
+        let lines = why.lines();
+        assert_eq!(
+            lines[..3],
+            [
+                "email \"A@x.io\" (normalised a@x.io): lead 1",
+                "phone \"(408) 498-7855\" (normalised +14084987855): lead 2",
+                "decision (phone > email): email and phone point at different leads; match_order picks the phone",
+            ]
+        );
+        assert!(lines.contains(&"policy: name=keep_existing description=append email=keep_both phone=keep_existing primary=existing".to_owned()));
+        assert_eq!(
+            lines.last().unwrap(),
+            "change: name \"Johnny\" not taken, dropped (name = keep_existing)"
+        );
+    }
+}

@@ -11,6 +11,7 @@
 mod diff;
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -53,6 +54,11 @@ pub async fn run(
         from: Some(live.to_owned()),
         ..selection.clone()
     };
+    // Two progress bars in turn; say which is which.
+    let terminal = std::io::stderr().is_terminal();
+    if terminal {
+        eprintln!("replaying under the current policy");
+    }
     let before = replay_into(
         &scratch.0.join("current.sqlite3"),
         busy,
@@ -60,6 +66,9 @@ pub async fn run(
         &selection,
     )
     .await?;
+    if terminal {
+        eprintln!("replaying under the new policy");
+    }
     let after = replay_into(&scratch.0.join("new.sqlite3"), busy, new, &selection).await?;
     let path = live.to_owned();
     let live_ids = tokio::task::spawn_blocking(move || {
