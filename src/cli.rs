@@ -73,6 +73,33 @@ pub enum Command {
         #[arg(long)]
         from: Option<PathBuf>,
     },
+    /// Show what one delivery would do against the database, writing nothing.
+    Explain {
+        /// The webhook body (JSON).
+        file: PathBuf,
+        /// The platform (default: told from the body's envelope).
+        #[arg(long, value_enum)]
+        platform: Option<PlatformArg>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay stored deliveries under the current and a new merge policy into
+    /// scratch databases and show what the new policy would change.
+    Preview {
+        /// The configuration with the new policy.
+        #[arg(long = "new-config", value_name = "NEW.toml")]
+        new_config: PathBuf,
+        /// Only the last N deliveries.
+        #[arg(long, conflicts_with = "since")]
+        last: Option<u64>,
+        /// Only deliveries received at or after this date or RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Print JSON (every differing lead) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Copy the live database to PATH (online backup API), then check the copy.
     Backup {
         /// Where to write the copy.
@@ -81,6 +108,27 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// A platform named on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PlatformArg {
+    /// JivoChat.
+    Jivo,
+    /// Rocket.Chat Omnichannel.
+    Rocketchat,
+    /// LiveChat.
+    Livechat,
+}
+
+impl From<PlatformArg> for crate::event::Platform {
+    fn from(p: PlatformArg) -> Self {
+        match p {
+            PlatformArg::Jivo => crate::event::Platform::Jivo,
+            PlatformArg::Rocketchat => crate::event::Platform::RocketChat,
+            PlatformArg::Livechat => crate::event::Platform::LiveChat,
+        }
+    }
 }
 
 /// Sets up logging: `RUST_LOG` filters (default `info`), text or JSON.
@@ -137,6 +185,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 failed_only: !all,
                 since,
                 from,
+                last: None,
             };
             ops_command(&cli.config, |db, policy| async move {
                 let s = crate::ops::replay::run(&db, &policy, &selection).await?;
@@ -154,6 +203,36 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
                 Ok(ExitCode::SUCCESS)
             })
+        }
+        Command::Explain {
+            file,
+            platform,
+            json,
+        } => match load(&cli.config) {
+            Ok(config) => {
+                crate::ops::explain::command(&config, &file, platform.map(Into::into), json)
+            }
+            Err(code) => code,
+        },
+        Command::Preview {
+            new_config,
+            last,
+            since,
+            json,
+        } => {
+            let since = match since.as_deref().map(crate::ops::replay::parse_since) {
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+                other => other.transpose().unwrap_or_default(),
+            };
+            match (load(&cli.config), load(&new_config)) {
+                (Ok(current), Ok(new)) => {
+                    crate::ops::preview::command(&current, &new, last, since, json)
+                }
+                (Err(code), _) | (_, Err(code)) => code,
+            }
         }
         Command::Backup { path, force } => {
             let config = match load(&cli.config) {

@@ -13,10 +13,11 @@
 //! - [`http`]: routes (one file per endpoint family), auth, errors, the serving loop.
 //! - [`platforms`]: one module per chat platform: wire types → [`event::Event`].
 //! - [`event`]: the internal event model every platform translates into.
-//! - [`crm`]: identity, normalisation, merge policy, duplicate scoring; pure.
+//! - [`crm`]: identity, normalisation, merge policy, duplicate scoring, and the
+//!   explanation of each decision; pure.
 //! - [`store`]: SQL on `&Connection` and the one async gateway, [`store::Db`].
 //! - [`metrics`]: counters for `/metrics`.
-//! - [`ops`]: `import`, `export`, `replay`, `backup`, one file each.
+//! - [`ops`]: `import`, `export`, `replay`, `backup`, `explain`, `preview`, one file each.
 //! - [`spool`]: deliveries acknowledged during a storage fault, applied when it ends.
 
 pub mod app;

@@ -2,6 +2,7 @@
 //! Pure logic, no I/O; storage calls it inside its transactions.
 
 pub mod duplicates;
+pub mod explain;
 pub mod identity;
 pub mod merge;
 pub mod resolve;

@@ -11,7 +11,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::error::ApiError;
 use super::{AppState, auth, body, raw_header, with_state};
-use crate::config::LiveChatConfig;
+use crate::config::{Config, LiveChatConfig};
 use crate::event::{Event, Platform, now_rfc3339};
 use crate::platforms::{self, jivo, livechat};
 use crate::spool::Spool;
@@ -54,11 +54,7 @@ fn jivo_webhook(
             let (event, outcome) = ingest(&state, Platform::Jivo, body)
                 .await
                 .map_err(ApiError::reject)?;
-            let answer = match &outcome.card {
-                Some(card) if event.wants_card => jivo::answer(card, &state.config()),
-                None if outcome.spooled => jivo::provisional_answer(&event, &state.config()),
-                _ => json!({ "result": "ok" }),
-            };
+            let answer = answer(Platform::Jivo, &state.config(), &event, &outcome);
             Ok::<_, Rejection>(warp::reply::json(&answer).into_response())
         })
 }
@@ -89,18 +85,10 @@ fn rocketchat_webhook(
         })
         .and(body(state))
         .and_then(|state: Arc<AppState>, body: Bytes| async move {
-            let (_, outcome) = ingest(&state, Platform::RocketChat, body)
+            let (event, outcome) = ingest(&state, Platform::RocketChat, body)
                 .await
                 .map_err(ApiError::reject)?;
-            let mut answer = lead_answer(&state, &outcome);
-            // Older servers keep only the `data` member of our answer as the
-            // room's crmData; newer ones keep it whole. Either way it comes back.
-            if answer.get("lead_id").is_some() {
-                answer["data"] = json!({
-                    "lead_id": answer["lead_id"].clone(),
-                    "crm_link": answer["crm_link"].clone(),
-                });
-            }
+            let answer = answer(Platform::RocketChat, &state.config(), &event, &outcome);
             Ok::<_, Rejection>(warp::reply::json(&answer).into_response())
         })
 }
@@ -135,10 +123,11 @@ fn livechat_webhook(
                 if !authorized {
                     return Err(ApiError::Unauthorized { challenge: false }.reject());
                 }
-                let (_, outcome) = ingest(&state, Platform::LiveChat, body)
+                let (event, outcome) = ingest(&state, Platform::LiveChat, body)
                     .await
                     .map_err(ApiError::reject)?;
-                Ok(warp::reply::json(&lead_answer(&state, &outcome)).into_response())
+                let answer = answer(Platform::LiveChat, &config, &event, &outcome);
+                Ok(warp::reply::json(&answer).into_response())
             },
         )
 }
@@ -368,13 +357,38 @@ pub async fn drain_spool(state: &AppState) -> usize {
     applied
 }
 
+/// The answer `platform` gets for an applied delivery (also what
+/// `crm-responder explain` prints).
+pub fn answer(platform: Platform, config: &Config, event: &Event, outcome: &Outcome) -> Value {
+    match platform {
+        Platform::Jivo => match &outcome.card {
+            Some(card) if event.wants_card => jivo::answer(card, config),
+            None if outcome.spooled => jivo::provisional_answer(event, config),
+            _ => json!({ "result": "ok" }),
+        },
+        Platform::RocketChat => {
+            let mut answer = lead_answer(config, outcome);
+            // Older servers keep only the `data` member of our answer as the
+            // room's crmData; newer ones keep it whole. Either way it comes back.
+            if answer.get("lead_id").is_some() {
+                answer["data"] = json!({
+                    "lead_id": answer["lead_id"].clone(),
+                    "crm_link": answer["crm_link"].clone(),
+                });
+            }
+            answer
+        }
+        Platform::LiveChat => lead_answer(config, outcome),
+    }
+}
+
 /// The small answer Rocket.Chat and LiveChat get.
-pub fn lead_answer(state: &AppState, outcome: &Outcome) -> Value {
+pub fn lead_answer(config: &Config, outcome: &Outcome) -> Value {
     match outcome.lead_id {
         Some(id) => json!({
             "result": "ok",
             "lead_id": id,
-            "crm_link": jivo::lead_link(&state.config(), id),
+            "crm_link": jivo::lead_link(config, id),
         }),
         None => json!({ "result": "ok" }),
     }

@@ -1,11 +1,13 @@
 //! Operator commands that work on the database directly, one file each:
-//! `import`, `export`, `replay`, `backup`. They run as their own process
-//! beside (or instead of) the service; SQLite's locking and the busy timeout
-//! keep both consistent.
+//! `import`, `export`, `replay`, `backup`, `explain`, `preview`. They run as
+//! their own process beside (or instead of) the service; SQLite's locking and
+//! the busy timeout keep both consistent.
 
 pub mod backup;
+pub mod explain;
 pub mod export;
 pub mod import;
+pub mod preview;
 pub mod replay;
 
 use std::io::IsTerminal;

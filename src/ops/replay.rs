@@ -9,7 +9,7 @@
 //! `--from OTHER.sqlite3` deliveries are read from another database, e.g.
 //! to rebuild a fresh database under a new merge policy.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, params};
@@ -33,6 +33,8 @@ pub struct Selection {
     pub since: Option<String>,
     /// Read deliveries from this database instead of the target.
     pub from: Option<PathBuf>,
+    /// Only the last N of the deliveries selected otherwise.
+    pub last: Option<u64>,
 }
 
 /// A stored delivery.
@@ -77,11 +79,18 @@ pub fn parse_since(s: &str) -> Result<String, String> {
 
 /// Replays the selected deliveries into `db` under `policy`.
 pub async fn run(db: &Db, policy: &Policy, selection: &Selection) -> Result<Summary, String> {
-    let total = count(db, selection).await.map_err(|e| e.to_string())?;
+    let mut total = count(db, selection).await.map_err(|e| e.to_string())?;
+    let mut after = (String::new(), 0i64);
+    if let Some(last) = selection.last.filter(|&n| n < total) {
+        // Start after the delivery just before the last N.
+        after = start_of_last(db, selection, last)
+            .await
+            .map_err(|e| e.to_string())?;
+        total = last;
+    }
     let bar = super::progress(total, "{pos}/{len} deliveries");
     let same_db = selection.from.is_none();
     let mut summary = Summary::default();
-    let mut after = (String::new(), 0i64);
     loop {
         let page = read_page(db, selection, after.clone())
             .await
@@ -198,6 +207,24 @@ async fn count(db: &Db, selection: &Selection) -> Result<u64, DbError> {
     .await
 }
 
+/// The (received_at, id) of the delivery before the last `n` selected.
+async fn start_of_last(db: &Db, selection: &Selection, n: u64) -> Result<(String, i64), DbError> {
+    let failed_only = selection.failed_only;
+    let since = selection.since.clone().unwrap_or_default();
+    on_source(db, selection, move |conn| {
+        let sql = format!(
+            "SELECT received_at, id FROM deliveries WHERE {WHERE}
+             ORDER BY received_at DESC, id DESC LIMIT 1 OFFSET ?3"
+        );
+        Ok(
+            conn.query_row(&sql, params![failed_only, since, n as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?,
+        )
+    })
+    .await
+}
+
 async fn read_page(
     db: &Db,
     selection: &Selection,
@@ -230,6 +257,20 @@ async fn read_page(
     .await
 }
 
+/// Opens another database only to read it. Read-write but `query_only`
+/// where possible: a read-only connection to a WAL database nobody else has
+/// open leaves an empty `-wal` file behind, while the last ordinary
+/// connection removes it on close, so the files stay as they were.
+pub fn open_source(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .or_else(|_| Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY))?;
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(conn)
+}
+
 /// Runs a read on the database deliveries come from: the target through its
 /// gateway, or another file opened read-only off the async runtime.
 async fn on_source<R, F>(db: &Db, selection: &Selection, f: F) -> Result<R, DbError>
@@ -241,7 +282,7 @@ where
         return db.read(f).await;
     };
     tokio::task::spawn_blocking(move || {
-        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        let conn = open_source(&path)
             .map_err(|e| DbError::Unavailable(format!("{}: {e}", path.display())))?;
         f(&conn)
     })

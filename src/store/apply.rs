@@ -10,6 +10,7 @@ use super::inbox::{self, Inserted, NewDelivery};
 use super::leads::{self, Source};
 use super::view::{self, LeadCard};
 use crate::config::{DuplicatesConfig, MergePolicy};
+use crate::crm::explain::{Explanation, Flag, Seen};
 use crate::crm::identity::{Email, Phone, name_key};
 use crate::crm::merge::{self, ContactKind, Incoming, IncomingContact};
 use crate::crm::resolve::{self, Known, Matches, Target};
@@ -58,6 +59,8 @@ pub struct Outcome {
     pub spooled: bool,
     /// The lead as the platform should show it, when the event wants it.
     pub card: Option<LeadCard>,
+    /// Why the delivery landed on its lead and what the policy did.
+    pub explanation: Option<Explanation>,
 }
 
 /// Stores `delivery` and applies `event` once. A redelivery changes nothing
@@ -203,29 +206,13 @@ fn identify(
     let lead = match resolution.target {
         Target::Existing(id) => id,
         Target::Create => {
-            let id = leads::create(conn, &source.at)?;
-            leads::history(
-                conn,
-                id,
-                "created",
-                None,
-                Some(&resolution.rule),
-                source,
-                None,
-            )?;
             outcome.created = true;
-            id
+            leads::create(conn, &source.at)?
         }
     };
-    if let Some(from) = resolution.fold {
-        leads::fold(conn, from, lead, source)?;
-        outcome.folded = true;
-    }
-    for (other, reason) in &resolution.duplicates {
-        if leads::link_duplicate(conn, lead, *other, 1.0, reason, &source.at)? {
-            outcome.flagged += 1;
-        }
-    }
+    let seen = seen(ContactKind::Email, &emails, &email_owners)
+        .chain(seen(ContactKind::Phone, &phones, &phone_owners))
+        .collect();
     // Values owned by another lead are never moved; the rest go to the policy.
     let free = |values: Vec<(String, String)>, owners: Vec<Option<i64>>| -> Vec<IncomingContact> {
         values
@@ -241,13 +228,15 @@ fn identify(
         emails: free(emails, email_owners),
         phones: free(phones, phone_owners),
     };
-    let current = leads::current(conn, lead)?;
+    let current = if outcome.created {
+        merge::Current::default()
+    } else {
+        leads::current(conn, lead)?
+    };
     let changes = merge::plan(&policy.merge, &current, &incoming);
-    leads::apply_changes(conn, lead, &changes, &resolution.rule, source)?;
-    outcome.merged = !outcome.created && changes.iter().any(merge::Change::alters);
-    for id in visitor.ids.iter().take(MAX_IDENTIFIERS) {
-        leads::link_visitor(conn, platform, id, lead, &source.at)?;
-    }
+    // Similar leads are looked up before the new lead's own values are
+    // written (it is excluded either way), so the explanation can name them.
+    let mut similar = Vec::new();
     if outcome.created && policy.duplicates.enabled {
         let after = merge::preview(&current, &changes);
         let profile = Profile {
@@ -259,14 +248,55 @@ fn identify(
             emails: after.emails.into_iter().map(|c| c.value).collect(),
             phones: after.phones.into_iter().map(|c| c.value).collect(),
         };
-        outcome.flagged += duplicates::detect(
+        similar = duplicates::detect(
             conn,
             lead,
             &profile,
             policy.duplicates.threshold,
             &source.at,
         )?;
+        outcome.flagged += similar.len();
     }
+    let similar = similar
+        .into_iter()
+        .map(|(lead, reason)| Flag { lead, reason })
+        .collect();
+    let why = Explanation::new(
+        &policy.merge,
+        seen,
+        known,
+        &resolution,
+        lead,
+        similar,
+        changes,
+    );
+    let why_json = leads::explanation_json(&why, None);
+    if outcome.created {
+        leads::history(
+            conn,
+            lead,
+            "created",
+            None,
+            Some(&resolution.rule),
+            source,
+            Some(&why_json),
+        )?;
+    }
+    if let Some(from) = resolution.fold {
+        leads::fold(conn, from, lead, source, Some(&why_json))?;
+        outcome.folded = true;
+    }
+    for (other, reason) in &resolution.duplicates {
+        if leads::link_duplicate(conn, lead, *other, 1.0, reason, &source.at)? {
+            outcome.flagged += 1;
+        }
+    }
+    leads::apply_changes(conn, lead, &why.changes, &why, source)?;
+    outcome.merged = !outcome.created && why.changes.iter().any(merge::Change::alters);
+    for id in visitor.ids.iter().take(MAX_IDENTIFIERS) {
+        leads::link_visitor(conn, platform, id, lead, &source.at)?;
+    }
+    outcome.explanation = Some(why);
     Ok(Some(lead))
 }
 
@@ -306,6 +336,23 @@ fn known_lead(
         }
         None => Ok(None),
     }
+}
+
+/// The identifiers seen, each with the lead owning it.
+fn seen<'a>(
+    kind: ContactKind,
+    values: &'a [(String, String)],
+    owners: &'a [Option<i64>],
+) -> impl Iterator<Item = Seen> + 'a {
+    values
+        .iter()
+        .zip(owners)
+        .map(move |((normalized, raw), owner)| Seen {
+            kind,
+            raw: raw.clone(),
+            normalized: normalized.clone(),
+            owner: *owner,
+        })
 }
 
 fn dedup(values: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {

@@ -32,14 +32,15 @@ pub struct Profile {
     pub phones: Vec<String>,
 }
 
-/// Finds and links the possible duplicates of `lead`. Returns how many links were made.
+/// Finds and links the possible duplicates of `lead`. Returns the links
+/// made: the other lead and the reason.
 pub fn detect(
     conn: &Connection,
     lead: i64,
     profile: &Profile,
     threshold: f64,
     at: &str,
-) -> Result<usize, DbError> {
+) -> Result<Vec<(i64, String)>, DbError> {
     // Best score per candidate lead, with what made it.
     let mut best: HashMap<i64, (f64, Attribute, String, String)> = HashMap::new();
     let mut consider = |other: i64, score: f64, attr: Attribute, mine: &str, theirs: String| {
@@ -99,7 +100,7 @@ pub fn detect(
     }
     let mut ranked: Vec<_> = best.into_iter().collect();
     ranked.sort_by(|a, b| b.1.0.total_cmp(&a.1.0).then(a.0.cmp(&b.0)));
-    let mut linked = 0;
+    let mut linked = Vec::new();
     for (other, (score, attr, mine, theirs)) in ranked.into_iter().take(MAX_LINKS) {
         let other = leads::survivor(conn, other)?;
         let what = match attr {
@@ -109,7 +110,7 @@ pub fn detect(
         };
         let reason = format!("{what}: {mine:?} ~ {theirs:?} ({:.0}%)", score * 100.0);
         if leads::link_duplicate(conn, lead, other, score, &reason, at)? {
-            linked += 1;
+            linked.push((other, reason));
         }
     }
     Ok(linked)

@@ -5,6 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::DbError;
 use crate::crm::duplicates::reversed;
+use crate::crm::explain::Explanation;
 use crate::crm::identity::name_key;
 use crate::crm::merge::{Change, Contact, ContactKind, Current};
 
@@ -176,19 +177,33 @@ fn touch(conn: &Connection, lead: i64, at: &str) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Applies a merge plan, writing one history row per altering change.
-/// `decision` is the identity rule, stored in each row's explanation.
+/// The explanation column of a history row: the row's own change, if any,
+/// beside the whole decision of its delivery.
+pub fn explanation_json(why: &Explanation, change: Option<&Change>) -> String {
+    serde_json::json!({
+        "decision": why.decision,
+        "change": change,
+        "change_text": change.map(crate::crm::explain::describe),
+        "why": why,
+        // The same in words, for the lead page.
+        "summary": why.lines(),
+    })
+    .to_string()
+}
+
+/// Applies a merge plan, writing one history row per change (a value the
+/// policy did not take included), each with the decision's explanation.
 pub fn apply_changes(
     conn: &Connection,
     lead: i64,
     changes: &[Change],
-    decision: &str,
+    why: &Explanation,
     source: &Source,
 ) -> Result<(), DbError> {
     let mut altered = false;
-    for change in changes.iter().filter(|c| c.alters()) {
-        altered = true;
-        let explanation = serde_json::json!({ "decision": decision, "change": change }).to_string();
+    for change in changes {
+        altered |= change.alters();
+        let explanation = explanation_json(why, Some(change));
         let explanation = Some(explanation.as_str());
         match change {
             Change::Name { old, new, .. } => {
@@ -289,7 +304,21 @@ pub fn apply_changes(
                     explanation,
                 )?;
             }
-            Change::Kept { .. } => {}
+            Change::Kept {
+                field, incoming, ..
+            } => {
+                // Not a change of the lead, but the policy's decision to drop
+                // a value: recorded so the operator can see what was lost.
+                history(
+                    conn,
+                    lead,
+                    &format!("{field} not taken"),
+                    None,
+                    Some(incoming),
+                    source,
+                    explanation,
+                )?;
+            }
         }
     }
     if altered {
@@ -364,7 +393,14 @@ pub fn link_duplicate(
 
 /// Folds anonymous lead `from` into `into`: its visitor ids, conversations,
 /// notes, tags and fields move; `from` keeps answering with a pointer.
-pub fn fold(conn: &Connection, from: i64, into: i64, source: &Source) -> Result<(), DbError> {
+/// `explanation` is stored with the history rows.
+pub fn fold(
+    conn: &Connection,
+    from: i64,
+    into: i64,
+    source: &Source,
+    explanation: Option<&str>,
+) -> Result<(), DbError> {
     let moves = [
         "UPDATE lead_visitors SET lead_id = ?2 WHERE lead_id = ?1",
         "UPDATE conversations SET lead_id = ?2 WHERE lead_id = ?1",
@@ -401,7 +437,7 @@ pub fn fold(conn: &Connection, from: i64, into: i64, source: &Source) -> Result<
         Some(&from.to_string()),
         Some(&note),
         source,
-        None,
+        explanation,
     )?;
     history(
         conn,
@@ -410,7 +446,7 @@ pub fn fold(conn: &Connection, from: i64, into: i64, source: &Source) -> Result<
         None,
         Some(&into.to_string()),
         source,
-        None,
+        explanation,
     )?;
     if let Some(d) = description {
         history(
@@ -420,7 +456,7 @@ pub fn fold(conn: &Connection, from: i64, into: i64, source: &Source) -> Result<
             None,
             Some(&d),
             source,
-            None,
+            explanation,
         )?;
     }
     touch(conn, into, &source.at)

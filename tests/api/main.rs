@@ -18,3 +18,4 @@ mod pages;
 mod reload;
 mod rocketchat;
 mod secrets;
+mod whatif;

@@ -145,7 +145,7 @@ impl<'a> LeadPage<'a> {
             .map(|h| {
                 let mut why = Vec::new();
                 if let Some(explanation) = &h.explanation {
-                    flatten("", explanation, &mut why);
+                    readable(explanation, &mut why);
                 }
                 ChangeLine {
                     datetime: &h.at,
@@ -275,6 +275,24 @@ fn when(at: &str) -> String {
 }
 
 /// Flattens a decision's JSON into `a.b: value` lines a person can read.
+/// A decision in words when it carries its summary (one `key: value` line
+/// each), else every member flattened (rows stored before summaries).
+fn readable(explanation: &Value, out: &mut Vec<(String, String)>) {
+    let Some(lines) = explanation.get("summary").and_then(Value::as_array) else {
+        flatten("", explanation, out);
+        return;
+    };
+    if let Some(change) = explanation.get("change_text").and_then(Value::as_str) {
+        out.push(("this row".to_owned(), change.to_owned()));
+    }
+    for line in lines.iter().filter_map(Value::as_str) {
+        match line.split_once(": ") {
+            Some((k, v)) => out.push((k.to_owned(), v.to_owned())),
+            None => out.push((String::new(), line.to_owned())),
+        }
+    }
+}
+
 fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
     let key = |k: &str| {
         if prefix.is_empty() {

@@ -1,0 +1,213 @@
+//! `preview`: what a merge-policy change would do to the leads, before it
+//! is made. The stored deliveries are replayed twice, into two scratch
+//! databases in a temporary directory: once under the current policy and
+//! once under the new one; the two results are then compared lead by lead.
+//! The live database is only read, so the service keeps serving.
+//!
+//! Leads are matched across the replays by the delivery that created them
+//! (its idempotency key), not by row id, and reported with their id in the
+//! live database when it has the same lead.
+
+mod diff;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+pub use self::diff::{Counts, LeadDiff, LeadState, Preview, SAMPLE, compare, print};
+use super::replay::{self, Selection};
+use crate::config::Config;
+use crate::store::apply::Policy;
+use crate::store::{Db, DbError};
+
+/// A scratch directory removed when dropped, whatever happens.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Replays the deliveries selected from `live` under `current` and `new`
+/// and compares the two results.
+pub async fn run(
+    live: &Path,
+    busy: Duration,
+    current: &Policy,
+    new: &Policy,
+    selection: &Selection,
+) -> Result<Preview, String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("crm-preview-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let scratch = Scratch(dir);
+    let selection = Selection {
+        failed_only: false,
+        from: Some(live.to_owned()),
+        ..selection.clone()
+    };
+    // Two progress bars in turn; say which is which.
+    let terminal = std::io::stderr().is_terminal();
+    if terminal {
+        eprintln!("replaying under the current policy");
+    }
+    let before = replay_into(
+        &scratch.0.join("current.sqlite3"),
+        busy,
+        current,
+        &selection,
+    )
+    .await?;
+    if terminal {
+        eprintln!("replaying under the new policy");
+    }
+    let after = replay_into(&scratch.0.join("new.sqlite3"), busy, new, &selection).await?;
+    let path = live.to_owned();
+    let live_ids = tokio::task::spawn_blocking(move || {
+        let conn = replay::open_source(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let by_anchor = anchors(&conn).map_err(|e| e.to_string())?;
+        Ok::<_, String>(by_anchor.into_iter().map(|(id, a)| (a, id)).collect())
+    })
+    .await
+    .map_err(|e| format!("read task failed: {e}"))??;
+    Ok(compare(before.1, &after.1, &live_ids, before.0))
+}
+
+/// Replays into a fresh database at `path`; returns the deliveries seen and
+/// the leads by anchor.
+async fn replay_into(
+    path: &Path,
+    busy: Duration,
+    policy: &Policy,
+    selection: &Selection,
+) -> Result<(u64, BTreeMap<String, LeadState>), String> {
+    let db = Db::open(path, busy).map_err(|e| format!("{}: {e}", path.display()))?;
+    let result = async {
+        let summary = replay::run(&db, policy, selection).await?;
+        let leads = db.read(states).await.map_err(|e| e.to_string())?;
+        Ok((summary.seen, leads))
+    }
+    .await;
+    db.close();
+    result
+}
+
+/// Each lead's anchor: the idempotency key of the first delivery applied to
+/// it (the one that created it), else its id for leads no delivery made.
+fn anchors(conn: &Connection) -> Result<BTreeMap<i64, String>, DbError> {
+    let mut stmt = conn.prepare(
+        "SELECT l.id, (SELECT d.idem_key FROM deliveries d WHERE d.lead_id = l.id ORDER BY d.id LIMIT 1)
+         FROM leads l",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let id: i64 = r.get(0)?;
+        let key: Option<String> = r.get(1)?;
+        Ok((id, key.unwrap_or_else(|| format!("lead {id}"))))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Every lead of a replayed database, by anchor.
+fn states(conn: &Connection) -> Result<BTreeMap<String, LeadState>, DbError> {
+    let anchor = anchors(conn)?;
+    let name = |id: i64| anchor.get(&id).cloned().unwrap_or_default();
+    let mut out: BTreeMap<i64, LeadState> = BTreeMap::new();
+    let mut stmt = conn.prepare("SELECT id, name, merged_into FROM leads")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let into: Option<i64> = r.get(2)?;
+        out.insert(
+            r.get(0)?,
+            LeadState {
+                name: r.get(1)?,
+                folded_into: into.map(name),
+                ..LeadState::default()
+            },
+        );
+    }
+    for (table, is_email) in [("lead_emails", true), ("lead_phones", false)] {
+        let sql = format!("SELECT lead_id, value, is_primary FROM {table}");
+        let mut stmt = conn.prepare(&sql)?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (id, value, primary): (i64, String, bool) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let Some(lead) = out.get_mut(&id) else {
+                continue;
+            };
+            let (all, first) = if is_email {
+                (&mut lead.emails, &mut lead.email)
+            } else {
+                (&mut lead.phones, &mut lead.phone)
+            };
+            if primary {
+                *first = Some(value.clone());
+            }
+            all.insert(value);
+        }
+    }
+    let mut stmt = conn.prepare("SELECT lead_a, lead_b FROM duplicate_links")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (a, b): (i64, i64) = (r.get(0)?, r.get(1)?);
+        if let Some(lead) = out.get_mut(&a) {
+            lead.duplicates.insert(name(b));
+        }
+        if let Some(lead) = out.get_mut(&b) {
+            lead.duplicates.insert(name(a));
+        }
+    }
+    Ok(out.into_iter().map(|(id, s)| (name(id), s)).collect())
+}
+
+/// `crm-responder preview`: `current` is the configuration in force (its
+/// database and policy), `new` the edited one; prints text or JSON.
+pub fn command(
+    current: &Config,
+    new: &Config,
+    last: Option<u64>,
+    since: Option<String>,
+    json: bool,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let selection = Selection {
+        since,
+        last,
+        ..Selection::default()
+    };
+    let busy = Duration::from_millis(current.database.busy_timeout_ms);
+    let result = runtime.block_on(run(
+        &current.database.path,
+        busy,
+        &Policy::of(current),
+        &Policy::of(new),
+        &selection,
+    ));
+    match result {
+        Ok(p) if json => {
+            println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(p) => {
+            print(&p);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
