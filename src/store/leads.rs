@@ -179,16 +179,39 @@ fn touch(conn: &Connection, lead: i64, at: &str) -> Result<(), DbError> {
 
 /// The explanation column of a history row: the row's own change, if any,
 /// beside the whole decision of its delivery.
+///
+/// Every history row of a delivery carries the whole decision, so values in
+/// it are clipped to [`EXPLAINED_CHARS`]: the full values are the rows' own
+/// `old`/`new`, and a 900 KB name must not be copied a dozen times per row.
 pub fn explanation_json(why: &Explanation, change: Option<&Change>) -> String {
-    serde_json::json!({
+    let mut json = serde_json::json!({
         "decision": why.decision,
         "change": change,
         "change_text": change.map(crate::crm::explain::describe),
         "why": why,
         // The same in words, for the lead page.
         "summary": why.lines(),
-    })
-    .to_string()
+    });
+    clip_strings(&mut json);
+    json.to_string()
+}
+
+/// Longest string kept whole in a stored explanation.
+pub const EXPLAINED_CHARS: usize = 200;
+
+fn clip_strings(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => {
+            if let Some((cut, _)) = s.char_indices().nth(EXPLAINED_CHARS) {
+                let total = s.chars().count();
+                s.truncate(cut);
+                s.push_str(&format!("… ({total} characters)"));
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(clip_strings),
+        serde_json::Value::Object(map) => map.values_mut().for_each(clip_strings),
+        _ => {}
+    }
 }
 
 /// Applies a merge plan, writing one history row per change (a value the
@@ -542,4 +565,25 @@ pub fn fill_status(
         )?;
     }
     Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explanations_clip_long_values_and_keep_short_ones() {
+        let mut json = serde_json::json!({
+            "short": "Ann",
+            "list": ["x".repeat(1000)],
+            "nested": {"name": "é".repeat(300)},
+        });
+        clip_strings(&mut json);
+        assert_eq!(json["short"], "Ann");
+        let long = json["list"][0].as_str().unwrap();
+        assert!(long.starts_with(&"x".repeat(EXPLAINED_CHARS)));
+        assert!(long.ends_with("… (1000 characters)"));
+        let name = json["nested"]["name"].as_str().unwrap();
+        assert_eq!(name.chars().filter(|c| *c == 'é').count(), EXPLAINED_CHARS);
+    }
 }
