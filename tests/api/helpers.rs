@@ -282,3 +282,43 @@ pub fn accepted(
     body["visitor"]["description"] = Value::Null;
     body
 }
+
+/// The path of the `crm-responder` binary built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_crm-responder");
+
+/// Runs `crm-responder --config CONFIG ARGS…` to completion; it must succeed.
+pub fn cli(config: &Path, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("binary runs");
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The lead id of a Rocket.Chat or LiveChat answer, checked against its `crm_link`.
+pub fn answered_lead(answer: &Value) -> i64 {
+    assert_eq!(answer["result"], "ok", "{answer}");
+    let id = answer["lead_id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert_eq!(answer["crm_link"], format!("http://crm.test/leads/{id}"));
+    id
+}
+
+/// Whether the lead's history has a change of `field` to a value containing `new`.
+pub fn history_has(lead: &Value, field: &str, new: &str) -> bool {
+    lead["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["field"] == field && h["new"].as_str().is_some_and(|n| n.contains(new)))
+}

@@ -5,23 +5,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-fn answered_lead(answer: &Value) -> i64 {
-    assert_eq!(answer["result"], "ok", "{answer}");
-    let id = answer["lead_id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{answer}"));
-    assert_eq!(answer["crm_link"], format!("http://crm.test/leads/{id}"));
-    id
-}
-
-fn history_has(lead: &Value, field: &str, new: &str) -> bool {
-    lead["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|h| h["field"] == field && h["new"].as_str().is_some_and(|n| n.contains(new)))
-}
-
 /// A v2 `chat_ended`, assembled from the documented `chat` and `visitor` types.
 fn chat_ended() -> Value {
     let mut body = fixture("livechat/v2/chat_changed.json");

@@ -10,32 +10,11 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-/// The program under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_crm-responder");
-
 /// A config file in `dir` for the database `db`; returns its path.
 fn write_config(dir: &Path, db: &Path) -> PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(&path, config_text(db)).unwrap();
     path
-}
-
-/// Runs `crm-responder --config CONFIG ARGS…` to completion.
-fn cli(config: &Path, args: &[&str]) -> Output {
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("binary runs");
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn stdout(out: &Output) -> String {

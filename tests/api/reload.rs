@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::helpers::*;
-use crate::ops::BIN;
 
 /// The real binary serving on a free port, its log collected.
 struct Served {

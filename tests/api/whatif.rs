@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use crm_responder::config::{ContactPolicy, Identifier, Primary};
 use serde_json::{Value, json};
@@ -11,7 +10,6 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_crm-responder");
 const C: &str = "+14084987855";
 const B: &str = "+16502530000";
 
@@ -250,24 +248,6 @@ async fn explanation_flags_a_similar_new_lead() {
     assert!(reason.starts_with("similar"), "{reason}");
     // Every row of the delivery carries the same decision.
     assert_eq!(why, &self::why(&lead, "name")["why"]);
-}
-
-/// Runs `crm-responder --config CONFIG ARGS…` to completion.
-fn cli(config: &Path, args: &[&str]) -> Output {
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("binary runs");
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// SHA-256 of the database file and its WAL (when present).
