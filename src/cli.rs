@@ -67,7 +67,7 @@ pub enum Command {
         #[arg(long)]
         all: bool,
         /// Only deliveries received at or after this date or RFC 3339 time.
-        #[arg(long)]
+        #[arg(long, value_parser = crate::ops::replay::parse_since)]
         since: Option<String>,
         /// Read deliveries from this database instead.
         #[arg(long)]
@@ -94,7 +94,7 @@ pub enum Command {
         #[arg(long, conflicts_with = "since")]
         last: Option<u64>,
         /// Only deliveries received at or after this date or RFC 3339 time.
-        #[arg(long)]
+        #[arg(long, value_parser = crate::ops::replay::parse_since)]
         since: Option<String>,
         /// Print JSON (every differing lead) instead of text.
         #[arg(long)]
@@ -174,13 +174,6 @@ pub fn run(cli: Cli) -> ExitCode {
             since,
             from,
         } => {
-            let since = match since.as_deref().map(crate::ops::replay::parse_since) {
-                Some(Err(e)) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-                other => other.transpose().unwrap_or_default(),
-            };
             let selection = crate::ops::replay::Selection {
                 failed_only: !all,
                 since,
@@ -219,21 +212,12 @@ pub fn run(cli: Cli) -> ExitCode {
             last,
             since,
             json,
-        } => {
-            let since = match since.as_deref().map(crate::ops::replay::parse_since) {
-                Some(Err(e)) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-                other => other.transpose().unwrap_or_default(),
-            };
-            match (load(&cli.config), load(&new_config)) {
-                (Ok(current), Ok(new)) => {
-                    crate::ops::preview::command(&current, &new, last, since, json)
-                }
-                (Err(code), _) | (_, Err(code)) => code,
+        } => match (load(&cli.config), load(&new_config)) {
+            (Ok(current), Ok(new)) => {
+                crate::ops::preview::command(&current, &new, last, since, json)
             }
-        }
+            (Err(code), _) | (_, Err(code)) => code,
+        },
         Command::Backup { path, force } => {
             let config = match load(&cli.config) {
                 Ok(c) => c,
