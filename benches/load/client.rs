@@ -98,6 +98,30 @@ pub struct Samples {
 }
 
 impl Samples {
+    /// Sends one request and records its latency since `since` (its start,
+    /// or its due time in an open loop); reconnects after an I/O error.
+    async fn send(&mut self, conn: &mut Conn, addr: &str, request: &[u8], since: Instant) {
+        match conn.call(request).await {
+            Ok(200) => self.micros.push(since.elapsed().as_micros() as u64),
+            Ok(_) => self.errors += 1,
+            Err(_) => {
+                self.errors += 1;
+                *conn = Conn::connect(addr).await.expect("reconnect");
+            }
+        }
+    }
+
+    /// The samples of every worker together.
+    async fn gather(tasks: Vec<tokio::task::JoinHandle<Samples>>) -> Samples {
+        let mut all = Samples::default();
+        for t in tasks {
+            let s = t.await.expect("worker");
+            all.micros.extend(s.micros);
+            all.errors += s.errors;
+        }
+        all
+    }
+
     /// The q-quantile (0..1) in milliseconds.
     pub fn quantile_ms(&mut self, q: f64) -> f64 {
         if self.micros.is_empty() {
@@ -130,25 +154,14 @@ pub async fn closed_loop(
             while start.elapsed() < duration {
                 let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let request = next(n);
-                let t = Instant::now();
-                match conn.call(&request).await {
-                    Ok(200) => samples.micros.push(t.elapsed().as_micros() as u64),
-                    Ok(_) => samples.errors += 1,
-                    Err(_) => {
-                        samples.errors += 1;
-                        conn = Conn::connect(&addr).await.expect("reconnect");
-                    }
-                }
+                samples
+                    .send(&mut conn, &addr, &request, Instant::now())
+                    .await;
             }
             samples
         }));
     }
-    let mut all = Samples::default();
-    for t in tasks {
-        let s = t.await.expect("worker");
-        all.micros.extend(s.micros);
-        all.errors += s.errors;
-    }
+    let all = Samples::gather(tasks).await;
     let secs = start.elapsed().as_secs_f64();
     ((all.micros.len() as u64 + all.errors) as f64 / secs, all)
 }
@@ -182,23 +195,10 @@ pub async fn open_loop(
                 let due = start + Duration::from_secs_f64(k as f64 / rate);
                 tokio::time::sleep_until(due.into()).await;
                 let request = next(k);
-                match conn.call(&request).await {
-                    Ok(200) => samples.micros.push(due.elapsed().as_micros() as u64),
-                    Ok(_) => samples.errors += 1,
-                    Err(_) => {
-                        samples.errors += 1;
-                        conn = Conn::connect(&addr).await.expect("reconnect");
-                    }
-                }
+                samples.send(&mut conn, &addr, &request, due).await;
             }
             samples
         }));
     }
-    let mut all = Samples::default();
-    for t in tasks {
-        let s = t.await.expect("worker");
-        all.micros.extend(s.micros);
-        all.errors += s.errors;
-    }
-    all
+    Samples::gather(tasks).await
 }
