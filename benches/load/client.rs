@@ -169,6 +169,10 @@ pub async fn closed_loop(
 /// Open loop at a fixed `rate` for `duration`: request k is due at
 /// start + k/rate, and its latency counts from that moment, so a stall is
 /// charged to every request it delays (no coordinated omission).
+///
+/// The schedule is kept by a thread of its own: tokio's timer rounds every
+/// sleep up to the next millisecond, which would be charged to every
+/// request as latency.
 pub async fn open_loop(
     addr: &str,
     rate: f64,
@@ -178,27 +182,44 @@ pub async fn open_loop(
 ) -> Samples {
     let total = (rate * duration.as_secs_f64()) as u64;
     let start = Instant::now() + Duration::from_millis(50);
-    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let due = move |k: u64| start + Duration::from_secs_f64(k as f64 / rate);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let pacer = std::thread::spawn(move || {
+        // Wake within microseconds of the deadline, not the default 50.
+        // SAFETY: prctl with PR_SET_TIMERSLACK takes integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0) };
+        for k in 0..total {
+            let wait = due(k).saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+            if tx.send(k).is_err() {
+                break;
+            }
+        }
+    });
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
     let mut tasks = Vec::new();
     for _ in 0..conns {
         let addr = addr.to_owned();
         let next = next.clone();
-        let counter = counter.clone();
+        let rx = rx.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::connect(&addr).await.expect("connect");
             let mut samples = Samples::default();
             loop {
-                let k = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if k >= total {
+                // The lock is held while waiting: the next free connection
+                // takes the next due request.
+                let Some(k) = rx.lock().await.recv().await else {
                     break;
-                }
-                let due = start + Duration::from_secs_f64(k as f64 / rate);
-                tokio::time::sleep_until(due.into()).await;
+                };
                 let request = next(k);
-                samples.send(&mut conn, &addr, &request, due).await;
+                samples.send(&mut conn, &addr, &request, due(k)).await;
             }
             samples
         }));
     }
-    Samples::gather(tasks).await
+    let samples = Samples::gather(tasks).await;
+    pacer.join().expect("pacer");
+    samples
 }
