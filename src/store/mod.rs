@@ -7,9 +7,11 @@
 //! answers every job: a job that fails rolls back alone, and no caller hears
 //! "done" before its data is committed. Reads run on pooled read-only
 //! connections through `spawn_blocking`. Both keep the caller's tracing span
-//! and turn a panic into an error instead of taking the thread down.
+//! and turn a panic into an error instead of taking the thread down. WAL
+//! checkpoints run beside the writer (`checkpoint.rs`), not inside commits.
 
 pub mod apply;
+mod checkpoint;
 mod conversations;
 mod duplicates;
 pub mod inbox;
@@ -266,6 +268,9 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), DbError> {
     // cut may lose the last transactions but never corrupts the file.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "cache_size", -16_000)?;
+    // Statement journals and sorts in memory, not in files made and
+    // deleted many times a second.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }

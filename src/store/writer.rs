@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+use super::checkpoint::{self, Checkpointer};
 use super::{DbError, MAX_BATCH, Shared, configure, migrate};
 
 /// Delivers a job's result once the batch's fate is known (`Some` = the
@@ -69,12 +70,14 @@ pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connect
     configure(&conn, busy_timeout)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     migrate::migrate(&conn)?;
+    checkpoint::watch(&conn);
     Ok(conn)
 }
 
 /// Runs batches until every sender is gone, then checkpoints.
 pub(super) fn writer_loop(mut writer: Writer, rx: mpsc::Receiver<Job>, shared: Weak<Shared>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut checkpointer = Checkpointer::start(&writer.path);
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -103,8 +106,14 @@ pub(super) fn writer_loop(mut writer: Writer, rx: mpsc::Receiver<Job>, shared: W
                 (Some(fault), None) => Some((fault, Instant::now())),
             };
         }
+        let committed = settled.error.is_none();
         settled.finish();
+        if committed && let Some(conn) = &writer.conn {
+            checkpointer.kick();
+            checkpoint::restart_if_due(conn, &mut checkpointer);
+        }
     }
+    checkpointer.stop();
     // All senders are gone: checkpoint so the WAL does not outlive us.
     if let Some(conn) = &writer.conn {
         let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
