@@ -3,7 +3,8 @@
 //! databases of 10k, 100k and 1M generated leads. Prints a table.
 //!
 //! Options (after `--`): `--sizes 10000,100000,1000000`, `--seconds N`
-//! (per phase, default 5), `--only NAME` (one scenario).
+//! (per phase, default 5), `--only NAME` (one scenario). `LOAD_WRAP` runs
+//! the server under another command, e.g. a profiler.
 
 mod client;
 mod datagen;
@@ -96,7 +97,7 @@ async fn run(scenario: &'static Scenario, n: u64, seed: &Path, dir: &Path, phase
     let config = dir.join(format!("bench-{}.toml", std::process::id()));
     std::fs::write(&config, scenarios::config(port, &work)).expect("write config");
     let started = Instant::now();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_crm-responder"))
+    let mut server = server_command()
         .arg("--config")
         .arg(&config)
         .arg("serve")
@@ -141,6 +142,22 @@ async fn run(scenario: &'static Scenario, n: u64, seed: &Path, dir: &Path, phase
     }
 }
 
+/// The server binary, run under `LOAD_WRAP` when set (for instance
+/// `LOAD_WRAP="valgrind --tool=callgrind"` to profile a scenario).
+fn server_command() -> Command {
+    let bin = env!("CARGO_BIN_EXE_crm-responder");
+    let wrap = std::env::var("LOAD_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    match words.next() {
+        Some(wrapper) => {
+            let mut command = Command::new(wrapper);
+            command.args(words).arg(bin);
+            command
+        }
+        None => Command::new(bin),
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -150,7 +167,7 @@ fn free_port() -> u16 {
 }
 
 async fn wait_healthy(addr: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         if let Ok(mut conn) = client::Conn::connect(addr).await
             && let Ok(200) = conn.call(&client::get("/healthz")).await

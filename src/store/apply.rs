@@ -270,7 +270,10 @@ fn identify(
         similar,
         changes,
     );
-    let why_json = leads::explanation_json(&why, None);
+    // Serialised once for every history row it goes with, and only if any.
+    let written = outcome.created || resolution.fold.is_some() || !why.changes.is_empty();
+    let decision = written.then(|| leads::Decision::new(&why));
+    let why_json = decision.as_ref().map(|d| d.json(None));
     if outcome.created {
         leads::history(
             conn,
@@ -279,11 +282,11 @@ fn identify(
             None,
             Some(&resolution.rule),
             source,
-            Some(&why_json),
+            why_json.as_deref(),
         )?;
     }
     if let Some(from) = resolution.fold {
-        leads::fold(conn, from, lead, source, Some(&why_json))?;
+        leads::fold(conn, from, lead, source, why_json.as_deref())?;
         outcome.folded = true;
     }
     for (other, reason) in &resolution.duplicates {
@@ -291,7 +294,9 @@ fn identify(
             outcome.flagged += 1;
         }
     }
-    leads::apply_changes(conn, lead, &why.changes, &why, source)?;
+    if let Some(decision) = &decision {
+        leads::apply_explained_changes(conn, lead, &why.changes, decision, source)?;
+    }
     outcome.merged = !outcome.created && why.changes.iter().any(merge::Change::alters);
     for id in visitor.ids.iter().take(MAX_IDENTIFIERS) {
         leads::link_visitor(conn, platform, id, lead, &source.at)?;

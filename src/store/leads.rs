@@ -184,16 +184,44 @@ fn touch(conn: &Connection, lead: i64, at: &str) -> Result<(), DbError> {
 /// it are clipped to [`EXPLAINED_CHARS`]: the full values are the rows' own
 /// `old`/`new`, and a 900 KB name must not be copied a dozen times per row.
 pub fn explanation_json(why: &Explanation, change: Option<&Change>) -> String {
-    let mut json = serde_json::json!({
-        "decision": why.decision,
-        "change": change,
-        "change_text": change.map(crate::crm::explain::describe),
-        "why": why,
-        // The same in words, for the lead page.
-        "summary": why.lines(),
-    });
-    clip_strings(&mut json);
-    json.to_string()
+    Decision::new(why).json(change)
+}
+
+/// A delivery's decision, serialised once for all the history rows it
+/// writes (a new lead writes four or more).
+pub struct Decision {
+    decision: String,
+    summary: String,
+    why: String,
+}
+
+impl Decision {
+    /// Serialises `why`, long values clipped.
+    pub fn new(why: &Explanation) -> Decision {
+        let clipped = |value: serde_json::Value| {
+            let mut value = value;
+            clip_strings(&mut value);
+            value.to_string()
+        };
+        Decision {
+            decision: clipped(serde_json::json!(why.decision)),
+            // The same in words, for the lead page.
+            summary: clipped(serde_json::json!(why.lines())),
+            why: clipped(serde_json::json!(why)),
+        }
+    }
+
+    /// The explanation of one history row: `change` (if any) beside the
+    /// decision, as one JSON object (keys in sorted order, as serde_json
+    /// writes them).
+    pub fn json(&self, change: Option<&Change>) -> String {
+        let mut own = serde_json::json!([change, change.map(crate::crm::explain::describe)]);
+        clip_strings(&mut own);
+        format!(
+            r#"{{"change":{},"change_text":{},"decision":{},"summary":{},"why":{}}}"#,
+            own[0], own[1], self.decision, self.summary, self.why
+        )
+    }
 }
 
 /// Longest string kept whole in a stored explanation.
@@ -223,10 +251,24 @@ pub fn apply_changes(
     why: &Explanation,
     source: &Source,
 ) -> Result<(), DbError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    apply_explained_changes(conn, lead, changes, &Decision::new(why), source)
+}
+
+/// [`apply_changes`] with the decision already serialised.
+pub fn apply_explained_changes(
+    conn: &Connection,
+    lead: i64,
+    changes: &[Change],
+    decision: &Decision,
+    source: &Source,
+) -> Result<(), DbError> {
     let mut altered = false;
     for change in changes {
         altered |= change.alters();
-        let explanation = explanation_json(why, Some(change));
+        let explanation = decision.json(Some(change));
         let explanation = Some(explanation.as_str());
         match change {
             Change::Name { old, new, .. } => {
@@ -570,6 +612,55 @@ pub fn fill_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_decision_serialised_once_reads_as_one_json_object() {
+        use crate::crm::resolve::{Resolution, Target};
+        let merge: crate::config::MergePolicy = toml::from_str(
+            r#"
+            match_order = ["email", "phone"]
+            default_region = "US"
+            phone = "keep_both"
+            email = "keep_both"
+            primary = "existing"
+            name = "keep_existing"
+            description = "keep_existing"
+            "#,
+        )
+        .unwrap();
+        let resolution = Resolution {
+            target: Target::Existing(7),
+            rule: "matched by email \"ann@example.com\"".into(),
+            duplicates: vec![(9, "phone belongs to lead 9".into())],
+            fold: None,
+        };
+        let change = Change::Kept {
+            field: "name",
+            incoming: "x".repeat(500),
+            rule: "keep_existing",
+        };
+        let why = Explanation::new(
+            &merge,
+            Vec::new(),
+            None,
+            &resolution,
+            7,
+            Vec::new(),
+            vec![change.clone()],
+        );
+        for change in [None, Some(&change)] {
+            let text = Decision::new(&why).json(change);
+            let mut expected = serde_json::json!({
+                "decision": why.decision,
+                "change": change,
+                "change_text": change.map(crate::crm::explain::describe),
+                "why": why,
+                "summary": why.lines(),
+            });
+            clip_strings(&mut expected);
+            assert_eq!(text, expected.to_string());
+        }
+    }
 
     #[test]
     fn explanations_clip_long_values_and_keep_short_ones() {

@@ -110,7 +110,7 @@ pub(super) fn writer_loop(mut writer: Writer, rx: mpsc::Receiver<Job>, shared: W
         settled.finish();
         if committed && let Some(conn) = &writer.conn {
             checkpointer.kick();
-            checkpoint::restart_if_due(conn, &mut checkpointer);
+            checkpoint::restart_if_due(conn, &checkpointer);
         }
     }
     checkpointer.stop();
@@ -162,10 +162,15 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Settled {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         return fail_batch(batch, DbError::from(e));
     }
+    // A job alone in its transaction needs no savepoint: rolling the
+    // transaction back undoes it just as well, and a savepoint copies every
+    // page the job changes into the sub-journal.
+    let alone = batch.len() == 1;
     let mut finishes = Vec::with_capacity(batch.len());
     let mut job_fault = None;
+    let mut rolled_back = false;
     for job in batch.drain(..) {
-        if let Err(e) = control(conn, "SAVEPOINT job") {
+        if !alone && let Err(e) = control(conn, "SAVEPOINT job") {
             finishes.push((job(None).1, Some(DbError::from(e))));
             continue;
         }
@@ -178,15 +183,33 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Settled {
                 true
             }
         };
-        let ended = if undo {
-            control(conn, "ROLLBACK TO job").and_then(|()| control(conn, "RELEASE job"))
-        } else {
-            control(conn, "RELEASE job")
+        let ended = match (alone, undo) {
+            (true, false) => Ok(()),
+            (true, true) => {
+                rolled_back = true;
+                // SQLite may have rolled back already (a full disk does).
+                if conn.is_autocommit() {
+                    Ok(())
+                } else {
+                    control(conn, "ROLLBACK")
+                }
+            }
+            (false, true) => {
+                control(conn, "ROLLBACK TO job").and_then(|()| control(conn, "RELEASE job"))
+            }
+            (false, false) => control(conn, "RELEASE job"),
         };
         if let Err(e) = ended {
-            tracing::error!(error = %e, "cannot end savepoint");
+            tracing::error!(error = %e, "cannot end the job's savepoint or transaction");
         }
         finishes.push((finish, None));
+    }
+    if rolled_back {
+        return Settled {
+            fault: job_fault,
+            finishes,
+            error: None,
+        };
     }
     let commit_error = conn.execute_batch("COMMIT").err().map(|e| {
         let err = DbError::from(e);
