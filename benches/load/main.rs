@@ -29,6 +29,10 @@ struct Row {
     rss_mib: f64,
     db_mib: f64,
     startup_ms: f64,
+    /// Share of one core the server used during the closed loop.
+    server_cpu: f64,
+    /// Share of one core its writer thread used then.
+    writer_cpu: f64,
 }
 
 fn main() {
@@ -112,7 +116,15 @@ async fn run(scenario: &'static Scenario, n: u64, seed: &Path, dir: &Path, phase
     let make = scenario.request;
     // Closed loop for throughput, then open loop at the scenario's rate for
     // latency; both draw fresh visitors from disjoint ranges.
+    let before = (
+        cpu_ticks(&server, None),
+        cpu_ticks(&server, Some("crm-writer")),
+    );
+    let clock = Instant::now();
     let (rps, closed) = client::closed_loop(&addr, 32, phase, move |k| make(n, k)).await;
+    let ticks = clock.elapsed().as_secs_f64() * clock_ticks_per_second();
+    let server_cpu = (cpu_ticks(&server, None) - before.0) as f64 / ticks;
+    let writer_cpu = (cpu_ticks(&server, Some("crm-writer")) - before.1) as f64 / ticks;
     let mut open = client::open_loop(&addr, scenario.rate, phase, 32, move |k| {
         make(n, 1 << 40 | k)
     })
@@ -139,7 +151,43 @@ async fn run(scenario: &'static Scenario, n: u64, seed: &Path, dir: &Path, phase
         rss_mib,
         db_mib: db_bytes as f64 / 1048576.0,
         startup_ms,
+        server_cpu,
+        writer_cpu,
     }
+}
+
+/// CPU time (user + system, in clock ticks) of the server, or of its
+/// thread named `thread`.
+fn cpu_ticks(server: &Child, thread: Option<&str>) -> u64 {
+    let pid = server.id();
+    let stat = match thread {
+        None => std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default(),
+        Some(name) => std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|task| {
+                std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == name)
+            })
+            .and_then(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+            .unwrap_or_default(),
+    };
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 14th and 15th fields of the line.
+    let rest = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf takes an integer and returns one.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
 }
 
 /// The server binary, run under `LOAD_WRAP` when set (for instance
@@ -200,9 +248,9 @@ fn stop(server: &mut Child) {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "| scenario | leads | req/s (closed loop) | ÷ baseline | open-loop rate | p50 ms | p99 ms | p99.9 ms | p50 ÷ p50@smallest | errors | peak RSS MiB | DB MiB | startup ms |"
+        "| scenario | leads | req/s (closed loop) | ÷ baseline | server CPU | writer CPU | open-loop rate | p50 ms | p99 ms | p99.9 ms | p50 ÷ p50@smallest | errors | peak RSS MiB | DB MiB | startup ms |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let baseline = rows
             .iter()
@@ -216,11 +264,13 @@ fn print_table(rows: &[Row]) {
             .map(|b| r.p50 / b.p50)
             .unwrap_or(f64::NAN);
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.0}/s | {:.3} | {:.3} | {:.3} | {:.2} | {} | {:.1} | {:.1} | {:.0} |",
+            "| {} | {} | {:.0} | {:.2} | {:.0} % | {:.0} % | {:.0}/s | {:.3} | {:.3} | {:.3} | {:.2} | {} | {:.1} | {:.1} | {:.0} |",
             r.scenario,
             r.leads,
             r.rps,
             baseline,
+            r.server_cpu * 100.0,
+            r.writer_cpu * 100.0,
             r.rate,
             r.p50,
             r.p99,
