@@ -230,7 +230,13 @@ mod tests {
     #[test]
     fn a_normalised_key_parses_to_itself() {
         // The invariant the `identity` fuzz target checks; these broke it.
-        for region in [US, country::Id::DE, country::Id::IT, country::Id::GB] {
+        for region in [
+            US,
+            country::Id::DE,
+            country::Id::IT,
+            country::Id::GB,
+            country::Id::RU,
+        ] {
             for raw in [
                 "+0 12345",
                 "1 ext 2345",
@@ -240,6 +246,10 @@ mod tests {
                 // Found by the `identity` fuzz target: an E.164 form that
                 // parsed to another one in DE and GB.
                 "0002 102",
+                // Found by it too, when a second reading was tried only for
+                // numbers with leading zeros: in RU, +7 848 87 87 reads
+                // again as +7 488 787 (8 is RU's national prefix).
+                "(V8)y8848tl`8+7:87t",
             ] {
                 let phone = Phone::parse(raw, region).unwrap();
                 let again = Phone::parse(&phone.normalized, region).unwrap();

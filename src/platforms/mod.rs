@@ -12,10 +12,14 @@ use sha2::{Digest, Sha256};
 /// Hex SHA-256 of a body: the idempotency key of platforms that send no
 /// delivery id and resend the same bytes.
 pub fn body_hash(body: &[u8]) -> String {
-    Sha256::digest(body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(body);
+    let mut out = String::with_capacity(2 * digest.len());
+    for b in digest {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    out
 }
 
 use crate::event::{Event, Platform};

@@ -93,7 +93,7 @@ pub fn apply(
         at: delivery.received_at.clone(),
     };
     let mut outcome = Outcome::default();
-    let lead = identify(
+    let identified = identify(
         conn,
         policy,
         delivery.platform,
@@ -101,7 +101,8 @@ pub fn apply(
         &source,
         &mut outcome,
     )?;
-    if let Some(lead) = lead {
+    let lead = identified.as_ref().map(|(lead, _)| *lead);
+    if let Some((lead, unchanged)) = identified {
         if let Some(conversation) = &event.conversation {
             conversations::store(conn, lead, delivery.platform, conversation, &source.at)?;
         }
@@ -126,7 +127,8 @@ pub fn apply(
             leads::history(conn, lead, "event", None, Some(record), &source, None)?;
         }
         if event.wants_card {
-            outcome.card = Some(view::card(conn, lead, event_chat(delivery, event))?);
+            let chat = event_chat(delivery, event);
+            outcome.card = Some(view::card_of(conn, lead, chat, unchanged)?);
         }
     }
     inbox::set_lead(conn, delivery_id, lead)?;
@@ -148,7 +150,8 @@ fn label(platform: &str, event: &Event) -> String {
 
 /// Steps 1 to 5 of the contract: finds or creates the lead and merges the
 /// visitor into it. `None` when the event identifies nobody and carries
-/// nothing to keep.
+/// nothing to keep; with the lead, its name and contacts as read, when
+/// nothing changed them (the agent's card needs them again).
 fn identify(
     conn: &Connection,
     policy: &Policy,
@@ -156,7 +159,7 @@ fn identify(
     event: &Event,
     source: &Source,
     outcome: &mut Outcome,
-) -> Result<Option<i64>, DbError> {
+) -> Result<Option<(i64, Option<merge::Current>)>, DbError> {
     let empty = Visitor::default();
     let visitor = event.visitor.as_ref().unwrap_or(&empty);
     let region = policy.merge.default_region;
@@ -301,8 +304,9 @@ fn identify(
     for id in visitor.ids.iter().take(MAX_IDENTIFIERS) {
         leads::link_visitor(conn, platform, id, lead, &source.at)?;
     }
+    let unchanged = (!outcome.created && !outcome.folded && !outcome.merged).then_some(current);
     outcome.explanation = Some(why);
-    Ok(Some(lead))
+    Ok(Some((lead, unchanged)))
 }
 
 /// The lead the platform already knows this visitor as: by visitor id, else

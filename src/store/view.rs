@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::DbError;
 use super::leads;
-use crate::crm::merge::{Contact, ContactKind};
+use crate::crm::merge::{Contact, ContactKind, Current};
 
 /// The lead as a chat agent sees it beside the chat.
 #[derive(Debug, Clone, Default)]
@@ -43,9 +43,37 @@ pub fn card(
     id: i64,
     current_chat: Option<(&str, &str)>,
 ) -> Result<LeadCard, DbError> {
-    let (name, description, status) = conn
-        .prepare_cached("SELECT name, description, status FROM leads WHERE id = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    card_of(conn, id, current_chat, None)
+}
+
+/// [`card`], given the lead's name, description and contacts when they
+/// were just read in the same transaction.
+pub fn card_of(
+    conn: &Connection,
+    id: i64,
+    current_chat: Option<(&str, &str)>,
+    known: Option<Current>,
+) -> Result<LeadCard, DbError> {
+    let (status, known) = match known {
+        Some(known) => {
+            let status = conn
+                .prepare_cached("SELECT status FROM leads WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))?;
+            (status, known)
+        }
+        None => {
+            let (name, description, status) = conn
+                .prepare_cached("SELECT name, description, status FROM leads WHERE id = ?1")?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            let known = Current {
+                name,
+                description,
+                emails: leads::contacts(conn, ContactKind::Email, id)?,
+                phones: leads::contacts(conn, ContactKind::Phone, id)?,
+            };
+            (status, known)
+        }
+    };
     let chats: i64 = conn
         .prepare_cached("SELECT count(*) FROM conversations WHERE lead_id = ?1")?
         .query_row([id], |r| r.get(0))?;
@@ -67,11 +95,11 @@ pub fn card(
         .collect();
     Ok(LeadCard {
         id,
-        name,
-        description,
+        name: known.name,
+        description: known.description,
         status,
-        emails: leads::contacts(conn, ContactKind::Email, id)?,
-        phones: leads::contacts(conn, ContactKind::Phone, id)?,
+        emails: known.emails,
+        phones: known.phones,
         chats,
         last_chat,
         tags: tags(conn, id)?,
