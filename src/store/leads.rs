@@ -198,30 +198,68 @@ pub struct Decision {
 impl Decision {
     /// Serialises `why`, long values clipped.
     pub fn new(why: &Explanation) -> Decision {
-        let clipped = |value: serde_json::Value| {
-            let mut value = value;
-            clip_strings(&mut value);
-            value.to_string()
-        };
         Decision {
-            decision: clipped(serde_json::json!(why.decision)),
+            decision: clipped_json(&why.decision),
             // The same in words, for the lead page.
-            summary: clipped(serde_json::json!(why.lines())),
-            why: clipped(serde_json::json!(why)),
+            summary: clipped_json(&why.lines()),
+            why: clipped_json(why),
         }
     }
 
     /// The explanation of one history row: `change` (if any) beside the
-    /// decision, as one JSON object (keys in sorted order, as serde_json
-    /// writes them).
+    /// decision, as one JSON object.
     pub fn json(&self, change: Option<&Change>) -> String {
-        let mut own = serde_json::json!([change, change.map(crate::crm::explain::describe)]);
-        clip_strings(&mut own);
         format!(
             r#"{{"change":{},"change_text":{},"decision":{},"summary":{},"why":{}}}"#,
-            own[0], own[1], self.decision, self.summary, self.why
+            clipped_json(&change),
+            clipped_json(&change.map(crate::crm::explain::describe)),
+            self.decision,
+            self.summary,
+            self.why
         )
     }
+}
+
+/// `value` as JSON with strings longer than [`EXPLAINED_CHARS`] clipped.
+/// Serialised straight to text, which is all it takes unless some string
+/// is long: then through a `Value` that is clipped first.
+fn clipped_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    let text = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
+    if !has_long_string(&text) {
+        return text;
+    }
+    let mut value = serde_json::to_value(value).unwrap_or_default();
+    clip_strings(&mut value);
+    value.to_string()
+}
+
+/// Whether a JSON text may hold a string of more than [`EXPLAINED_CHARS`]
+/// characters. Escapes count as several (never fewer than they stand for),
+/// so a `false` is certain.
+fn has_long_string(json: &str) -> bool {
+    let (mut inside, mut escaped, mut count) = (false, false, 0);
+    for c in json.chars() {
+        if !inside {
+            if c == '"' {
+                (inside, count) = (true, 0);
+            }
+            continue;
+        }
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => {
+                inside = false;
+                continue;
+            }
+            _ => {}
+        }
+        count += 1;
+        if count > EXPLAINED_CHARS {
+            return true;
+        }
+    }
+    false
 }
 
 /// Longest string kept whole in a stored explanation.
@@ -648,7 +686,12 @@ mod tests {
             Vec::new(),
             vec![change.clone()],
         );
-        for change in [None, Some(&change)] {
+        let long = Change::Kept {
+            field: "name",
+            incoming: "é\\\"".repeat(150),
+            rule: "keep_existing",
+        };
+        for change in [None, Some(&change), Some(&long)] {
             let text = Decision::new(&why).json(change);
             let mut expected = serde_json::json!({
                 "decision": why.decision,
@@ -658,8 +701,22 @@ mod tests {
                 "summary": why.lines(),
             });
             clip_strings(&mut expected);
-            assert_eq!(text, expected.to_string());
+            let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(parsed, expected);
         }
+    }
+
+    #[test]
+    fn long_strings_are_never_missed() {
+        let at = |n: usize| serde_json::to_string(&"é".repeat(n)).unwrap();
+        assert!(!has_long_string(&at(EXPLAINED_CHARS)));
+        assert!(has_long_string(&at(EXPLAINED_CHARS + 1)));
+        // Escapes count at least as the characters they stand for.
+        let escaped = serde_json::to_string(&"\"\n\u{1}".repeat(70)).unwrap();
+        assert!(has_long_string(&escaped));
+        let keys =
+            serde_json::json!({"k".repeat(10): "v", "list": ["a".repeat(150), "b".repeat(150)]});
+        assert!(!has_long_string(&keys.to_string()));
     }
 
     #[test]
