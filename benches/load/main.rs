@@ -70,7 +70,7 @@ fn main() {
 
     let mut rows: Vec<Row> = Vec::new();
     for &n in &sizes {
-        let seed = data_dir.join(format!("leads-{n}.sqlite3"));
+        let seed = data_dir.join(format!("leads-v{}-{n}.sqlite3", datagen::DATA_VERSION));
         if !seed.exists() {
             let secs = datagen::generate(&seed, n);
             eprintln!("generated {n} leads in {secs:.1} s -> {}", seed.display());

@@ -125,7 +125,12 @@ fn e164(text: &str, region: country::Id) -> Option<String> {
 
 /// One reading of `text` as a number, in E.164.
 fn e164_once(text: &str, region: country::Id) -> Option<String> {
-    let number = phonenumber::parse(Some(region), text).ok()?;
+    // A number written with its country code is read by its own country's
+    // rules. Given a default region, the parser strips that region's
+    // national prefix from any number: with US (prefix 1) the German mobile
+    // +49 151 23456789 became +495123456789, another number.
+    let region = (!text.trim_start().starts_with('+')).then_some(region);
+    let number = phonenumber::parse(region, text).ok()?;
     if number.national().value() == 0 {
         return None;
     }
@@ -264,6 +269,31 @@ mod tests {
         assert_eq!(
             Email::parse(&parsed.normalized).unwrap().normalized,
             parsed.normalized
+        );
+    }
+
+    #[test]
+    fn a_number_with_its_country_code_keeps_its_national_digits_in_any_region() {
+        for region in [US, country::Id::DE, country::Id::GB, country::Id::RU] {
+            for (raw, key) in [
+                // German mobiles begin with 1, the US national prefix.
+                ("+49 151 23456789", "+4915123456789"),
+                ("+4915123456789", "+4915123456789"),
+                ("+49 170 1234567", "+491701234567"),
+                // Rome numbers keep their leading 0 after the country code.
+                ("+39 06 6982 1234", "+390669821234"),
+                ("+1 (408) 498-7855", "+14084987855"),
+            ] {
+                let phone = Phone::parse(raw, region).unwrap();
+                assert_eq!(phone.normalized, key, "{raw} in {region:?}");
+            }
+        }
+        // Written nationally, a number is read in the default region.
+        assert_eq!(
+            Phone::parse("0151 23456789", country::Id::DE)
+                .unwrap()
+                .normalized,
+            "+4915123456789"
         );
     }
 
