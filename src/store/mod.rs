@@ -10,6 +10,7 @@
 //! and turn a panic into an error instead of taking the thread down.
 
 pub mod apply;
+pub mod bulk;
 mod conversations;
 mod duplicates;
 pub mod inbox;
