@@ -168,11 +168,15 @@ fn fill_status(
 /// Applies one parsed row, as [`apply_row`] does, taking the bulk path
 /// ([`bulk::create`]) when no lead owns any of its emails or phones and it
 /// was never imported before.
+///
+/// `mirror` holds the duplicate-detection indexes (read when stale) and
+/// follows every change made here.
 pub fn apply_parsed(
     conn: &Connection,
     policy: &Policy,
     parsed: &Parsed,
     received_at: &str,
+    mirror: &mut bulk::Mirror,
 ) -> Result<Outcome, DbError> {
     if let Some(lead) = bulk::applied_before(conn, &parsed.key)? {
         // What `apply` answers a redelivery, without parsing anything again.
@@ -190,7 +194,17 @@ pub fn apply_parsed(
         fields: &parsed.fields,
     };
     if bulk::owned(conn, &person)? {
-        return apply_row(conn, policy, &parsed.row, &parsed.key, received_at);
+        let outcome = apply_row(conn, policy, &parsed.row, &parsed.key, received_at)?;
+        if let Some(why) = &outcome.explanation {
+            mirror.apply(why.lead, &why.changes);
+            if why.folded.is_some() {
+                mirror.invalidate();
+            }
+        }
+        return Ok(outcome);
+    }
+    if policy.duplicates.enabled && mirror.is_stale() {
+        mirror.refresh(conn)?;
     }
     let delivery = NewDelivery {
         platform: PLATFORM,
@@ -199,7 +213,7 @@ pub fn apply_parsed(
         body: Bytes::copy_from_slice(&parsed.body),
         received_at: received_at.to_owned(),
     };
-    let outcome = bulk::create(conn, policy, &delivery, &person)?;
+    let outcome = bulk::create(conn, policy, &delivery, &person, mirror)?;
     fill_status(conn, &parsed.row, outcome, received_at)
 }
 
@@ -444,6 +458,7 @@ pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, Strin
     let bar = super::progress(size, "{bytes}/{total_bytes}");
     let received_at = now_rfc3339();
     let mut summary = Summary::default();
+    let mirror = Arc::new(Mutex::new(bulk::Mirror::default()));
 
     let (pieces_tx, mut pieces) = tokio::sync::mpsc::channel::<Piece>(2 * PARSERS + 2);
     let producer = {
@@ -479,6 +494,7 @@ pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, Strin
                 policy.clone(),
                 rows,
                 received_at.clone(),
+                mirror.clone(),
             )));
         }
         while pending.len() > IN_FLIGHT || (!more && !pending.is_empty()) {
@@ -661,20 +677,39 @@ async fn write_bulk(
     policy: Policy,
     rows: Vec<(u64, Parsed)>,
     received_at: String,
+    mirror: Arc<Mutex<bulk::Mirror>>,
 ) -> Result<Applied, DbError> {
     let rows = Arc::new(rows);
     let job = {
         let (rows, policy, received_at) = (rows.clone(), policy.clone(), received_at.clone());
+        let mirror = mirror.clone();
         db.write(move |conn| {
             conn.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB)?;
-            (rows.iter())
+            let mut mirror = mirror.lock().unwrap();
+            if policy.duplicates.enabled {
+                mirror.refresh(conn)?;
+            }
+            let applied = (rows.iter())
                 .map(|(line, parsed)| {
-                    apply_parsed(conn, &policy, parsed, &received_at).map(|o| (*line, Ok(o)))
+                    apply_parsed(conn, &policy, parsed, &received_at, &mut mirror)
+                        .map(|o| (*line, Ok(o)))
                 })
-                .collect()
+                .collect::<Result<Applied, DbError>>()
+                .and_then(|applied| mirror.settle(conn).map(|()| applied));
+            if applied.is_err() {
+                // The job is rolled back before the next one runs: what the
+                // mirror followed is gone.
+                mirror.invalidate();
+            }
+            applied
         })
     };
-    match job.await {
+    let result = job.await;
+    if result.is_err() {
+        // A failed commit rolls back jobs that succeeded, too.
+        mirror.lock().unwrap().invalidate();
+    }
+    match result {
         Ok(applied) => Ok(applied),
         Err(e @ DbError::Unavailable(_)) => Err(e),
         Err(e) => {
