@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rusqlite::Connection;
@@ -31,17 +32,18 @@ pub const PLATFORM: &str = "import";
 /// Rows per write job when a bulk job failed and its rows are applied one
 /// by one, each in its own savepoint.
 const BATCH: usize = 1000;
-/// Rows applied per write job: large enough that the commit and the setup
-/// of a job vanish, small enough that the service's own writes wait well
-/// under a second (the writer holds the write lock for one job at a time).
+/// Rows gathered before they are written: large enough that identifiers
+/// are looked up and written with warm caches, while the next rows parse.
 const BULK: usize = 10_000;
+/// How long one write job may run: the import holds the database's write
+/// lock for one job at a time, so the service's own writes wait about this
+/// long at most (they wait up to `database.busy_timeout_ms`). A batch takes
+/// as many jobs as it needs, one after the other.
+const JOB_TIME: Duration = Duration::from_millis(250);
 /// Page cache of the import's connection, in KiB: large enough to hold the
 /// indexes an import inserts into at random (identifiers, names, keys) for
 /// a few million leads, so that they are not read back from disk.
 const IMPORT_CACHE_KIB: i64 = 512 * 1024;
-/// Batches handed to the writer ahead of the one being applied, so parsing
-/// overlaps with writing.
-const IN_FLIGHT: usize = 2;
 
 /// One imported lead, as stored in the inbox: raw values, parsed on apply.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -460,7 +462,7 @@ pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, Strin
     let mut summary = Summary::default();
     let mirror = Arc::new(Mutex::new(bulk::Mirror::default()));
 
-    let (pieces_tx, mut pieces) = tokio::sync::mpsc::channel::<Piece>(2 * PARSERS + 2);
+    let (pieces_tx, mut pieces) = tokio::sync::mpsc::channel::<Piece>(BULK / PIECE + 2 * PARSERS);
     let producer = {
         let (policy, bar, name) = (policy.clone(), bar.clone(), path.display().to_string());
         std::thread::Builder::new()
@@ -471,7 +473,9 @@ pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, Strin
             })
             .map_err(|e| format!("cannot start the import reader: {e}"))?
     };
-    let mut pending: VecDeque<tokio::task::JoinHandle<Result<Applied, DbError>>> = VecDeque::new();
+    // One batch is written while the next is gathered; batches are written
+    // in file order, one after the other.
+    let mut writing: Option<tokio::task::JoinHandle<Result<Applied, DbError>>> = None;
     let mut batch: Vec<(u64, Parsed)> = Vec::with_capacity(BULK);
     let mut more = true;
     while more {
@@ -487,26 +491,35 @@ pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, Strin
             }
             None => more = false,
         }
-        if batch.len() >= BULK || (!more && !batch.is_empty()) {
-            let rows = std::mem::replace(&mut batch, Vec::with_capacity(BULK));
-            pending.push_back(tokio::spawn(write_bulk(
-                db.clone(),
-                policy.clone(),
-                rows,
-                received_at.clone(),
-                mirror.clone(),
-            )));
-        }
-        while pending.len() > IN_FLIGHT || (!more && !pending.is_empty()) {
-            let applied = pending
-                .pop_front()
-                .expect("pending is not empty")
-                .await
-                .map_err(|e| format!("import task failed: {e}"))?
-                .map_err(|e| e.to_string())?;
-            for (line, result) in applied {
-                summary.count(line, result);
+        if batch.len() >= BULK || !more {
+            if let Some(previous) = writing.take() {
+                let applied = previous
+                    .await
+                    .map_err(|e| format!("import task failed: {e}"))?
+                    .map_err(|e| e.to_string())?;
+                for (line, result) in applied {
+                    summary.count(line, result);
+                }
             }
+            let rows = std::mem::replace(&mut batch, Vec::with_capacity(BULK));
+            if !rows.is_empty() {
+                writing = Some(tokio::spawn(write_bulk(
+                    db.clone(),
+                    policy.clone(),
+                    rows,
+                    received_at.clone(),
+                    mirror.clone(),
+                )));
+            }
+        }
+    }
+    if let Some(last) = writing.take() {
+        let applied = last
+            .await
+            .map_err(|e| format!("import task failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+        for (line, result) in applied {
+            summary.count(line, result);
         }
     }
     // The reader ended (the channel closed): only an I/O error is left to hear.
@@ -667,11 +680,12 @@ fn line_at(starts: &Mutex<VecDeque<(u64, u64)>>, start: u64) -> u64 {
     starts.front().map_or(0, |&(_, line)| line)
 }
 
-/// Applies parsed rows in one write job, without savepoints: a row either
-/// applies whole or fails the job. A failed job has been rolled back
-/// entirely, and its rows are then applied again by [`write_batch`], each in
-/// its own savepoint, so that the row the store refuses is the only one
-/// rejected, as with the row-by-row path.
+/// Applies parsed rows in write jobs of at most about [`JOB_TIME`] each,
+/// without savepoints: a row either applies whole or fails its job. A failed
+/// job has been rolled back entirely, and the rows from its first on are
+/// then applied again by [`write_batch`], each in its own savepoint, so that
+/// the row the store refuses is the only one rejected, as with the
+/// row-by-row path.
 async fn write_bulk(
     db: Db,
     policy: Policy,
@@ -680,52 +694,61 @@ async fn write_bulk(
     mirror: Arc<Mutex<bulk::Mirror>>,
 ) -> Result<Applied, DbError> {
     let rows = Arc::new(rows);
-    let job = {
-        let (rows, policy, received_at) = (rows.clone(), policy.clone(), received_at.clone());
-        let mirror = mirror.clone();
-        db.write(move |conn| {
-            conn.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB)?;
-            let mut mirror = mirror.lock().unwrap();
-            if policy.duplicates.enabled {
-                mirror.refresh(conn)?;
+    let mut out = Vec::with_capacity(rows.len());
+    while out.len() < rows.len() {
+        let from = out.len();
+        let job = {
+            let (rows, policy, received_at) = (rows.clone(), policy.clone(), received_at.clone());
+            let mirror = mirror.clone();
+            db.write(move |conn| {
+                let started = Instant::now();
+                conn.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB)?;
+                let mut mirror = mirror.lock().unwrap();
+                let mut applied = Vec::new();
+                let mut run = || -> Result<(), DbError> {
+                    if policy.duplicates.enabled {
+                        mirror.refresh(conn)?;
+                    }
+                    for (line, parsed) in &rows[from..] {
+                        let outcome =
+                            apply_parsed(conn, &policy, parsed, &received_at, &mut mirror)?;
+                        applied.push((*line, Ok(outcome)));
+                        if started.elapsed() >= JOB_TIME {
+                            break;
+                        }
+                    }
+                    mirror.settle(conn)
+                };
+                let result = run();
+                if result.is_err() {
+                    // The job is rolled back before the next one runs:
+                    // what the mirror followed is gone.
+                    mirror.invalidate();
+                }
+                result.map(|()| applied)
+            })
+        };
+        match job.await {
+            Ok(applied) => out.extend(applied),
+            Err(e) => {
+                // A failed commit rolls back a job that succeeded, too.
+                mirror.lock().unwrap().invalidate();
+                if matches!(e, DbError::Unavailable(_)) {
+                    return Err(e);
+                }
+                tracing::debug!(error = %e, "a row failed in a bulk job; applying the rest one by one");
+                for chunk in rows[from..].chunks(BATCH) {
+                    let batch = (chunk.iter())
+                        .map(|(line, p)| (*line, p.row.clone(), p.key.clone()))
+                        .collect();
+                    out.extend(
+                        write_batch(db.clone(), policy.clone(), batch, received_at.clone()).await?,
+                    );
+                }
             }
-            let applied = (rows.iter())
-                .map(|(line, parsed)| {
-                    apply_parsed(conn, &policy, parsed, &received_at, &mut mirror)
-                        .map(|o| (*line, Ok(o)))
-                })
-                .collect::<Result<Applied, DbError>>()
-                .and_then(|applied| mirror.settle(conn).map(|()| applied));
-            if applied.is_err() {
-                // The job is rolled back before the next one runs: what the
-                // mirror followed is gone.
-                mirror.invalidate();
-            }
-            applied
-        })
-    };
-    let result = job.await;
-    if result.is_err() {
-        // A failed commit rolls back jobs that succeeded, too.
-        mirror.lock().unwrap().invalidate();
-    }
-    match result {
-        Ok(applied) => Ok(applied),
-        Err(e @ DbError::Unavailable(_)) => Err(e),
-        Err(e) => {
-            tracing::debug!(error = %e, "a row failed in a bulk job; applying its rows one by one");
-            let mut out = Vec::with_capacity(rows.len());
-            for chunk in rows.chunks(BATCH) {
-                let batch = (chunk.iter())
-                    .map(|(line, p)| (*line, p.row.clone(), p.key.clone()))
-                    .collect();
-                out.extend(
-                    write_batch(db.clone(), policy.clone(), batch, received_at.clone()).await?,
-                );
-            }
-            Ok(out)
         }
     }
+    Ok(out)
 }
 
 /// Applies a batch in one write job, each row in its own savepoint so that

@@ -528,7 +528,7 @@ mod tests {
         mirror.settle(&conn).unwrap();
         let other = Connection::open(&path).unwrap();
         add_lead(&other, 100, "ann lee", None);
-        add_contact(&other, "lead_phones", 100, "+14085550011");
+        add_contact(&other, "lead_phones", 100, "+14085550500");
         mirror.refresh(&conn).unwrap();
         check(&mirror, &conn);
     }
