@@ -601,7 +601,7 @@ fn produce<R: Read>(
                 rows += 1;
                 let line = line_at(starts, record.position().map_or(0, |p| p.byte()));
                 records.push((line, std::mem::take(&mut record)));
-                if rows % 4096 == 0 {
+                if rows.is_multiple_of(4096) {
                     bar.set_position(reader.position().byte());
                 }
             }
