@@ -706,9 +706,9 @@ async fn write_bulk(
                 let mut mirror = mirror.lock().unwrap();
                 let mut applied = Vec::new();
                 let mut run = || -> Result<(), DbError> {
-                    if policy.duplicates.enabled {
-                        mirror.refresh(conn)?;
-                    }
+                    // Read again (when first needed) if another process
+                    // wrote since the last job.
+                    mirror.check(conn)?;
                     for (line, parsed) in &rows[from..] {
                         let outcome =
                             apply_parsed(conn, &policy, parsed, &received_at, &mut mirror)?;

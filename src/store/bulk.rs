@@ -210,9 +210,9 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// Makes sure the mirror matches the database before a job: read again
-    /// if it was never read, was invalidated, or another connection has
-    /// committed since [`Mirror::settle`].
+    /// Makes sure the mirror matches the database: read again if it was
+    /// never read, was invalidated, or another connection has committed
+    /// since [`Mirror::settle`].
     pub fn refresh(&mut self, conn: &Connection) -> Result<(), DbError> {
         let version = data_version(conn)?;
         if self.version == Some(version) {
@@ -247,6 +247,18 @@ impl Mirror {
             }
         }
         self.version = Some(version);
+        Ok(())
+    }
+
+    /// Invalidates the mirror if another connection has committed since
+    /// [`Mirror::settle`] (it is read again by [`Mirror::refresh`] when next
+    /// needed).
+    pub fn check(&mut self, conn: &Connection) -> Result<(), DbError> {
+        if let Some(known) = self.version
+            && known != data_version(conn)?
+        {
+            self.invalidate();
+        }
         Ok(())
     }
 
@@ -526,9 +538,13 @@ mod tests {
 
         // Another connection writes: the mirror reads the database again.
         mirror.settle(&conn).unwrap();
+        mirror.check(&conn).unwrap();
+        assert!(!mirror.is_stale());
         let other = Connection::open(&path).unwrap();
         add_lead(&other, 100, "ann lee", None);
         add_contact(&other, "lead_phones", 100, "+14085550500");
+        mirror.check(&conn).unwrap();
+        assert!(mirror.is_stale());
         mirror.refresh(&conn).unwrap();
         check(&mirror, &conn);
     }
