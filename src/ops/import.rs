@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rusqlite::Connection;
@@ -21,18 +22,28 @@ use crate::crm::identity::{Email, Phone};
 use crate::event::{Event, Visitor, now_rfc3339};
 use crate::platforms::body_hash;
 use crate::store::apply::{self, Outcome, Policy};
+use crate::store::bulk;
 use crate::store::inbox::NewDelivery;
 use crate::store::leads::{self, Source};
 use crate::store::{Db, DbError};
 
 /// The inbox platform name of imported rows.
 pub const PLATFORM: &str = "import";
-/// Rows applied per write job: large enough that the commit cost vanishes,
-/// small enough that the service's own writes wait only milliseconds.
+/// Rows per write job when a bulk job failed and its rows are applied one
+/// by one, each in its own savepoint.
 const BATCH: usize = 1000;
-/// Batches handed to the writer ahead of the one being applied, so parsing
-/// overlaps with writing.
-const IN_FLIGHT: usize = 2;
+/// Rows gathered before they are written: large enough that identifiers
+/// are looked up and written with warm caches, while the next rows parse.
+const BULK: usize = 10_000;
+/// How long one write job may run: the import holds the database's write
+/// lock for one job at a time, so the service's own writes wait about this
+/// long at most (they wait up to `database.busy_timeout_ms`). A batch takes
+/// as many jobs as it needs, one after the other.
+const JOB_TIME: Duration = Duration::from_millis(250);
+/// Page cache of the import's connection, in KiB: large enough to hold the
+/// indexes an import inserts into at random (identifiers, names, keys) for
+/// a few million leads, so that they are not read back from disk.
+const IMPORT_CACHE_KIB: i64 = 512 * 1024;
 
 /// One imported lead, as stored in the inbox: raw values, parsed on apply.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,7 +144,17 @@ pub fn apply_row(
         body: Bytes::from(body),
         received_at: received_at.to_owned(),
     };
-    let mut outcome = apply::apply(conn, policy, &delivery, &row.event())?;
+    let outcome = apply::apply(conn, policy, &delivery, &row.event())?;
+    fill_status(conn, row, outcome, received_at)
+}
+
+/// The step after applying a row: its status fills a lead still at `new`.
+fn fill_status(
+    conn: &Connection,
+    row: &Row,
+    mut outcome: Outcome,
+    received_at: &str,
+) -> Result<Outcome, DbError> {
     if let (false, Some(lead), Some(status)) = (outcome.redelivery, outcome.lead_id, &row.status) {
         let source = Source {
             delivery_id: None,
@@ -144,6 +165,58 @@ pub fn apply_row(
         outcome.merged |= changed && !outcome.created;
     }
     Ok(outcome)
+}
+
+/// Applies one parsed row, as [`apply_row`] does, taking the bulk path
+/// ([`bulk::create`]) when no lead owns any of its emails or phones and it
+/// was never imported before.
+///
+/// `mirror` holds the duplicate-detection indexes (read when stale) and
+/// follows every change made here.
+pub fn apply_parsed(
+    conn: &Connection,
+    policy: &Policy,
+    parsed: &Parsed,
+    received_at: &str,
+    mirror: &mut bulk::Mirror,
+) -> Result<Outcome, DbError> {
+    if let Some(lead) = bulk::applied_before(conn, &parsed.key)? {
+        // What `apply` answers a redelivery, without parsing anything again.
+        return Ok(Outcome {
+            lead_id: lead.map(|id| leads::survivor(conn, id)).transpose()?,
+            redelivery: true,
+            ..Outcome::default()
+        });
+    }
+    let person = bulk::Person {
+        name: parsed.row.name.as_deref(),
+        description: parsed.row.description.as_deref(),
+        emails: &parsed.emails,
+        phones: &parsed.phones,
+        fields: &parsed.fields,
+    };
+    if bulk::owned(conn, &person)? {
+        let outcome = apply_row(conn, policy, &parsed.row, &parsed.key, received_at)?;
+        if let Some(why) = &outcome.explanation {
+            mirror.apply(why.lead, &why.changes);
+            if why.folded.is_some() {
+                mirror.invalidate();
+            }
+        }
+        return Ok(outcome);
+    }
+    if policy.duplicates.enabled && mirror.is_stale() {
+        mirror.refresh(conn)?;
+    }
+    let delivery = NewDelivery {
+        platform: PLATFORM,
+        event: PLATFORM.into(),
+        idem_key: parsed.key.clone(),
+        body: Bytes::copy_from_slice(&parsed.body),
+        received_at: received_at.to_owned(),
+    };
+    let outcome = bulk::create(conn, policy, &delivery, &person, mirror)?;
+    fill_status(conn, &parsed.row, outcome, received_at)
 }
 
 /// What a CSV column holds, from its header.
@@ -187,6 +260,25 @@ impl Column {
     }
 }
 
+/// A row parsed ahead of the writer: everything the writer needs, computed
+/// once (phone parsing is the slowest part of an import).
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// The row, as stored in the inbox.
+    pub row: Row,
+    /// Its idempotency key ([`Row::key`]).
+    pub key: String,
+    /// The row as JSON, the inbox body.
+    pub body: Vec<u8>,
+    /// `(normalised, raw)` emails as `apply` reads them: first occurrence of
+    /// each, at most [`apply::MAX_IDENTIFIERS`].
+    pub emails: Vec<(String, String)>,
+    /// `(normalised, raw)` phones, likewise.
+    pub phones: Vec<(String, String)>,
+    /// Custom fields in the order `apply` sets them.
+    pub fields: Vec<(String, String)>,
+}
+
 /// Turns one record into a row and its idempotency key, or says why it is
 /// rejected.
 pub fn parse_record(
@@ -194,6 +286,15 @@ pub fn parse_record(
     record: &csv::ByteRecord,
     policy: &Policy,
 ) -> Result<(Row, String), String> {
+    parse(columns, record, policy).map(|p| (p.row, p.key))
+}
+
+/// [`parse_record`], keeping the parsed values for the writer.
+pub fn parse(
+    columns: &[Column],
+    record: &csv::ByteRecord,
+    policy: &Policy,
+) -> Result<Parsed, String> {
     if record.len() != columns.len() {
         return Err(format!(
             "expected {} fields, found {}",
@@ -219,7 +320,7 @@ pub fn parse_record(
                     let Some(parsed) = Email::parse(email) else {
                         return Err(format!("invalid email {email:?}"));
                     };
-                    emails.push(parsed.normalized);
+                    emails.push((parsed.normalized, parsed.raw));
                     row.emails.push(email.to_owned());
                 }
             }
@@ -232,7 +333,7 @@ pub fn parse_record(
                     let Some(parsed) = Phone::parse(phone, policy.merge.default_region) else {
                         return Err(format!("invalid phone {phone:?}"));
                     };
-                    phones.push(parsed.normalized);
+                    phones.push((parsed.normalized, parsed.raw));
                     row.phones.push(phone.to_owned());
                 }
             }
@@ -247,8 +348,22 @@ pub fn parse_record(
     if row.name.is_none() && row.emails.is_empty() && row.phones.is_empty() {
         return Err("no name, email or phone".into());
     }
-    let key = row.key_of(emails, phones);
-    Ok((row, key))
+    let key = row.key_of(
+        emails.iter().map(|(v, _)| v.clone()).collect(),
+        phones.iter().map(|(v, _)| v.clone()).collect(),
+    );
+    let body = serde_json::to_vec(&row).map_err(|e| e.to_string())?;
+    let fields = (row.fields.iter())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(Parsed {
+        key,
+        body,
+        emails: apply::dedup(emails.into_iter()),
+        phones: apply::dedup(phones.into_iter()),
+        fields,
+        row,
+    })
 }
 
 /// What an import did.
@@ -303,9 +418,15 @@ fn sniff_delimiter(head: &[u8]) -> u8 {
 
 type Batch = Vec<(u64, Row, String)>;
 type Applied = Vec<(u64, Result<Outcome, String>)>;
+/// A run of consecutive records, parsed (or rejected with their line).
+type Piece = Vec<Result<(u64, Parsed), (u64, String)>>;
 
 /// Imports `path` into `db` under `policy`. Bad rows are counted and
 /// skipped; only an unreadable file or a storage failure stops the import.
+///
+/// Records are read on one thread and parsed on [`PARSERS`] others (phone
+/// parsing is most of the cost of a row), in pieces that are put back in
+/// file order before the writer applies them, [`BULK`] rows per write job.
 pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, String> {
     let open = |path: &Path| File::open(path).map_err(|e| format!("{}: {e}", path.display()));
     let mut head = Vec::with_capacity(64 * 1024);
@@ -339,56 +460,165 @@ pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, Strin
     let bar = super::progress(size, "{bytes}/{total_bytes}");
     let received_at = now_rfc3339();
     let mut summary = Summary::default();
-    let mut pending: VecDeque<tokio::task::JoinHandle<Result<Applied, DbError>>> = VecDeque::new();
-    let mut batch: Batch = Vec::with_capacity(BATCH);
-    let mut record = csv::ByteRecord::new();
-    loop {
-        let more = match reader.read_byte_record(&mut record) {
-            Ok(more) => more,
-            Err(e) => {
-                // Only I/O errors reach here: byte records and flexible
-                // lengths accept anything else, checked row by row below.
-                return Err(format!("{}: {e}", path.display()));
+    let mirror = Arc::new(Mutex::new(bulk::Mirror::default()));
+
+    let (pieces_tx, mut pieces) = tokio::sync::mpsc::channel::<Piece>(BULK / PIECE + 2 * PARSERS);
+    let producer = {
+        let (policy, bar, name) = (policy.clone(), bar.clone(), path.display().to_string());
+        std::thread::Builder::new()
+            .name("import-reader".into())
+            .spawn(move || {
+                produce(reader, &columns, &policy, &starts, &bar, pieces_tx)
+                    .map_err(|e| format!("{name}: {e}"))
+            })
+            .map_err(|e| format!("cannot start the import reader: {e}"))?
+    };
+    // One batch is written while the next is gathered; batches are written
+    // in file order, one after the other.
+    let mut writing: Option<tokio::task::JoinHandle<Result<Applied, DbError>>> = None;
+    let mut batch: Vec<(u64, Parsed)> = Vec::with_capacity(BULK);
+    let mut more = true;
+    while more {
+        match pieces.recv().await {
+            Some(piece) => {
+                for item in piece {
+                    summary.rows += 1;
+                    match item {
+                        Ok(parsed) => batch.push(parsed),
+                        Err((line, reason)) => summary.rejected.push((line, reason)),
+                    }
+                }
             }
-        };
-        if more {
-            summary.rows += 1;
-            let line = line_at(&starts, record.position().map_or(0, |p| p.byte()));
-            match parse_record(&columns, &record, policy) {
-                Ok((row, key)) => batch.push((line, row, key)),
-                Err(reason) => summary.rejected.push((line, reason)),
-            }
-            if summary.rows % 4096 == 0 {
-                bar.set_position(reader.position().byte());
-            }
+            None => more = false,
         }
-        if batch.len() == BATCH || (!more && !batch.is_empty()) {
-            let rows = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            pending.push_back(tokio::spawn(write_batch(
-                db.clone(),
-                policy.clone(),
-                rows,
-                received_at.clone(),
-            )));
-        }
-        while pending.len() > IN_FLIGHT || (!more && !pending.is_empty()) {
-            let applied = pending
-                .pop_front()
-                .expect("pending is not empty")
-                .await
-                .map_err(|e| format!("import task failed: {e}"))?
-                .map_err(|e| e.to_string())?;
-            for (line, result) in applied {
-                summary.count(line, result);
+        if batch.len() >= BULK || !more {
+            if let Some(previous) = writing.take() {
+                let applied = previous
+                    .await
+                    .map_err(|e| format!("import task failed: {e}"))?
+                    .map_err(|e| e.to_string())?;
+                for (line, result) in applied {
+                    summary.count(line, result);
+                }
             }
-        }
-        if !more {
-            break;
+            let rows = std::mem::replace(&mut batch, Vec::with_capacity(BULK));
+            if !rows.is_empty() {
+                writing = Some(tokio::spawn(write_bulk(
+                    db.clone(),
+                    policy.clone(),
+                    rows,
+                    received_at.clone(),
+                    mirror.clone(),
+                )));
+            }
         }
     }
+    if let Some(last) = writing.take() {
+        let applied = last
+            .await
+            .map_err(|e| format!("import task failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+        for (line, result) in applied {
+            summary.count(line, result);
+        }
+    }
+    // The reader ended (the channel closed): only an I/O error is left to hear.
+    tokio::task::spawn_blocking(move || producer.join())
+        .await
+        .map_err(|e| format!("import reader failed: {e}"))?
+        .map_err(|_| "import reader panicked".to_owned())??;
     bar.finish_and_clear();
     summary.rejected.sort();
     Ok(summary)
+}
+
+/// Threads parsing records besides the one reading them.
+const PARSERS: usize = 2;
+/// Records handed to a parser at a time.
+const PIECE: usize = 512;
+
+/// Reads the records, has them parsed on [`PARSERS`] threads, and sends the
+/// pieces on in file order. Only an I/O error stops it (byte records and
+/// flexible lengths accept anything else, checked row by row).
+fn produce<R: Read>(
+    mut reader: csv::Reader<R>,
+    columns: &[Column],
+    policy: &Policy,
+    starts: &Mutex<VecDeque<(u64, u64)>>,
+    bar: &indicatif::ProgressBar,
+    out: tokio::sync::mpsc::Sender<Piece>,
+) -> Result<(), csv::Error> {
+    use std::sync::mpsc::sync_channel;
+    type Work = (u64, Vec<(u64, csv::ByteRecord)>);
+    let (work_tx, work_rx) = sync_channel::<Work>(2 * PARSERS);
+    let work_rx = Mutex::new(work_rx);
+    let (done_tx, done_rx) = sync_channel::<(u64, Piece)>(2 * PARSERS);
+    std::thread::scope(|scope| {
+        for _ in 0..PARSERS {
+            let (work_rx, done_tx) = (&work_rx, done_tx.clone());
+            scope.spawn(move || {
+                loop {
+                    let next = work_rx.lock().unwrap().recv();
+                    let Ok((seq, records)) = next else { break };
+                    let piece = (records.into_iter())
+                        .map(|(line, record)| {
+                            parse(columns, &record, policy)
+                                .map(|p| (line, p))
+                                .map_err(|reason| (line, reason))
+                        })
+                        .collect();
+                    if done_tx.send((seq, piece)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        // Puts pieces back in order and passes them on.
+        scope.spawn(move || {
+            let mut waiting = BTreeMap::new();
+            let mut next = 0;
+            for (seq, piece) in done_rx {
+                waiting.insert(seq, piece);
+                while let Some(piece) = waiting.remove(&next) {
+                    if out.blocking_send(piece).is_err() {
+                        return;
+                    }
+                    next += 1;
+                }
+            }
+        });
+        let mut seq = 0;
+        let mut rows = 0u64;
+        let mut records = Vec::with_capacity(PIECE);
+        let mut record = csv::ByteRecord::new();
+        let result = loop {
+            let more = match reader.read_byte_record(&mut record) {
+                Ok(more) => more,
+                Err(e) => break Err(e),
+            };
+            if more {
+                rows += 1;
+                let line = line_at(starts, record.position().map_or(0, |p| p.byte()));
+                records.push((line, std::mem::take(&mut record)));
+                if rows.is_multiple_of(4096) {
+                    bar.set_position(reader.position().byte());
+                }
+            }
+            if records.len() == PIECE || (!more && !records.is_empty()) {
+                let work = std::mem::replace(&mut records, Vec::with_capacity(PIECE));
+                if work_tx.send((seq, work)).is_err() {
+                    break Ok(());
+                }
+                seq += 1;
+            }
+            if !more {
+                break Ok(());
+            }
+        };
+        drop(work_tx);
+        result
+    })
 }
 
 /// The file with a leading BOM removed, noting where each non-blank line
@@ -448,6 +678,77 @@ fn line_at(starts: &Mutex<VecDeque<(u64, u64)>>, start: u64) -> u64 {
         starts.pop_front();
     }
     starts.front().map_or(0, |&(_, line)| line)
+}
+
+/// Applies parsed rows in write jobs of at most about [`JOB_TIME`] each,
+/// without savepoints: a row either applies whole or fails its job. A failed
+/// job has been rolled back entirely, and the rows from its first on are
+/// then applied again by [`write_batch`], each in its own savepoint, so that
+/// the row the store refuses is the only one rejected, as with the
+/// row-by-row path.
+async fn write_bulk(
+    db: Db,
+    policy: Policy,
+    rows: Vec<(u64, Parsed)>,
+    received_at: String,
+    mirror: Arc<Mutex<bulk::Mirror>>,
+) -> Result<Applied, DbError> {
+    let rows = Arc::new(rows);
+    let mut out = Vec::with_capacity(rows.len());
+    while out.len() < rows.len() {
+        let from = out.len();
+        let job = {
+            let (rows, policy, received_at) = (rows.clone(), policy.clone(), received_at.clone());
+            let mirror = mirror.clone();
+            db.write(move |conn| {
+                let started = Instant::now();
+                conn.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB)?;
+                let mut mirror = mirror.lock().unwrap();
+                let mut applied = Vec::new();
+                let mut run = || -> Result<(), DbError> {
+                    // Read again (when first needed) if another process
+                    // wrote since the last job.
+                    mirror.check(conn)?;
+                    for (line, parsed) in &rows[from..] {
+                        let outcome =
+                            apply_parsed(conn, &policy, parsed, &received_at, &mut mirror)?;
+                        applied.push((*line, Ok(outcome)));
+                        if started.elapsed() >= JOB_TIME {
+                            break;
+                        }
+                    }
+                    mirror.settle(conn)
+                };
+                let result = run();
+                if result.is_err() {
+                    // The job is rolled back before the next one runs:
+                    // what the mirror followed is gone.
+                    mirror.invalidate();
+                }
+                result.map(|()| applied)
+            })
+        };
+        match job.await {
+            Ok(applied) => out.extend(applied),
+            Err(e) => {
+                // A failed commit rolls back a job that succeeded, too.
+                mirror.lock().unwrap().invalidate();
+                if matches!(e, DbError::Unavailable(_)) {
+                    return Err(e);
+                }
+                tracing::debug!(error = %e, "a row failed in a bulk job; applying the rest one by one");
+                for chunk in rows[from..].chunks(BATCH) {
+                    let batch = (chunk.iter())
+                        .map(|(line, p)| (*line, p.row.clone(), p.key.clone()))
+                        .collect();
+                    out.extend(
+                        write_batch(db.clone(), policy.clone(), batch, received_at.clone()).await?,
+                    );
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Applies a batch in one write job, each row in its own savepoint so that

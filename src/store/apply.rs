@@ -18,7 +18,7 @@ use crate::event::{Event, Visitor};
 
 /// Most emails, phones and visitor ids taken from one delivery; the rest of
 /// an abusive list stays in the raw delivery only.
-const MAX_IDENTIFIERS: usize = 10;
+pub const MAX_IDENTIFIERS: usize = 10;
 
 /// The settings applying depends on.
 #[derive(Debug, Clone)]
@@ -364,7 +364,8 @@ fn seen<'a>(
         })
 }
 
-fn dedup(values: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+/// The first occurrence of each value, at most [`MAX_IDENTIFIERS`] of them.
+pub fn dedup(values: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for (value, raw) in values {
         if out.len() == MAX_IDENTIFIERS {

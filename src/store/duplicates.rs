@@ -17,7 +17,7 @@ use crate::crm::duplicates::{
 /// of the statements below. It is a literal, not a bound parameter, because
 /// SQLite recompiles a statement whenever a parameter its LIMIT depends on is
 /// rebound (that alone made every new lead re-prepare eight statements).
-const NEIGHBOURS: usize = 6;
+pub const NEIGHBOURS: usize = 6;
 /// Most duplicate links made for one new lead.
 const MAX_LINKS: usize = 5;
 
@@ -41,6 +41,53 @@ pub fn detect(
     threshold: f64,
     at: &str,
 ) -> Result<Vec<(i64, String)>, DbError> {
+    detect_with(conn, lead, profile, threshold, at, |index, key| {
+        index_neighbours(conn, index, key)
+    })
+}
+
+/// The neighbours of `key` in `index`, looked up in the database (see
+/// [`detect_with`] for the order).
+pub fn index_neighbours(
+    conn: &Connection,
+    index: Index,
+    key: &str,
+) -> Result<Vec<(i64, String)>, DbError> {
+    let (below, above) = match index {
+        Index::Name => (NAME_BELOW, NAME_ABOVE),
+        Index::NameRev => (REV_BELOW, REV_ABOVE),
+        Index::Email => (EMAIL_BELOW, EMAIL_ABOVE),
+        Index::Phone => (PHONE_BELOW, PHONE_ABOVE),
+    };
+    neighbours(conn, below, above, key)
+}
+
+/// The sorted indexes whose neighbours are candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Index {
+    /// `leads.name_key` of leads not folded; equal keys in id order.
+    Name,
+    /// `leads.name_rev`, likewise.
+    NameRev,
+    /// `lead_emails.value`.
+    Email,
+    /// `lead_phones.value`.
+    Phone,
+}
+
+/// [`detect`], with the neighbours of a key in an index found by
+/// `neighbours`: the [`NEIGHBOURS`] nearest entries below the key, nearest
+/// first, then the [`NEIGHBOURS`] nearest at or above it (names) or above
+/// it (emails, phones), nearest first; equal names by descending lead id
+/// below and ascending above, as an index scan gives them.
+pub fn detect_with(
+    conn: &Connection,
+    lead: i64,
+    profile: &Profile,
+    threshold: f64,
+    at: &str,
+    mut neighbours: impl FnMut(Index, &str) -> Result<Vec<(i64, String)>, DbError>,
+) -> Result<Vec<(i64, String)>, DbError> {
     // Best score per candidate lead, with what made it.
     let mut best: HashMap<i64, (f64, Attribute, String, String)> = HashMap::new();
     let mut consider = |other: i64, score: f64, attr: Attribute, mine: &str, theirs: String| {
@@ -55,7 +102,7 @@ pub fn detect(
         }
     };
     if let Some(key) = &profile.name_key {
-        for (other, theirs) in neighbours(conn, NAME_BELOW, NAME_ABOVE, key)? {
+        for (other, theirs) in neighbours(Index::Name, key)? {
             consider(
                 other,
                 name_similarity(key, &theirs),
@@ -65,7 +112,7 @@ pub fn detect(
             );
         }
         let rev = reversed(key);
-        for (other, theirs_rev) in neighbours(conn, REV_BELOW, REV_ABOVE, &rev)? {
+        for (other, theirs_rev) in neighbours(Index::NameRev, &rev)? {
             let theirs = reversed(&theirs_rev);
             consider(
                 other,
@@ -77,7 +124,7 @@ pub fn detect(
         }
     }
     for email in &profile.emails {
-        for (other, theirs) in neighbours(conn, EMAIL_BELOW, EMAIL_ABOVE, email)? {
+        for (other, theirs) in neighbours(Index::Email, email)? {
             consider(
                 other,
                 email_similarity(email, &theirs),
@@ -88,7 +135,7 @@ pub fn detect(
         }
     }
     for phone in &profile.phones {
-        for (other, theirs) in neighbours(conn, PHONE_BELOW, PHONE_ABOVE, phone)? {
+        for (other, theirs) in neighbours(Index::Phone, phone)? {
             consider(
                 other,
                 phone_similarity(phone, &theirs),

@@ -11,6 +11,7 @@
 //! checkpoints run beside the writer (`checkpoint.rs`), not inside commits.
 
 pub mod apply;
+pub mod bulk;
 mod checkpoint;
 mod conversations;
 mod duplicates;

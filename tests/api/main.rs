@@ -8,6 +8,7 @@ mod errors;
 mod faults;
 mod helpers;
 mod hostile;
+mod import;
 mod jivo;
 mod leads_api;
 mod livechat;

@@ -1,0 +1,551 @@
+//! The bulk path of `import`: a row whose emails and phones no lead owns
+//! creates a lead, and nothing else can happen to it (no visitor id, chat,
+//! tag or fold). That case is applied here from values parsed ahead of the
+//! writer, without the general event plumbing, through the same pure core
+//! (`resolve`, `merge::plan`, `Explanation`) and the same storage functions
+//! as [`super::apply::apply`], in the same order: the stored result is the
+//! one the general path gives. Any other row takes the general path.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use rusqlite::Connection;
+
+use super::DbError;
+use super::apply::{Outcome, Policy};
+use super::duplicates::{self, Index, NEIGHBOURS, Profile};
+use super::inbox::{self, Inserted, NewDelivery};
+use super::leads::{self, Source};
+use crate::crm::duplicates::reversed;
+use crate::crm::explain::{Explanation, Flag, Seen};
+use crate::crm::identity::name_key;
+use crate::crm::merge::{self, Change, ContactKind, Incoming, IncomingContact};
+use crate::crm::resolve::{self, Matches, Target};
+
+/// A person as parsed ahead of the writer: identifiers normalised and
+/// deduplicated the way [`super::apply::apply`] does it.
+#[derive(Debug, Clone, Copy)]
+pub struct Person<'a> {
+    /// Name, as given.
+    pub name: Option<&'a str>,
+    /// Description, as given.
+    pub description: Option<&'a str>,
+    /// `(normalised, raw)` emails, first occurrence of each, in order.
+    pub emails: &'a [(String, String)],
+    /// `(normalised, raw)` phones, likewise.
+    pub phones: &'a [(String, String)],
+    /// Custom fields.
+    pub fields: &'a [(String, String)],
+}
+
+/// Whether a lead owns any of the person's emails or phones (then the row
+/// takes the general path).
+pub fn owned(conn: &Connection, person: &Person) -> Result<bool, DbError> {
+    for (value, _) in person.emails {
+        if leads::contact_owner(conn, ContactKind::Email, value)?.is_some() {
+            return Ok(true);
+        }
+    }
+    for (value, _) in person.phones {
+        if leads::contact_owner(conn, ContactKind::Phone, value)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Applies `delivery` for a person no lead owns an identifier of ([`owned`]
+/// said no): stores it in the inbox and creates the lead, exactly as
+/// [`super::apply::apply`] would. A delivery applied before is a redelivery.
+pub fn create(
+    conn: &Connection,
+    policy: &Policy,
+    delivery: &NewDelivery,
+    person: &Person,
+    mirror: &mut Mirror,
+) -> Result<Outcome, DbError> {
+    let delivery_id = match inbox::insert(conn, delivery)? {
+        Inserted::New(id) | Inserted::Retry(id) => id,
+        Inserted::Applied(lead) => {
+            return Ok(Outcome {
+                lead_id: lead.map(|id| leads::survivor(conn, id)).transpose()?,
+                redelivery: true,
+                ..Outcome::default()
+            });
+        }
+    };
+    let source = Source {
+        delivery_id: Some(delivery_id),
+        // What `apply` labels an event without a chat: "{platform} {event}".
+        label: format!("{} {}", delivery.platform, delivery.event),
+        at: delivery.received_at.clone(),
+    };
+    let resolution = resolve::resolve(&Matches::default(), &policy.merge.match_order);
+    debug_assert_eq!(resolution.target, Target::Create);
+    let lead = leads::create(conn, &source.at)?;
+    let contacts = |values: &[(String, String)]| -> Vec<IncomingContact> {
+        values
+            .iter()
+            .map(|(value, raw)| IncomingContact {
+                value: value.clone(),
+                raw: raw.clone(),
+            })
+            .collect()
+    };
+    let incoming = Incoming {
+        name: non_empty(person.name),
+        description: non_empty(person.description),
+        emails: contacts(person.emails),
+        phones: contacts(person.phones),
+    };
+    let current = merge::Current::default();
+    let changes = merge::plan(&policy.merge, &current, &incoming);
+    let mut similar = Vec::new();
+    if policy.duplicates.enabled {
+        let after = merge::preview(&current, &changes);
+        let profile = Profile {
+            name_key: after
+                .name
+                .as_deref()
+                .map(name_key)
+                .filter(|k| !k.is_empty()),
+            emails: after.emails.into_iter().map(|c| c.value).collect(),
+            phones: after.phones.into_iter().map(|c| c.value).collect(),
+        };
+        similar = duplicates::detect_with(
+            conn,
+            lead,
+            &profile,
+            policy.duplicates.threshold,
+            &source.at,
+            |index, key| Ok(mirror.neighbours(index, key)),
+        )?;
+    }
+    let flagged = similar.len();
+    let similar = similar
+        .into_iter()
+        .map(|(lead, reason)| Flag { lead, reason })
+        .collect();
+    let seen = seen(ContactKind::Email, person.emails)
+        .chain(seen(ContactKind::Phone, person.phones))
+        .collect();
+    let why = Explanation::new(
+        &policy.merge,
+        seen,
+        None,
+        &resolution,
+        lead,
+        similar,
+        changes,
+    );
+    let why_json = leads::explanation_json(&why, None);
+    leads::history(
+        conn,
+        lead,
+        "created",
+        None,
+        Some(&resolution.rule),
+        &source,
+        Some(&why_json),
+    )?;
+    leads::apply_changes(conn, lead, &why.changes, &why, &source)?;
+    mirror.apply(lead, &why.changes);
+    leads::set_fields(conn, lead, person.fields, &source)?;
+    inbox::set_lead(conn, delivery_id, Some(lead))?;
+    Ok(Outcome {
+        lead_id: Some(lead),
+        created: true,
+        flagged,
+        ..Outcome::default()
+    })
+}
+
+fn seen(kind: ContactKind, values: &[(String, String)]) -> impl Iterator<Item = Seen> + '_ {
+    values.iter().map(move |(normalized, raw)| Seen {
+        kind,
+        raw: raw.clone(),
+        normalized: normalized.clone(),
+        owner: None,
+    })
+}
+
+fn non_empty(s: Option<&str>) -> Option<String> {
+    s.map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// `Some(lead)` when a delivery with idempotency key `key` was applied
+/// before (the lead it went to, if any): [`inbox::insert`] would call it a
+/// redelivery.
+pub fn applied_before(conn: &Connection, key: &str) -> Result<Option<Option<i64>>, DbError> {
+    use rusqlite::OptionalExtension;
+    let found: Option<(String, Option<i64>)> = conn
+        .prepare_cached("SELECT status, lead_id FROM deliveries WHERE idem_key = ?1")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(found.and_then(|(status, lead)| (status == "applied").then_some(lead)))
+}
+
+/// The four sorted indexes duplicate detection looks into
+/// ([`duplicates::Index`]), held in memory for the length of an import so
+/// that a new lead's neighbours are found without a query, in exactly the
+/// order the index scans of [`duplicates::detect`] give them: every change
+/// the import makes is applied to it as it is written, and it is read again
+/// whenever another connection has written in between (`PRAGMA
+/// data_version`) or a change could not be followed.
+#[derive(Debug, Default)]
+pub struct Mirror {
+    /// `name_key` of leads not folded: the leads holding it, ascending.
+    names: BTreeMap<String, Vec<i64>>,
+    /// `name_rev`, likewise.
+    revs: BTreeMap<String, Vec<i64>>,
+    /// Email value to its lead.
+    emails: BTreeMap<String, i64>,
+    /// Phone value to its lead.
+    phones: BTreeMap<String, i64>,
+    /// `PRAGMA data_version` when it was last known to match the database;
+    /// `None`: to be read again.
+    version: Option<i64>,
+}
+
+impl Mirror {
+    /// Makes sure the mirror matches the database: read again if it was
+    /// never read, was invalidated, or another connection has committed
+    /// since [`Mirror::settle`].
+    pub fn refresh(&mut self, conn: &Connection) -> Result<(), DbError> {
+        let version = data_version(conn)?;
+        if self.version == Some(version) {
+            return Ok(());
+        }
+        *self = Mirror::default();
+        let mut stmt = conn.prepare(
+            "SELECT id, name_key, name_rev FROM leads
+             WHERE merged_into IS NULL AND (name_key IS NOT NULL OR name_rev IS NOT NULL)",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            if let Some(key) = row.get::<_, Option<String>>(1)? {
+                self.names.entry(key).or_default().push(id);
+            }
+            if let Some(rev) = row.get::<_, Option<String>>(2)? {
+                self.revs.entry(rev).or_default().push(id);
+            }
+        }
+        for ids in self.names.values_mut().chain(self.revs.values_mut()) {
+            ids.sort_unstable();
+        }
+        for (table, map) in [
+            ("lead_emails", &mut self.emails),
+            ("lead_phones", &mut self.phones),
+        ] {
+            let mut stmt = conn.prepare(&format!("SELECT lead_id, value FROM {table}"))?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                map.insert(row.get(1)?, row.get(0)?);
+            }
+        }
+        self.version = Some(version);
+        Ok(())
+    }
+
+    /// Invalidates the mirror if another connection has committed since
+    /// [`Mirror::settle`] (it is read again by [`Mirror::refresh`] when next
+    /// needed).
+    pub fn check(&mut self, conn: &Connection) -> Result<(), DbError> {
+        if let Some(known) = self.version
+            && known != data_version(conn)?
+        {
+            self.invalidate();
+        }
+        Ok(())
+    }
+
+    /// Records, at the end of a job, that the mirror matches the database
+    /// as this connection sees it (its own commit does not change
+    /// `data_version`; another connection's does).
+    pub fn settle(&mut self, conn: &Connection) -> Result<(), DbError> {
+        if self.version.is_some() {
+            self.version = Some(data_version(conn)?);
+        }
+        Ok(())
+    }
+
+    /// Forgets everything: read again before the next use.
+    pub fn invalidate(&mut self) {
+        self.version = None;
+    }
+
+    /// Whether the mirror is to be read again before it is used.
+    pub fn is_stale(&self) -> bool {
+        self.version.is_none()
+    }
+
+    /// The neighbours of `key` in `index`, as the index scans of
+    /// [`duplicates::detect`] give them.
+    pub fn neighbours(&self, index: Index, key: &str) -> Vec<(i64, String)> {
+        let mut out = Vec::with_capacity(2 * NEIGHBOURS);
+        match index {
+            Index::Name | Index::NameRev => {
+                let map = if index == Index::Name {
+                    &self.names
+                } else {
+                    &self.revs
+                };
+                // Below: keys < key, descending, equal keys by descending id.
+                let below = map.range::<str, _>((Bound::Unbounded, Bound::Excluded(key)));
+                'below: for (k, ids) in below.rev() {
+                    for id in ids.iter().rev() {
+                        if out.len() == NEIGHBOURS {
+                            break 'below;
+                        }
+                        out.push((*id, k.clone()));
+                    }
+                }
+                // At or above: keys >= key, ascending, equal keys by id.
+                let above = map.range::<str, _>((Bound::Included(key), Bound::Unbounded));
+                let mut taken = 0;
+                'above: for (k, ids) in above {
+                    for id in ids {
+                        if taken == NEIGHBOURS {
+                            break 'above;
+                        }
+                        out.push((*id, k.clone()));
+                        taken += 1;
+                    }
+                }
+            }
+            Index::Email | Index::Phone => {
+                let map = if index == Index::Email {
+                    &self.emails
+                } else {
+                    &self.phones
+                };
+                let below = map.range::<str, _>((Bound::Unbounded, Bound::Excluded(key)));
+                out.extend((below.rev().take(NEIGHBOURS)).map(|(k, id)| (*id, k.clone())));
+                let above = map.range::<str, _>((Bound::Excluded(key), Bound::Unbounded));
+                out.extend((above.take(NEIGHBOURS)).map(|(k, id)| (*id, k.clone())));
+            }
+        }
+        out
+    }
+
+    /// Follows what [`leads::apply_changes`] wrote for `lead`. A change it
+    /// cannot follow exactly (a name whose stored key it does not hold)
+    /// invalidates it.
+    pub fn apply(&mut self, lead: i64, changes: &[Change]) {
+        if self.is_stale() {
+            return;
+        }
+        for change in changes {
+            match change {
+                Change::Name { old, new, .. } => {
+                    if let Some(old) = old.as_deref().map(name_key).filter(|k| !k.is_empty()) {
+                        let rev = reversed(&old);
+                        if !(remove(&mut self.names, &old, lead)
+                            && remove(&mut self.revs, &rev, lead))
+                        {
+                            self.invalidate();
+                            return;
+                        }
+                    }
+                    let key = name_key(new);
+                    if !key.is_empty() {
+                        let rev = reversed(&key);
+                        insert(&mut self.names, key, lead);
+                        insert(&mut self.revs, rev, lead);
+                    }
+                }
+                Change::Add { kind, value, .. } => {
+                    self.contacts(*kind).insert(value.clone(), lead);
+                }
+                Change::Remove { kind, value, .. } => {
+                    self.contacts(*kind).remove(value);
+                }
+                Change::Description { .. } | Change::MakePrimary { .. } | Change::Kept { .. } => {}
+            }
+        }
+    }
+
+    fn contacts(&mut self, kind: ContactKind) -> &mut BTreeMap<String, i64> {
+        match kind {
+            ContactKind::Email => &mut self.emails,
+            ContactKind::Phone => &mut self.phones,
+        }
+    }
+}
+
+fn insert(map: &mut BTreeMap<String, Vec<i64>>, key: String, lead: i64) {
+    let ids = map.entry(key).or_default();
+    if let Err(at) = ids.binary_search(&lead) {
+        ids.insert(at, lead);
+    }
+}
+
+fn remove(map: &mut BTreeMap<String, Vec<i64>>, key: &str, lead: i64) -> bool {
+    let Some(ids) = map.get_mut(key) else {
+        return false;
+    };
+    let Ok(at) = ids.binary_search(&lead) else {
+        return false;
+    };
+    ids.remove(at);
+    if ids.is_empty() {
+        map.remove(key);
+    }
+    true
+}
+
+fn data_version(conn: &Connection) -> Result<i64, DbError> {
+    Ok(conn.pragma_query_value(None, "data_version", |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::params;
+
+    use super::*;
+
+    fn db(path: &std::path::Path) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        super::super::migrate::migrate(&conn).unwrap();
+        conn
+    }
+
+    fn add_lead(conn: &Connection, id: i64, name: &str, merged_into: Option<i64>) {
+        let key = name_key(name);
+        conn.execute(
+            "INSERT INTO leads (id, name, name_key, name_rev, merged_into, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 't', 't')",
+            params![id, name, key, reversed(&key), merged_into],
+        )
+        .unwrap();
+    }
+
+    fn add_contact(conn: &Connection, table: &str, lead: i64, value: &str) {
+        conn.execute(
+            &format!(
+                "INSERT INTO {table} (lead_id, value, raw, created_at) VALUES (?1, ?2, ?2, 't')"
+            ),
+            params![lead, value],
+        )
+        .unwrap();
+    }
+
+    /// Namesakes (ties broken by id), folded leads (left out of names),
+    /// keys below and above everything: the mirror answers what the index
+    /// scans answer, and follows another connection's writes.
+    #[test]
+    fn the_mirror_gives_the_neighbours_the_indexes_give() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite3");
+        let conn = db(&path);
+        let names = [
+            "ann lee",
+            "ann leigh",
+            "bob stone",
+            "ann lee",
+            "zoe ray",
+            "ann lee",
+        ];
+        for i in 0..60i64 {
+            let name = names[(i * 7 % 6) as usize];
+            let merged = (i % 13 == 5).then_some(1);
+            add_lead(
+                &conn,
+                i + 1,
+                &format!("{name}{}", if i % 4 == 0 { "" } else { " x" }),
+                merged,
+            );
+            add_contact(
+                &conn,
+                "lead_emails",
+                i + 1,
+                &format!("p{}@ex.com", i * 37 % 61),
+            );
+            add_contact(
+                &conn,
+                "lead_phones",
+                i + 1,
+                &format!("+1408555{:04}", i * 53 % 97),
+            );
+        }
+        let mut mirror = Mirror::default();
+        mirror.refresh(&conn).unwrap();
+        let check = |mirror: &Mirror, conn: &Connection| {
+            let keys = [
+                "",
+                "a",
+                "ann lee",
+                "ann lee x",
+                "ann leigh",
+                "bob",
+                "zzz",
+                "eel nna",
+                "x eel nna",
+                "p1@ex.com",
+                "p30@ex.com",
+                "q",
+                "+14085550010",
+                "+1408555",
+                "+2",
+            ];
+            for index in [Index::Name, Index::NameRev, Index::Email, Index::Phone] {
+                for key in keys {
+                    assert_eq!(
+                        mirror.neighbours(index, key),
+                        duplicates::index_neighbours(conn, index, key).unwrap(),
+                        "{index:?} {key:?}"
+                    );
+                }
+            }
+        };
+        check(&mirror, &conn);
+
+        // Changes followed as they are written.
+        let changes = vec![
+            Change::Name {
+                old: Some("bob stone x".into()),
+                new: "Ann Lee".into(),
+                rule: "r",
+            },
+            Change::Add {
+                kind: ContactKind::Email,
+                value: "p1@ex.com0".into(),
+                raw: "x".into(),
+                primary: false,
+                rule: "r",
+            },
+        ];
+        let bob: i64 = conn
+            .query_row(
+                "SELECT id FROM leads WHERE name_key = 'bob stone x' AND merged_into IS NULL LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        conn.execute(
+            "UPDATE leads SET name = 'Ann Lee', name_key = 'ann lee', name_rev = 'eel nna' WHERE id = ?1",
+            [bob],
+        )
+        .unwrap();
+        add_contact(&conn, "lead_emails", bob, "p1@ex.com0");
+        mirror.apply(bob, &changes);
+        assert!(!mirror.is_stale());
+        check(&mirror, &conn);
+
+        // Another connection writes: the mirror reads the database again.
+        mirror.settle(&conn).unwrap();
+        mirror.check(&conn).unwrap();
+        assert!(!mirror.is_stale());
+        let other = Connection::open(&path).unwrap();
+        add_lead(&other, 100, "ann lee", None);
+        add_contact(&other, "lead_phones", 100, "+14085550500");
+        mirror.check(&conn).unwrap();
+        assert!(mirror.is_stale());
+        mirror.refresh(&conn).unwrap();
+        check(&mirror, &conn);
+    }
+}
