@@ -212,7 +212,7 @@ pub fn person(i: u64) -> Person {
 
 /// Bumped when generated data changes, so that cached databases are made
 /// again (`leads-v{DATA_VERSION}-{n}.sqlite3`).
-pub const DATA_VERSION: u32 = 2;
+pub const DATA_VERSION: u32 = 3;
 
 /// The generator writes phone keys itself (parsing a million numbers would
 /// take longer than the rest): they must be the keys the service computes

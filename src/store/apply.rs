@@ -273,10 +273,11 @@ fn identify(
         similar,
         changes,
     );
-    // Serialised once for every history row it goes with, and only if any.
+    // Serialised and stored once for every history row it goes with, and
+    // only if any.
     let written = outcome.created || resolution.fold.is_some() || !why.changes.is_empty();
     let decision = written.then(|| leads::Decision::new(&why));
-    let why_json = decision.as_ref().map(|d| d.json(None));
+    let why_row = decision.as_ref().map(|d| d.row(None));
     if outcome.created {
         leads::history(
             conn,
@@ -285,11 +286,11 @@ fn identify(
             None,
             Some(&resolution.rule),
             source,
-            why_json.as_deref(),
+            why_row,
         )?;
     }
     if let Some(from) = resolution.fold {
-        leads::fold(conn, from, lead, source, why_json.as_deref())?;
+        leads::fold(conn, from, lead, source, why_row)?;
         outcome.folded = true;
     }
     for (other, reason) in &resolution.duplicates {
@@ -298,7 +299,7 @@ fn identify(
         }
     }
     if let Some(decision) = &decision {
-        leads::apply_explained_changes(conn, lead, &why.changes, decision, source)?;
+        leads::apply_changes(conn, lead, &why.changes, decision, source)?;
     }
     outcome.merged = !outcome.created && why.changes.iter().any(merge::Change::alters);
     for id in visitor.ids.iter().take(MAX_IDENTIFIERS) {

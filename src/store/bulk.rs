@@ -138,7 +138,7 @@ pub fn create(
         similar,
         changes,
     );
-    let why_json = leads::explanation_json(&why, None);
+    let decision = leads::Decision::new(&why);
     leads::history(
         conn,
         lead,
@@ -146,9 +146,9 @@ pub fn create(
         None,
         Some(&resolution.rule),
         &source,
-        Some(&why_json),
+        Some(decision.row(None)),
     )?;
-    leads::apply_changes(conn, lead, &why.changes, &why, &source)?;
+    leads::apply_changes(conn, lead, &why.changes, &decision, &source)?;
     mirror.apply(lead, &why.changes);
     leads::set_fields(conn, lead, person.fields, &source)?;
     inbox::set_lead(conn, delivery_id, Some(lead))?;

@@ -144,7 +144,7 @@ pub fn create(conn: &Connection, at: &str) -> Result<i64, DbError> {
     Ok(conn.last_insert_rowid())
 }
 
-/// Writes a history row.
+/// Writes a history row; `why`, when given, is the decision behind it.
 pub fn history(
     conn: &Connection,
     lead: i64,
@@ -152,11 +152,15 @@ pub fn history(
     old: Option<&str>,
     new: Option<&str>,
     source: &Source,
-    explanation: Option<&str>,
+    why: Option<Why<'_>>,
 ) -> Result<(), DbError> {
+    let (decision, explanation) = match why {
+        Some(why) => (Some(why.decision.id(conn)?), why.change_json()),
+        None => (None, None),
+    };
     conn.prepare_cached(
-        "INSERT INTO history (lead_id, at, field, old, new, delivery_id, source, explanation)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO history (lead_id, at, field, old, new, delivery_id, source, explanation, decision_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         lead,
@@ -166,7 +170,8 @@ pub fn history(
         new,
         source.delivery_id,
         source.label,
-        explanation
+        explanation,
+        decision
     ])?;
     Ok(())
 }
@@ -177,47 +182,94 @@ fn touch(conn: &Connection, lead: i64, at: &str) -> Result<(), DbError> {
     Ok(())
 }
 
-/// The explanation column of a history row: the row's own change, if any,
-/// beside the whole decision of its delivery.
+/// A delivery's decision, serialised once and stored once (in `decisions`,
+/// when the first history row that needs it is written), however many
+/// history rows the delivery writes: a new lead writes four or more.
 ///
-/// Every history row of a delivery carries the whole decision, so values in
-/// it are clipped to [`EXPLAINED_CHARS`]: the full values are the rows' own
-/// `old`/`new`, and a 900 KB name must not be copied a dozen times per row.
-pub fn explanation_json(why: &Explanation, change: Option<&Change>) -> String {
-    Decision::new(why).json(change)
-}
-
-/// A delivery's decision, serialised once for all the history rows it
-/// writes (a new lead writes four or more).
+/// Values in it are clipped to [`EXPLAINED_CHARS`]: the full values are the
+/// history rows' own `old`/`new`.
 pub struct Decision {
-    decision: String,
-    summary: String,
-    why: String,
+    text: String,
+    id: std::cell::Cell<Option<i64>>,
 }
 
 impl Decision {
     /// Serialises `why`, long values clipped.
     pub fn new(why: &Explanation) -> Decision {
-        Decision {
-            decision: clipped_json(&why.decision),
+        let text = format!(
+            r#"{{"decision":{},"summary":{},"why":{}}}"#,
+            clipped_json(&why.decision),
             // The same in words, for the lead page.
-            summary: clipped_json(&why.lines()),
-            why: clipped_json(why),
+            clipped_json(&why.lines()),
+            clipped_json(why),
+        );
+        Decision {
+            text,
+            id: std::cell::Cell::new(None),
         }
     }
 
-    /// The explanation of one history row: `change` (if any) beside the
-    /// decision, as one JSON object.
-    pub fn json(&self, change: Option<&Change>) -> String {
-        format!(
-            r#"{{"change":{},"change_text":{},"decision":{},"summary":{},"why":{}}}"#,
-            clipped_json(&change),
-            clipped_json(&change.map(crate::crm::explain::describe)),
-            self.decision,
-            self.summary,
-            self.why
-        )
+    /// Why a history row was written: this decision, and the row's own
+    /// change if it records one.
+    pub fn row<'a>(&'a self, change: Option<&'a Change>) -> Why<'a> {
+        Why {
+            decision: self,
+            change,
+        }
     }
+
+    /// The `decisions` row, written the first time it is asked for. The
+    /// caller's transaction holds it; a `Decision` never outlives the
+    /// delivery (and the transaction) it was made for.
+    fn id(&self, conn: &Connection) -> Result<i64, DbError> {
+        if let Some(id) = self.id.get() {
+            return Ok(id);
+        }
+        conn.prepare_cached("INSERT INTO decisions (explanation) VALUES (?1)")?
+            .execute([&self.text])?;
+        let id = conn.last_insert_rowid();
+        self.id.set(Some(id));
+        Ok(id)
+    }
+}
+
+/// The decision behind one history row.
+#[derive(Clone, Copy)]
+pub struct Why<'a> {
+    decision: &'a Decision,
+    change: Option<&'a Change>,
+}
+
+impl Why<'_> {
+    /// The row's own `explanation` column: its change, in data and in
+    /// words; none for a row that records no change of a value.
+    fn change_json(&self) -> Option<String> {
+        let change = self.change?;
+        Some(format!(
+            r#"{{"change":{},"change_text":{}}}"#,
+            clipped_json(change),
+            clipped_json(&crate::crm::explain::describe(change))
+        ))
+    }
+}
+
+/// A history row's explanation as readers see it: the delivery's decision
+/// (`decision`, `summary`, `why`) with the row's own `change` and
+/// `change_text`, as one object. `row` is the history row's `explanation`
+/// column, `decision` its `decisions` row; rows written before decisions
+/// were stored apart hold the whole object in `row`.
+pub fn explanation(row: Option<&str>, decision: Option<&str>) -> Option<serde_json::Value> {
+    use serde_json::{Map, Value};
+    let parse = |text: &str| serde_json::from_str::<Map<String, Value>>(text).ok();
+    let Some(decision) = decision else {
+        return row.and_then(parse).map(Value::Object);
+    };
+    let mut object = parse(decision)?;
+    let mut own = row.and_then(parse).unwrap_or_default();
+    for key in ["change", "change_text"] {
+        object.insert(key.into(), own.remove(key).unwrap_or(Value::Null));
+    }
+    Some(Value::Object(object))
 }
 
 /// `value` as JSON with strings longer than [`EXPLAINED_CHARS`] clipped.
@@ -281,22 +333,8 @@ fn clip_strings(value: &mut serde_json::Value) {
 }
 
 /// Applies a merge plan, writing one history row per change (a value the
-/// policy did not take included), each with the decision's explanation.
+/// policy did not take included), each pointing at the delivery's decision.
 pub fn apply_changes(
-    conn: &Connection,
-    lead: i64,
-    changes: &[Change],
-    why: &Explanation,
-    source: &Source,
-) -> Result<(), DbError> {
-    if changes.is_empty() {
-        return Ok(());
-    }
-    apply_explained_changes(conn, lead, changes, &Decision::new(why), source)
-}
-
-/// [`apply_changes`] with the decision already serialised.
-pub fn apply_explained_changes(
     conn: &Connection,
     lead: i64,
     changes: &[Change],
@@ -306,8 +344,7 @@ pub fn apply_explained_changes(
     let mut altered = false;
     for change in changes {
         altered |= change.alters();
-        let explanation = decision.json(Some(change));
-        let explanation = Some(explanation.as_str());
+        let explanation = Some(decision.row(Some(change)));
         match change {
             Change::Name { old, new, .. } => {
                 let key = name_key(new);
@@ -496,13 +533,13 @@ pub fn link_duplicate(
 
 /// Folds anonymous lead `from` into `into`: its visitor ids, conversations,
 /// notes, tags and fields move; `from` keeps answering with a pointer.
-/// `explanation` is stored with the history rows.
+/// `explanation` is the decision the history rows point at.
 pub fn fold(
     conn: &Connection,
     from: i64,
     into: i64,
     source: &Source,
-    explanation: Option<&str>,
+    explanation: Option<Why<'_>>,
 ) -> Result<(), DbError> {
     let moves = [
         "UPDATE lead_visitors SET lead_id = ?2 WHERE lead_id = ?1",
@@ -652,7 +689,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_decision_serialised_once_reads_as_one_json_object() {
+    fn a_decision_stored_once_reads_as_one_json_object_per_row() {
         use crate::crm::resolve::{Resolution, Target};
         let merge: crate::config::MergePolicy = toml::from_str(
             r#"
@@ -692,7 +729,9 @@ mod tests {
             rule: "keep_existing",
         };
         for change in [None, Some(&change), Some(&long)] {
-            let text = Decision::new(&why).json(change);
+            let decision = Decision::new(&why);
+            let row = decision.row(change).change_json();
+            let parsed = explanation(row.as_deref(), Some(&decision.text)).unwrap();
             let mut expected = serde_json::json!({
                 "decision": why.decision,
                 "change": change,
@@ -701,7 +740,6 @@ mod tests {
                 "summary": why.lines(),
             });
             clip_strings(&mut expected);
-            let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
             assert_eq!(parsed, expected);
         }
     }

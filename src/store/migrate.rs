@@ -7,7 +7,11 @@ use rusqlite::Connection;
 use super::DbError;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../../schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../schema.sql"),
+    include_str!("../../migrations/0002_decisions.sql"),
+    include_str!("../../migrations/0003_live_name_indexes.sql"),
+];
 
 /// Applies every migration the database has not seen, each in its own
 /// transaction with its version bump.
@@ -61,4 +65,88 @@ fn drop_stat4(conn: &Connection) -> Result<(), DbError> {
 /// The schema version this program writes.
 pub fn latest_version() -> i64 {
     MIGRATIONS.len() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::params;
+
+    use super::*;
+    use crate::store::view::{self, Found};
+
+    /// A database written by version 1 (the whole explanation copied into
+    /// each history row, folded leads in the name indexes) is brought up to
+    /// date without changing what its leads read as, and rows written
+    /// afterwards store their decision once.
+    #[test]
+    fn version_1_databases_keep_their_history_and_get_live_name_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("v1.sqlite3")).unwrap();
+        conn.execute_batch(&format!(
+            "BEGIN; {} PRAGMA user_version = 1; COMMIT;",
+            MIGRATIONS[0]
+        ))
+        .unwrap();
+        let old = r#"{"change":null,"change_text":null,"decision":"created","summary":["made by version 1"],"why":{"rule":"new visitor"}}"#;
+        conn.execute_batch(
+            "INSERT INTO leads (id, name, name_key, name_rev, created_at, updated_at)
+             VALUES (1, 'Ann Lee', 'ann lee', 'eel nna', 't', 't'),
+                    (2, 'Ann Lea', 'ann lea', 'ael nna', 't', 't');
+             UPDATE leads SET merged_into = 1 WHERE id = 2;",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO history (lead_id, at, field, new, source, explanation)
+             VALUES (1, 't', 'created', 'new visitor', 'jivo', ?1)",
+            [old],
+        )
+        .unwrap();
+
+        migrate(&conn).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, latest_version());
+
+        let Found::Lead(lead) = view::lead(&conn, 1).unwrap() else {
+            panic!("lead 1 is missing");
+        };
+        let expected: serde_json::Value = serde_json::from_str(old).unwrap();
+        assert_eq!(lead.history[0].explanation.as_ref(), Some(&expected));
+
+        // The folded lead is out of the name indexes; the live one is in,
+        // and the neighbour query is answered by the index alone.
+        let names: Vec<i64> = conn
+            .prepare("SELECT id FROM leads INDEXED BY leads_name_key WHERE name_key >= '' AND merged_into IS NULL")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(names, [1]);
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT id, name_key FROM leads WHERE name_key < ?1 AND merged_into IS NULL ORDER BY name_key DESC LIMIT 6",
+                params!["b"],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("COVERING INDEX leads_name_key"), "{plan}");
+
+        // Folding after the migration takes a lead out of the index too.
+        conn.execute_batch(
+            "INSERT INTO leads (id, name, name_key, name_rev, created_at, updated_at)
+             VALUES (3, 'Bo', 'bo', 'ob', 't', 't');
+             UPDATE leads SET merged_into = 1 WHERE id = 3;",
+        )
+        .unwrap();
+        let live: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM leads WHERE name_rev >= '' AND merged_into IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(live, 1);
+    }
 }

@@ -398,11 +398,13 @@ fn notes(conn: &Connection, id: i64) -> Result<Vec<NoteView>, DbError> {
 
 fn history(conn: &Connection, id: i64) -> Result<Vec<HistoryView>, DbError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT at, field, old, new, source, delivery_id, explanation FROM history
-         WHERE lead_id = ?1 ORDER BY id",
+        "SELECT h.at, h.field, h.old, h.new, h.source, h.delivery_id, h.explanation, d.explanation
+         FROM history h LEFT JOIN decisions d ON d.id = h.decision_id
+         WHERE h.lead_id = ?1 ORDER BY h.id",
     )?;
     let rows = stmt.query_map([id], |r| {
-        let explanation: Option<String> = r.get(6)?;
+        let row: Option<String> = r.get(6)?;
+        let decision: Option<String> = r.get(7)?;
         Ok(HistoryView {
             at: r.get(0)?,
             field: r.get(1)?,
@@ -410,7 +412,7 @@ fn history(conn: &Connection, id: i64) -> Result<Vec<HistoryView>, DbError> {
             new: r.get(3)?,
             source: r.get(4)?,
             delivery_id: r.get(5)?,
-            explanation: explanation.and_then(|e| serde_json::from_str(&e).ok()),
+            explanation: leads::explanation(row.as_deref(), decision.as_deref()),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -225,7 +225,8 @@ fn dump(db: &Path) -> Vec<String> {
         "SELECT lead_id, key, value FROM lead_fields ORDER BY lead_id, key",
         "SELECT lead_a, lead_b, score, reason FROM duplicate_links ORDER BY lead_a, lead_b",
         "SELECT id, platform, event, idem_key, body, status, lead_id FROM deliveries ORDER BY id",
-        "SELECT id, lead_id, field, old, new, delivery_id, source, explanation FROM history ORDER BY id",
+        "SELECT id, lead_id, field, old, new, delivery_id, source, explanation, decision_id FROM history ORDER BY id",
+        "SELECT id, explanation FROM decisions ORDER BY id",
     ] {
         let mut stmt = conn.prepare(sql).unwrap();
         let n = stmt.column_count();

@@ -246,8 +246,23 @@ async fn explanation_flags_a_similar_new_lead() {
     assert_eq!(why["duplicates"][0]["lead"], lead_id(&a));
     let reason = why["duplicates"][0]["reason"].as_str().unwrap();
     assert!(reason.starts_with("similar"), "{reason}");
-    // Every row of the delivery carries the same decision.
+    // Every row of the delivery carries the same decision, stored once.
     assert_eq!(why, &self::why(&lead, "name")["why"]);
+    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
+    let (rows, decisions): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(DISTINCT decision_id) FROM history
+             WHERE lead_id = ?1 AND decision_id IS NOT NULL",
+            [lead_id(&b)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(rows >= 3, "created, name and email rows: {rows}");
+    assert_eq!(decisions, 1);
+    let stored: i64 = conn
+        .query_row("SELECT count(*) FROM decisions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, 2, "one decision per lead-creating delivery");
 }
 
 /// SHA-256 of the database file and its WAL (when present).
