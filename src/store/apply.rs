@@ -121,7 +121,7 @@ pub fn apply(
                 None,
             )?;
         }
-        let fielded = leads::set_fields(conn, lead, &event.fields, &source)? > 0;
+        let fielded = leads::set_fields(conn, lead, &event.fields, false, &source)? > 0;
         outcome.merged |= !outcome.created && (tagged || fielded);
         if let Some(record) = &event.record {
             leads::history(conn, lead, "event", None, Some(record), &source, None)?;
@@ -299,7 +299,7 @@ fn identify(
         }
     }
     if let Some(decision) = &decision {
-        leads::apply_changes(conn, lead, &why.changes, decision, source)?;
+        leads::apply_changes(conn, lead, &current, &why.changes, decision, source)?;
     }
     outcome.merged = !outcome.created && why.changes.iter().any(merge::Change::alters);
     for id in visitor.ids.iter().take(MAX_IDENTIFIERS) {

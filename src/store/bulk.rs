@@ -148,9 +148,9 @@ pub fn create(
         &source,
         Some(decision.row(None)),
     )?;
-    leads::apply_changes(conn, lead, &why.changes, &decision, &source)?;
+    leads::apply_changes(conn, lead, &current, &why.changes, &decision, &source)?;
     mirror.apply(lead, &why.changes);
-    leads::set_fields(conn, lead, person.fields, &source)?;
+    leads::set_fields(conn, lead, person.fields, true, &source)?;
     inbox::set_lead(conn, delivery_id, Some(lead))?;
     Ok(Outcome {
         lead_id: Some(lead),

@@ -286,21 +286,23 @@ fn clipped_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
 }
 
 /// Whether a JSON text may hold a string of more than [`EXPLAINED_CHARS`]
-/// characters. Escapes count as several (never fewer than they stand for),
-/// so a `false` is certain.
+/// characters. Bytes are counted, never fewer than the characters they
+/// encode, and an escape never fewer than the character it stands for, so a
+/// `false` is certain (a `true` for a string of many non-ASCII characters
+/// only sends it the slow way, which clips nothing).
 fn has_long_string(json: &str) -> bool {
     let (mut inside, mut escaped, mut count) = (false, false, 0);
-    for c in json.chars() {
+    for &b in json.as_bytes() {
         if !inside {
-            if c == '"' {
+            if b == b'"' {
                 (inside, count) = (true, 0);
             }
             continue;
         }
-        match c {
+        match b {
             _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            '"' => {
+            b'\\' => escaped = true,
+            b'"' => {
                 inside = false;
                 continue;
             }
@@ -332,17 +334,37 @@ fn clip_strings(value: &mut serde_json::Value) {
     }
 }
 
-/// Applies a merge plan, writing one history row per change (a value the
-/// policy did not take included), each pointing at the delivery's decision.
+/// Applies a merge plan made against `current` (what the lead held before
+/// it), writing one history row per change (a value the policy did not take
+/// included), each pointing at the delivery's decision. Which contact is
+/// primary is followed from `current` rather than read back for each
+/// change; `current` of a new lead is empty, so its changes only insert.
 pub fn apply_changes(
     conn: &Connection,
     lead: i64,
+    current: &Current,
     changes: &[Change],
     decision: &Decision,
     source: &Source,
 ) -> Result<(), DbError> {
+    let primary_of =
+        |contacts: &[Contact]| contacts.iter().find(|c| c.primary).map(|c| c.value.clone());
+    // The primary email and phone as the changes so far left them.
+    let mut primaries = [primary_of(&current.emails), primary_of(&current.phones)];
+    let slot = |kind: ContactKind| match kind {
+        ContactKind::Email => 0,
+        ContactKind::Phone => 1,
+    };
     let mut altered = false;
     for change in changes {
+        #[cfg(debug_assertions)]
+        for kind in [ContactKind::Email, ContactKind::Phone] {
+            debug_assert_eq!(
+                primaries[slot(kind)],
+                primary_value(conn, kind, lead)?,
+                "primary {kind:?} followed wrongly for lead {lead}"
+            );
+        }
         altered |= change.alters();
         let explanation = Some(decision.row(Some(change)));
         match change {
@@ -387,9 +409,12 @@ pub fn apply_changes(
                 primary,
                 ..
             } => {
-                let old_primary = primary_value(conn, *kind, lead)?;
+                let old_primary = primaries[slot(*kind)].clone();
                 if *primary {
-                    clear_primary(conn, *kind, lead)?;
+                    if old_primary.is_some() {
+                        clear_primary(conn, *kind, lead)?;
+                    }
+                    primaries[slot(*kind)] = Some(value.clone());
                 }
                 let sql = format!(
                     "INSERT INTO {} (lead_id, value, raw, is_primary, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -414,6 +439,9 @@ pub fn apply_changes(
                     table(*kind)
                 );
                 conn.prepare_cached(&sql)?.execute(params![lead, value])?;
+                if primaries[slot(*kind)].as_ref() == Some(value) {
+                    primaries[slot(*kind)] = None;
+                }
                 history(
                     conn,
                     lead,
@@ -427,7 +455,10 @@ pub fn apply_changes(
             Change::MakePrimary {
                 kind, value, old, ..
             } => {
-                clear_primary(conn, *kind, lead)?;
+                if primaries[slot(*kind)].is_some() {
+                    clear_primary(conn, *kind, lead)?;
+                }
+                primaries[slot(*kind)] = Some(value.clone());
                 let sql = format!(
                     "UPDATE {} SET is_primary = 1 WHERE lead_id = ?1 AND value = ?2",
                     table(*kind)
@@ -467,6 +498,9 @@ pub fn apply_changes(
     Ok(())
 }
 
+/// Read back only to check, in debug builds, the primaries `apply_changes`
+/// follows.
+#[cfg(debug_assertions)]
 fn primary_value(
     conn: &Connection,
     kind: ContactKind,
@@ -614,23 +648,42 @@ pub fn add_tags(conn: &Connection, lead: i64, tags: &[String]) -> Result<usize, 
 }
 
 /// Sets custom fields, recording each change in the history; returns how
-/// many changed.
+/// many changed. `fresh` says the lead has no fields yet (it was created
+/// by this delivery), so the previous values need not be read.
 pub fn set_fields(
     conn: &Connection,
     lead: i64,
     fields: &[(String, String)],
+    fresh: bool,
     source: &Source,
 ) -> Result<usize, DbError> {
     let mut changed = 0;
+    let mut set: Vec<(&str, &str)> = Vec::new();
     for (key, value) in fields {
         let (key, value) = (key.trim(), value.trim());
         if key.is_empty() || value.is_empty() {
             continue;
         }
-        let old: Option<String> = conn
-            .prepare_cached("SELECT value FROM lead_fields WHERE lead_id = ?1 AND key = ?2")?
-            .query_row(params![lead, key], |r| r.get(0))
-            .optional()?;
+        let old: Option<String> = if fresh {
+            // Only what this call set before (a key given twice).
+            set.iter()
+                .rev()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| (*v).to_owned())
+        } else {
+            conn.prepare_cached("SELECT value FROM lead_fields WHERE lead_id = ?1 AND key = ?2")?
+                .query_row(params![lead, key], |r| r.get(0))
+                .optional()?
+        };
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(
+            old,
+            conn.prepare_cached("SELECT value FROM lead_fields WHERE lead_id = ?1 AND key = ?2")?
+                .query_row(params![lead, key], |r| r.get::<_, String>(0))
+                .optional()?,
+            "field {key:?} of a fresh lead {lead}"
+        );
+        set.push((key, value));
         if old.as_deref() == Some(value) {
             continue;
         }
@@ -746,9 +799,17 @@ mod tests {
 
     #[test]
     fn long_strings_are_never_missed() {
-        let at = |n: usize| serde_json::to_string(&"é".repeat(n)).unwrap();
-        assert!(!has_long_string(&at(EXPLAINED_CHARS)));
-        assert!(has_long_string(&at(EXPLAINED_CHARS + 1)));
+        let at = |c: &str, n: usize| serde_json::to_string(&c.repeat(n)).unwrap();
+        assert!(!has_long_string(&at("e", EXPLAINED_CHARS)));
+        assert!(has_long_string(&at("e", EXPLAINED_CHARS + 1)));
+        assert!(has_long_string(&at("é", EXPLAINED_CHARS + 1)));
+        // Bytes are counted: a string of fewer but wider characters may
+        // be reported (and then clipped exactly, i.e. not at all).
+        let wide = "é".repeat(EXPLAINED_CHARS);
+        assert!(has_long_string(&at(&wide, 1)));
+        let mut value = serde_json::json!([wide]);
+        clip_strings(&mut value);
+        assert_eq!(value[0], wide);
         // Escapes count at least as the characters they stand for.
         let escaped = serde_json::to_string(&"\"\n\u{1}".repeat(70)).unwrap();
         assert!(has_long_string(&escaped));
