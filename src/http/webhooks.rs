@@ -287,10 +287,15 @@ async fn apply_parsed(
     let config = state.config();
     let delivery = NewDelivery::parsed(platform, &event.name, idem_key, body, received_at);
     let policy = Policy::of(&config);
+    // Phones are parsed here, on the request's thread: the writer is the
+    // one thread every delivery waits for.
+    let identifiers = apply::Identifiers::of(event, &policy);
     let event = event.clone();
     state
         .db
-        .write(move |conn| apply::apply(conn, &policy, &delivery, &event))
+        .write(move |conn| {
+            apply::apply_identified(conn, &policy, &delivery, &event, Some(identifiers))
+        })
         .await
 }
 

@@ -63,6 +63,45 @@ pub struct Outcome {
     pub explanation: Option<Explanation>,
 }
 
+/// A visitor's emails and phones, normalised and deduplicated: `(value,
+/// raw)`, first occurrence of each, at most [`MAX_IDENTIFIERS`] of a kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identifiers {
+    /// Emails.
+    pub emails: Vec<(String, String)>,
+    /// Phones (read with `[merge] default_region` when written without a
+    /// country code).
+    pub phones: Vec<(String, String)>,
+}
+
+impl Identifiers {
+    /// Normalises what `event` carries under `policy`. Pure and the costly
+    /// part of identifying a visitor (the phone parser), so the service does
+    /// it on the request's thread, not the writer's.
+    pub fn of(event: &Event, policy: &Policy) -> Identifiers {
+        let Some(visitor) = &event.visitor else {
+            return Identifiers::default();
+        };
+        let region = policy.merge.default_region;
+        Identifiers {
+            emails: dedup(
+                visitor
+                    .emails
+                    .iter()
+                    .filter_map(|e| Email::parse(e))
+                    .map(|e| (e.normalized, e.raw)),
+            ),
+            phones: dedup(
+                visitor
+                    .phones
+                    .iter()
+                    .filter_map(|p| Phone::parse(p, region))
+                    .map(|p| (p.normalized, p.raw)),
+            ),
+        }
+    }
+}
+
 /// Stores `delivery` and applies `event` once. A redelivery changes nothing
 /// and answers with the lead as it is now.
 pub fn apply(
@@ -70,6 +109,18 @@ pub fn apply(
     policy: &Policy,
     delivery: &NewDelivery,
     event: &Event,
+) -> Result<Outcome, DbError> {
+    apply_identified(conn, policy, delivery, event, None)
+}
+
+/// [`apply`], with the event's identifiers already normalised under
+/// `policy` by [`Identifiers::of`] (they are, when `None`).
+pub fn apply_identified(
+    conn: &Connection,
+    policy: &Policy,
+    delivery: &NewDelivery,
+    event: &Event,
+    identifiers: Option<Identifiers>,
 ) -> Result<Outcome, DbError> {
     let delivery_id = match inbox::insert(conn, delivery)? {
         Inserted::New(id) | Inserted::Retry(id) => id,
@@ -93,11 +144,13 @@ pub fn apply(
         at: delivery.received_at.clone(),
     };
     let mut outcome = Outcome::default();
+    let identifiers = identifiers.unwrap_or_else(|| Identifiers::of(event, policy));
     let identified = identify(
         conn,
         policy,
         delivery.platform,
         event,
+        identifiers,
         &source,
         &mut outcome,
     )?;
@@ -157,26 +210,13 @@ fn identify(
     policy: &Policy,
     platform: &str,
     event: &Event,
+    identifiers: Identifiers,
     source: &Source,
     outcome: &mut Outcome,
 ) -> Result<Option<(i64, Option<merge::Current>)>, DbError> {
     let empty = Visitor::default();
     let visitor = event.visitor.as_ref().unwrap_or(&empty);
-    let region = policy.merge.default_region;
-    let emails = dedup(
-        visitor
-            .emails
-            .iter()
-            .filter_map(|e| Email::parse(e))
-            .map(|e| (e.normalized, e.raw)),
-    );
-    let phones = dedup(
-        visitor
-            .phones
-            .iter()
-            .filter_map(|p| Phone::parse(p, region))
-            .map(|p| (p.normalized, p.raw)),
-    );
+    let Identifiers { emails, phones } = identifiers;
 
     let owner = |kind, values: &[(String, String)]| -> Result<Vec<Option<i64>>, DbError> {
         values
