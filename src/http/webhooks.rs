@@ -293,8 +293,9 @@ async fn apply_parsed(
     let event = event.clone();
     state
         .db
-        .write(move |conn| {
-            apply::apply_identified(conn, &policy, &delivery, &event, Some(identifiers))
+        .write_repeatable(move |conn| {
+            let identifiers = Some(identifiers.clone());
+            apply::apply_identified(conn, &policy, &delivery, &event, identifiers)
         })
         .await
 }

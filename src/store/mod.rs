@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::oneshot;
 
-use writer::{Finish, Job, JobEnd, Writer, open_writer, writer_loop};
+use writer::{Job, JobEnd, WriteJob, Writer, open_writer, writer_loop};
 
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 256;
@@ -141,35 +141,47 @@ impl Db {
         &self.shared.path
     }
 
-    /// Runs `f` in the write transaction; resolves once it is committed.
+    /// Runs `f` in the writer's transaction (inside a savepoint when other
+    /// jobs share the batch) and answers once the batch is committed.
     pub async fn write<R, F>(&self, f: F) -> Result<R, DbError>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
     {
+        let mut f = Some(f);
+        self.submit(false, move |conn| match f.take() {
+            Some(f) => f(conn),
+            None => Err(DbError::Internal("a one-off write job ran twice".into())),
+        })
+        .await
+    }
+
+    /// [`Db::write`] for a job that may run twice, changing the database
+    /// only through `conn`. A batch of such jobs runs without a savepoint
+    /// per job (a savepoint copies every page a job changes into the
+    /// sub-journal: a fifth of the writer's work for a busy webhook); if one
+    /// of them fails, the batch is rolled back and run again, each job in
+    /// its own savepoint, so that the failing job is the only one refused.
+    pub async fn write_repeatable<R, F>(&self, f: F) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: FnMut(&Connection) -> Result<R, DbError> + Send + 'static,
+    {
+        self.submit(true, f).await
+    }
+
+    async fn submit<R, F>(&self, repeatable: bool, f: F) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: FnMut(&Connection) -> Result<R, DbError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        let span = tracing::Span::current();
-        let job: Job = Box::new(move |conn| {
-            let _entered = span.enter();
-            let result = conn.map(|conn| {
-                catch_unwind(AssertUnwindSafe(|| f(conn)))
-                    .unwrap_or_else(|panic| Err(DbError::Internal(panic_message(&panic))))
-            });
-            let end = match &result {
-                Some(Ok(_)) => JobEnd::Keep,
-                Some(Err(e @ DbError::Unavailable(_))) => JobEnd::Fault(e.to_string()),
-                _ => JobEnd::Undo,
-            };
-            let finish: Finish = Box::new(move |batch_error| {
-                let outcome = match (result, batch_error) {
-                    (Some(Ok(value)), None) => Ok(value),
-                    (Some(Err(e)), _) => Err(e),
-                    (_, Some(e)) => Err(e),
-                    (None, None) => Err(DbError::Internal("job was not run".into())),
-                };
-                let _ = tx.send(outcome);
-            });
-            (end, finish)
+        let job: Job = Box::new(Task {
+            f,
+            repeatable,
+            result: None,
+            tx,
+            span: tracing::Span::current(),
         });
         {
             let writer = self.shared.writer.lock().unwrap();
@@ -276,6 +288,50 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), DbError> {
     Ok(())
 }
 
+/// A write job: the caller's function, its last result, and where the
+/// answer goes.
+struct Task<F, R> {
+    f: F,
+    repeatable: bool,
+    result: Option<Result<R, DbError>>,
+    tx: oneshot::Sender<Result<R, DbError>>,
+    span: tracing::Span,
+}
+
+impl<F, R> WriteJob for Task<F, R>
+where
+    R: Send + 'static,
+    F: FnMut(&Connection) -> Result<R, DbError> + Send + 'static,
+{
+    fn repeatable(&self) -> bool {
+        self.repeatable
+    }
+
+    fn run(&mut self, conn: &Connection) -> JobEnd {
+        let _entered = self.span.enter();
+        let f = &mut self.f;
+        let result = catch_unwind(AssertUnwindSafe(|| f(conn)))
+            .unwrap_or_else(|panic| Err(DbError::Internal(panic_message(&panic))));
+        let end = match &result {
+            Ok(_) => JobEnd::Keep,
+            Err(e @ DbError::Unavailable(_)) => JobEnd::Fault(e.to_string()),
+            Err(_) => JobEnd::Undo,
+        };
+        self.result = Some(result);
+        end
+    }
+
+    fn finish(self: Box<Self>, batch_error: Option<DbError>) {
+        let outcome = match (self.result, batch_error) {
+            (Some(Ok(value)), None) => Ok(value),
+            (Some(Err(e)), _) => Err(e),
+            (_, Some(e)) => Err(e),
+            (None, None) => Err(DbError::Internal("job was not run".into())),
+        };
+        let _ = self.tx.send(outcome);
+    }
+}
+
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     let text = panic
         .downcast_ref::<&str>()
@@ -351,6 +407,141 @@ mod tests {
             .write_fault(Duration::from_secs(60))
             .expect("fault recorded");
         assert!(fault.contains("cannot create"), "{fault}");
+        db.close();
+    }
+
+    /// Queues `jobs` behind a job that holds the writer until all are
+    /// queued, so that they make one batch; returns their answers.
+    async fn one_batch(
+        db: &Db,
+        jobs: Vec<(bool, i64, bool, Arc<std::sync::atomic::AtomicUsize>)>,
+    ) -> Vec<Result<i64, DbError>> {
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write(move |_| {
+                    started_tx.send(()).unwrap();
+                    go_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+                    Ok(0)
+                })
+                .await
+            }
+        });
+        tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+            .await
+            .unwrap();
+        let mut answers = Vec::new();
+        for (repeatable, x, fail, runs) in jobs {
+            let job = move |conn: &Connection| {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                conn.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+                if fail {
+                    return Err(DbError::Internal(format!("job {x} refused")));
+                }
+                Ok(x)
+            };
+            let db = db.clone();
+            answers.push(tokio::spawn(async move {
+                if repeatable {
+                    db.write_repeatable(job).await
+                } else {
+                    db.write(job).await
+                }
+            }));
+            // Let the job reach the writer's queue before the next one.
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        go_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        let mut out = Vec::new();
+        for answer in answers {
+            out.push(answer.await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_fails_alone_in_batches_with_and_without_savepoints() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("crm.sqlite3"), Duration::from_secs(5)).unwrap();
+        db.write(|conn| Ok(conn.execute_batch("CREATE TABLE t (x INTEGER UNIQUE)")?))
+            .await
+            .unwrap();
+        let rows = |db: &Db| {
+            let db = db.clone();
+            async move {
+                db.read(|conn| {
+                    let mut stmt = conn.prepare("SELECT x FROM t ORDER BY x")?;
+                    let xs = stmt.query_map([], |r| r.get::<_, i64>(0))?;
+                    Ok(xs.collect::<Result<Vec<_>, _>>()?)
+                })
+                .await
+                .unwrap()
+            }
+        };
+        let runs: Vec<_> = (0..4).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+        let counts = |runs: &[Arc<AtomicUsize>]| -> Vec<usize> {
+            runs.iter().map(|r| r.load(Ordering::SeqCst)).collect()
+        };
+
+        // Repeatable jobs that all succeed run once each, without savepoints.
+        let answers = one_batch(
+            &db,
+            (1..=3)
+                .map(|x| (true, x, false, runs[x as usize].clone()))
+                .collect(),
+        )
+        .await;
+        assert_eq!(
+            answers.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(counts(&runs[1..]), [1, 1, 1]);
+        assert_eq!(rows(&db).await, [1, 2, 3]);
+
+        // One of them fails: the batch runs again in savepoints, and only
+        // the failing job's insert is gone.
+        let runs: Vec<_> = (0..4).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+        let answers = one_batch(
+            &db,
+            vec![
+                (true, 10, false, runs[1].clone()),
+                (true, 11, true, runs[2].clone()),
+                (true, 12, false, runs[3].clone()),
+            ],
+        )
+        .await;
+        assert_eq!(answers[0].as_ref().unwrap(), &10);
+        assert!(matches!(&answers[1], Err(DbError::Internal(m)) if m == "job 11 refused"));
+        assert_eq!(answers[2].as_ref().unwrap(), &12);
+        assert_eq!(counts(&runs[1..]), [2, 2, 1]);
+        assert_eq!(rows(&db).await, [1, 2, 3, 10, 12]);
+
+        // A one-off job in the batch: savepoints from the start, each job
+        // runs once; a constraint failure is refused alone too.
+        let runs: Vec<_> = (0..4).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+        let answers = one_batch(
+            &db,
+            vec![
+                (false, 20, false, runs[1].clone()),
+                (true, 1, false, runs[2].clone()),
+                (true, 21, false, runs[3].clone()),
+            ],
+        )
+        .await;
+        assert_eq!(answers[0].as_ref().unwrap(), &20);
+        assert!(
+            matches!(&answers[1], Err(DbError::Internal(_))),
+            "{:?}",
+            answers[1]
+        );
+        assert_eq!(answers[2].as_ref().unwrap(), &21);
+        assert_eq!(counts(&runs[1..]), [1, 1, 1]);
+        assert_eq!(rows(&db).await, [1, 2, 3, 10, 12, 20, 21]);
         db.close();
     }
 }

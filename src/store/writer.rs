@@ -1,7 +1,8 @@
 //! The writer thread: owns the write connection (opening it again after
-//! storage was unavailable), takes whatever jobs are queued, runs each in its
-//! own savepoint of one transaction, and answers them only after the commit
-//! and after recording any fault for `/healthz`.
+//! storage was unavailable), takes whatever jobs are queued, runs them in one
+//! transaction (each in its own savepoint, or all without one and again in
+//! savepoints if one fails), and answers them only after the commit and
+//! after recording any fault for `/healthz`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Weak, mpsc};
@@ -12,12 +13,22 @@ use rusqlite::Connection;
 use super::checkpoint::{self, Checkpointer};
 use super::{DbError, MAX_BATCH, Shared, configure, migrate};
 
-/// Delivers a job's result once the batch's fate is known (`Some` = the
-/// commit failed, or the job never ran).
-pub(super) type Finish = Box<dyn FnOnce(Option<DbError>) + Send>;
-/// Runs a job on the connection (`None`: the batch could not start, the job
-/// does not run) and says how it ended.
-pub(super) type Job = Box<dyn FnOnce(Option<&Connection>) -> (JobEnd, Finish) + Send>;
+/// A write job as the writer sees it.
+pub(super) trait WriteJob: Send {
+    /// Whether the job may run a second time (see [`run_batch`]).
+    fn repeatable(&self) -> bool;
+    /// Runs the job on the connection, keeping its result for [`finish`].
+    ///
+    /// [`finish`]: WriteJob::finish
+    fn run(&mut self, conn: &Connection) -> JobEnd;
+    /// Answers the caller once the batch's fate is known: with the last
+    /// run's result, unless `batch_error` (the commit failed, or the job
+    /// never ran) says otherwise.
+    fn finish(self: Box<Self>, batch_error: Option<DbError>);
+}
+
+/// A queued write job.
+pub(super) type Job = Box<dyn WriteJob>;
 
 /// How a job ended, for its savepoint and the fault record.
 pub(super) enum JobEnd {
@@ -124,8 +135,8 @@ pub(super) fn writer_loop(mut writer: Writer, rx: mpsc::Receiver<Job>, shared: W
 struct Settled {
     /// What `/healthz` should report, if anything.
     fault: Option<String>,
-    /// Each job's answer, with the error it alone hit.
-    finishes: Vec<(Finish, Option<DbError>)>,
+    /// Each job, with the error it alone hit.
+    jobs: Vec<(Job, Option<DbError>)>,
     /// Why the whole batch failed, if it did.
     error: Option<DbError>,
 }
@@ -133,8 +144,8 @@ struct Settled {
 impl Settled {
     /// Answers every job.
     fn finish(self) {
-        for (finish, own) in self.finishes {
-            finish(own.or_else(|| self.error.clone()));
+        for (job, own) in self.jobs {
+            job.finish(own.or_else(|| self.error.clone()));
         }
     }
 }
@@ -142,10 +153,10 @@ impl Settled {
 /// Fails every job of a batch that cannot start with `err`.
 fn fail_batch(batch: &mut Vec<Job>, err: DbError) -> Settled {
     tracing::error!(error = %err, jobs = batch.len(), "cannot begin write transaction");
-    let finishes = batch.drain(..).map(|job| (job(None).1, None)).collect();
+    let jobs = batch.drain(..).map(|job| (job, None)).collect();
     Settled {
         fault: Some(err.to_string()),
-        finishes,
+        jobs,
         error: Some(err),
     }
 }
@@ -158,24 +169,57 @@ fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 
 /// Runs one batch; returns the failure, if the batch could not be committed
 /// or storage failed under one of its jobs.
+///
+/// A job alone in its batch, or a batch of repeatable jobs, runs without
+/// savepoints (a savepoint copies every page a job changes into the
+/// sub-journal). If one of them fails, the transaction is rolled back: a job
+/// alone is answered with its error; a batch of several runs again, each
+/// job in its own savepoint, as a batch with a one-off job runs at once, so
+/// that a failing job is the only one that fails.
 fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Settled {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         return fail_batch(batch, DbError::from(e));
     }
-    // A job alone in its transaction needs no savepoint: rolling the
-    // transaction back undoes it just as well, and a savepoint copies every
-    // page the job changes into the sub-journal.
-    let alone = batch.len() == 1;
-    let mut finishes = Vec::with_capacity(batch.len());
+    if batch.len() == 1 || batch.iter().all(|job| job.repeatable()) {
+        let mut failed = None;
+        for job in batch.iter_mut() {
+            match job.run(conn) {
+                JobEnd::Keep => {}
+                JobEnd::Undo => failed = failed.or(Some(None)),
+                JobEnd::Fault(fault) => failed = Some(Some(fault)),
+            }
+            if failed.is_some() {
+                break;
+            }
+        }
+        let Some(fault) = failed else {
+            return commit(conn, batch.drain(..).map(|job| (job, None)).collect(), None);
+        };
+        // SQLite may have rolled back already (a full disk does).
+        if !conn.is_autocommit()
+            && let Err(e) = control(conn, "ROLLBACK")
+        {
+            tracing::error!(error = %e, "cannot roll back a failed write job");
+        }
+        if batch.len() == 1 {
+            return Settled {
+                fault,
+                jobs: batch.drain(..).map(|job| (job, None)).collect(),
+                error: None,
+            };
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            return fail_batch(batch, DbError::from(e));
+        }
+    }
+    let mut jobs = Vec::with_capacity(batch.len());
     let mut job_fault = None;
-    let mut rolled_back = false;
-    for job in batch.drain(..) {
-        if !alone && let Err(e) = control(conn, "SAVEPOINT job") {
-            finishes.push((job(None).1, Some(DbError::from(e))));
+    for mut job in batch.drain(..) {
+        if let Err(e) = control(conn, "SAVEPOINT job") {
+            jobs.push((job, Some(DbError::from(e))));
             continue;
         }
-        let (end, finish) = job(Some(conn));
-        let undo = match end {
+        let undo = match job.run(conn) {
             JobEnd::Keep => false,
             JobEnd::Undo => true,
             JobEnd::Fault(fault) => {
@@ -183,34 +227,25 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Settled {
                 true
             }
         };
-        let ended = match (alone, undo) {
-            (true, false) => Ok(()),
-            (true, true) => {
-                rolled_back = true;
-                // SQLite may have rolled back already (a full disk does).
-                if conn.is_autocommit() {
-                    Ok(())
-                } else {
-                    control(conn, "ROLLBACK")
-                }
-            }
-            (false, true) => {
-                control(conn, "ROLLBACK TO job").and_then(|()| control(conn, "RELEASE job"))
-            }
-            (false, false) => control(conn, "RELEASE job"),
+        let ended = if undo {
+            control(conn, "ROLLBACK TO job").and_then(|()| control(conn, "RELEASE job"))
+        } else {
+            control(conn, "RELEASE job")
         };
         if let Err(e) = ended {
-            tracing::error!(error = %e, "cannot end the job's savepoint or transaction");
+            tracing::error!(error = %e, "cannot end the job's savepoint");
         }
-        finishes.push((finish, None));
+        jobs.push((job, None));
     }
-    if rolled_back {
-        return Settled {
-            fault: job_fault,
-            finishes,
-            error: None,
-        };
-    }
+    commit(conn, jobs, job_fault)
+}
+
+/// Commits the batch's transaction.
+fn commit(
+    conn: &Connection,
+    jobs: Vec<(Job, Option<DbError>)>,
+    job_fault: Option<String>,
+) -> Settled {
     let commit_error = conn.execute_batch("COMMIT").err().map(|e| {
         let err = DbError::from(e);
         tracing::error!(error = %err, "commit failed; batch rolled back");
@@ -219,7 +254,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Settled {
     });
     Settled {
         fault: commit_error.as_ref().map(ToString::to_string).or(job_fault),
-        finishes,
+        jobs,
         error: commit_error,
     }
 }
