@@ -7,7 +7,7 @@
 -- lead. Indexing live leads only makes the index alone answer (an entry holds
 -- the key, merged_into, always NULL, which tells SQLite the index covers the
 -- query, and the lead id); folding a lead takes it out of the index.
--- Rebuilding the two indexes reads every lead once (a few seconds for a
+-- Rebuilding the two indexes reads every lead once (about 10 s for a
 -- million leads), at the first start of this version.
 
 DROP INDEX leads_name_key;

@@ -1,7 +1,8 @@
 //! Why a delivery landed where it did: one identity and merge decision as a
 //! structured value (identifiers seen, which lead each matched, the
 //! `match_order` rule, the policy per field, what changed or was dropped).
-//! Pure; storage keeps it with every history row the decision writes.
+//! Pure; storage keeps it once per delivery, and every history row the
+//! decision writes points at it.
 
 use serde::Serialize;
 
