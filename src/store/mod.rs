@@ -2,10 +2,11 @@
 //! code only through [`Db`], the one gateway.
 //!
 //! Writes go to a single writer thread (`writer.rs`) that owns the write
-//! connection. It takes whatever jobs are queued (group commit), runs each inside its own
-//! savepoint of one `BEGIN IMMEDIATE` transaction, commits, and only then
-//! answers every job: a job that fails rolls back alone, and no caller hears
-//! "done" before its data is committed. Reads run on pooled read-only
+//! connection. It takes whatever jobs are queued (group commit), runs them in
+//! one `BEGIN IMMEDIATE` transaction (each in its own savepoint; jobs that
+//! may run twice without one, and again in savepoints if one of them fails),
+//! commits, and only then answers every job: a job that fails rolls back
+//! alone, and no caller hears "done" before its data is committed. Reads run on pooled read-only
 //! connections through `spawn_blocking`. Both keep the caller's tracing span
 //! and turn a panic into an error instead of taking the thread down. WAL
 //! checkpoints run beside the writer (`checkpoint.rs`), not inside commits.

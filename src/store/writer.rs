@@ -181,17 +181,12 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Settled {
         return fail_batch(batch, DbError::from(e));
     }
     if batch.len() == 1 || batch.iter().all(|job| job.repeatable()) {
-        let mut failed = None;
-        for job in batch.iter_mut() {
-            match job.run(conn) {
-                JobEnd::Keep => {}
-                JobEnd::Undo => failed = failed.or(Some(None)),
-                JobEnd::Fault(fault) => failed = Some(Some(fault)),
-            }
-            if failed.is_some() {
-                break;
-            }
-        }
+        // The first job to fail, with the storage fault under it if any.
+        let failed = batch.iter_mut().find_map(|job| match job.run(conn) {
+            JobEnd::Keep => None,
+            JobEnd::Undo => Some(None),
+            JobEnd::Fault(fault) => Some(Some(fault)),
+        });
         let Some(fault) = failed else {
             return commit(conn, batch.drain(..).map(|job| (job, None)).collect(), None);
         };
