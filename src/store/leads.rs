@@ -671,16 +671,12 @@ pub fn set_fields(
                 .find(|(k, _)| *k == key)
                 .map(|(_, v)| (*v).to_owned())
         } else {
-            conn.prepare_cached("SELECT value FROM lead_fields WHERE lead_id = ?1 AND key = ?2")?
-                .query_row(params![lead, key], |r| r.get(0))
-                .optional()?
+            field_value(conn, lead, key)?
         };
         #[cfg(debug_assertions)]
         debug_assert_eq!(
             old,
-            conn.prepare_cached("SELECT value FROM lead_fields WHERE lead_id = ?1 AND key = ?2")?
-                .query_row(params![lead, key], |r| r.get::<_, String>(0))
-                .optional()?,
+            field_value(conn, lead, key)?,
             "field {key:?} of a fresh lead {lead}"
         );
         set.push((key, value));
@@ -704,6 +700,14 @@ pub fn set_fields(
         changed += 1;
     }
     Ok(changed)
+}
+
+/// The value of custom field `key` of `lead`, if set.
+fn field_value(conn: &Connection, lead: i64, key: &str) -> Result<Option<String>, DbError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM lead_fields WHERE lead_id = ?1 AND key = ?2")?
+        .query_row(params![lead, key], |r| r.get(0))
+        .optional()?)
 }
 
 /// Sets the status when the lead still has the default one (`new`): an
