@@ -155,7 +155,7 @@ pub fn apply_identified(
         &mut outcome,
     )?;
     let lead = identified.as_ref().map(|(lead, _)| *lead);
-    if let Some((lead, unchanged)) = identified {
+    if let Some((lead, known)) = identified {
         if let Some(conversation) = &event.conversation {
             conversations::store(conn, lead, delivery.platform, conversation, &source.at)?;
         }
@@ -174,14 +174,38 @@ pub fn apply_identified(
                 None,
             )?;
         }
-        let fielded = leads::set_fields(conn, lead, &event.fields, false, &source)? > 0;
+        let fielded = leads::set_fields(conn, lead, &event.fields, outcome.created, &source)? > 0;
         outcome.merged |= !outcome.created && (tagged || fielded);
         if let Some(record) = &event.record {
             leads::history(conn, lead, "event", None, Some(record), &source, None)?;
         }
         if event.wants_card {
             let chat = event_chat(delivery, event);
-            outcome.card = Some(view::card_of(conn, lead, chat, unchanged)?);
+            // The conversation a new lead has is the event's own chat.
+            let own_chat = event
+                .conversation
+                .as_ref()
+                .is_none_or(|c| Some(&c.chat_id) == event.chat_id.as_ref());
+            let card = match known {
+                LeadState::Created(values, links) if own_chat => view::new_lead_card(
+                    conn,
+                    lead,
+                    view::NewLead {
+                        values,
+                        chatted: event.conversation.is_some(),
+                        tags: &event.tags,
+                        fields: &event.fields,
+                        links,
+                    },
+                )?,
+                LeadState::Unchanged(current) => view::card_of(conn, lead, chat, Some(current))?,
+                LeadState::Created(..) | LeadState::Changed => {
+                    view::card_of(conn, lead, chat, None)?
+                }
+            };
+            #[cfg(debug_assertions)]
+            debug_assert_eq!(card, view::card(conn, lead, chat)?, "card of lead {lead}");
+            outcome.card = Some(card);
         }
     }
     inbox::set_lead(conn, delivery_id, lead)?;
@@ -201,10 +225,21 @@ fn label(platform: &str, event: &Event) -> String {
     }
 }
 
+/// What identifying a visitor left known about its lead, so the agent's
+/// card need not read it all back.
+enum LeadState {
+    /// Nothing changed the lead: its name and contacts as read.
+    Unchanged(merge::Current),
+    /// The delivery created it: its values as the plan set them, and the
+    /// possible-duplicate links made (other lead, score).
+    Created(merge::Current, Vec<(i64, f64)>),
+    /// An existing lead changed.
+    Changed,
+}
+
 /// Steps 1 to 5 of the contract: finds or creates the lead and merges the
 /// visitor into it. `None` when the event identifies nobody and carries
-/// nothing to keep; with the lead, its name and contacts as read, when
-/// nothing changed them (the agent's card needs them again).
+/// nothing to keep; else the lead and what is known of it.
 fn identify(
     conn: &Connection,
     policy: &Policy,
@@ -213,7 +248,7 @@ fn identify(
     identifiers: Identifiers,
     source: &Source,
     outcome: &mut Outcome,
-) -> Result<Option<(i64, Option<merge::Current>)>, DbError> {
+) -> Result<Option<(i64, LeadState)>, DbError> {
     let empty = Visitor::default();
     let visitor = event.visitor.as_ref().unwrap_or(&empty);
     let Identifiers { emails, phones } = identifiers;
@@ -279,17 +314,19 @@ fn identify(
     let changes = merge::plan(&policy.merge, &current, &incoming);
     // Similar leads are looked up before the new lead's own values are
     // written (it is excluded either way), so the explanation can name them.
+    let created = outcome.created.then(|| merge::preview(&current, &changes));
     let mut similar = Vec::new();
-    if outcome.created && policy.duplicates.enabled {
-        let after = merge::preview(&current, &changes);
+    if let Some(after) = created.as_ref().filter(|_| policy.duplicates.enabled) {
+        let values =
+            |contacts: &[merge::Contact]| contacts.iter().map(|c| c.value.clone()).collect();
         let profile = Profile {
             name_key: after
                 .name
                 .as_deref()
                 .map(name_key)
                 .filter(|k| !k.is_empty()),
-            emails: after.emails.into_iter().map(|c| c.value).collect(),
-            phones: after.phones.into_iter().map(|c| c.value).collect(),
+            emails: values(&after.emails),
+            phones: values(&after.phones),
         };
         similar = duplicates::detect(
             conn,
@@ -300,9 +337,13 @@ fn identify(
         )?;
         outcome.flagged += similar.len();
     }
+    let mut links: Vec<(i64, f64)> = similar.iter().map(|s| (s.lead, s.score)).collect();
     let similar = similar
         .into_iter()
-        .map(|(lead, reason)| Flag { lead, reason })
+        .map(|s| Flag {
+            lead: s.lead,
+            reason: s.reason,
+        })
         .collect();
     let why = Explanation::new(
         &policy.merge,
@@ -336,6 +377,7 @@ fn identify(
     for (other, reason) in &resolution.duplicates {
         if leads::link_duplicate(conn, lead, *other, 1.0, reason, &source.at)? {
             outcome.flagged += 1;
+            links.push((*other, 1.0));
         }
     }
     if let Some(decision) = &decision {
@@ -345,9 +387,13 @@ fn identify(
     for id in visitor.ids.iter().take(MAX_IDENTIFIERS) {
         leads::link_visitor(conn, platform, id, lead, &source.at)?;
     }
-    let unchanged = (!outcome.created && !outcome.folded && !outcome.merged).then_some(current);
+    let state = match created {
+        Some(values) => LeadState::Created(values, links),
+        None if !outcome.folded && !outcome.merged => LeadState::Unchanged(current),
+        None => LeadState::Changed,
+    };
     outcome.explanation = Some(why);
-    Ok(Some((lead, unchanged)))
+    Ok(Some((lead, state)))
 }
 
 /// The lead the platform already knows this visitor as: by visitor id, else
@@ -432,4 +478,111 @@ pub fn record_failed(
     error: &str,
 ) -> Result<(), DbError> {
     inbox::insert_failed(conn, delivery, error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ConversationUpdate;
+
+    fn policy() -> Policy {
+        Policy {
+            merge: toml::from_str(
+                r#"
+                match_order = ["email", "phone"]
+                default_region = "US"
+                phone = "keep_both"
+                email = "keep_both"
+                primary = "incoming"
+                name = "keep_existing"
+                description = "keep_existing"
+                "#,
+            )
+            .unwrap(),
+            duplicates: DuplicatesConfig {
+                enabled: true,
+                threshold: 0.85,
+            },
+        }
+    }
+
+    fn delivery(n: usize) -> NewDelivery {
+        NewDelivery {
+            platform: "jivo",
+            event: "chat_accepted".into(),
+            idem_key: format!("key {n}"),
+            body: bytes::Bytes::from_static(b"{}"),
+            received_at: format!("2026-11-30T10:00:{n:02}Z"),
+        }
+    }
+
+    fn accepted(chat: &str, stored_chat: &str, name: &str, emails: &[&str]) -> Event {
+        Event {
+            name: "chat_accepted".into(),
+            chat_id: Some(chat.into()),
+            visitor: Some(Visitor {
+                ids: vec![format!("number:{chat}")],
+                name: Some(name.into()),
+                emails: emails.iter().map(|e| (*e).to_owned()).collect(),
+                phones: vec!["(408) 498-7855".into(), "+44 20 7946 0958".into()],
+                description: Some(" Asked about prices ".into()),
+            }),
+            conversation: Some(ConversationUpdate {
+                chat_id: stored_chat.into(),
+                agent: Some("Agent".into()),
+                ..ConversationUpdate::default()
+            }),
+            tags: vec![" vip ".into(), "b".into(), "vip".into(), "  ".into()],
+            fields: vec![
+                ("plan".into(), " basic ".into()),
+                ("plan".into(), "pro".into()),
+                (" ".into(), "no key".into()),
+                ("size".into(), "".into()),
+            ],
+            wants_card: true,
+            ..Event::default()
+        }
+    }
+
+    /// The card of a lead the delivery created is built from the merge
+    /// plan, not read back; it must be the card a later read gives.
+    #[test]
+    fn a_new_leads_card_is_the_card_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("db.sqlite3")).unwrap();
+        super::super::migrate::migrate(&conn).unwrap();
+        let policy = policy();
+        let namesakes = [
+            ("Ann Smith", "ann@one.example"),
+            ("Ann Smith", "ann@two.example"),
+            ("Anne Smith", "anne@three.example"),
+            ("Ann Smithe", "a.s@four.example"),
+        ];
+        for (n, (name, email)) in namesakes.iter().enumerate() {
+            let mut event = accepted(&format!("c{n}"), &format!("c{n}"), name, &[email]);
+            event.visitor.as_mut().unwrap().phones.clear();
+            apply(&conn, &policy, &delivery(n), &event).unwrap();
+        }
+        // The stored conversation is the event's chat (the card is built),
+        // or another one (the card is read back).
+        for (n, stored) in [(10, "c10"), (11, "other")] {
+            let mut event = accepted(&format!("c{n}"), stored, "Ann  Smith", &[]);
+            // Identifiers not seen before, so that a lead is created.
+            let visitor = event.visitor.as_mut().unwrap();
+            visitor.emails = vec![format!("x{n}@five.example"), format!("y{n}@six.example")];
+            visitor.phones = vec![format!("(408) 498-78{n}"), format!("+44 20 7946 09{n}")];
+            let outcome = apply(&conn, &policy, &delivery(n), &event).unwrap();
+            assert!(outcome.created && outcome.flagged >= 3, "{outcome:?}");
+            let card = outcome.card.unwrap();
+            assert_eq!(
+                card,
+                view::card(&conn, card.id, Some(("jivo", &format!("c{n}")))).unwrap()
+            );
+            assert_eq!(card.duplicates.len(), 3);
+            assert_eq!(card.tags, ["b", "vip"]);
+            assert_eq!(card.fields.get("plan").map(String::as_str), Some("pro"));
+            assert_eq!(card.fields.len(), 1);
+            assert_eq!((card.emails.len(), card.phones.len()), (2, 2));
+        }
+    }
 }

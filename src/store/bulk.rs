@@ -124,7 +124,10 @@ pub fn create(
     let flagged = similar.len();
     let similar = similar
         .into_iter()
-        .map(|(lead, reason)| Flag { lead, reason })
+        .map(|s| Flag {
+            lead: s.lead,
+            reason: s.reason,
+        })
         .collect();
     let seen = seen(ContactKind::Email, person.emails)
         .chain(seen(ContactKind::Phone, person.phones))

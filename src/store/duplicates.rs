@@ -32,15 +32,26 @@ pub struct Profile {
     pub phones: Vec<String>,
 }
 
+/// A possible-duplicate link made for a new lead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Similar {
+    /// The other lead.
+    pub lead: i64,
+    /// How alike, 0..1.
+    pub score: f64,
+    /// Why, in words.
+    pub reason: String,
+}
+
 /// Finds and links the possible duplicates of `lead`. Returns the links
-/// made: the other lead and the reason.
+/// made.
 pub fn detect(
     conn: &Connection,
     lead: i64,
     profile: &Profile,
     threshold: f64,
     at: &str,
-) -> Result<Vec<(i64, String)>, DbError> {
+) -> Result<Vec<Similar>, DbError> {
     detect_with(conn, lead, profile, threshold, at, |index, key| {
         index_neighbours(conn, index, key)
     })
@@ -87,7 +98,7 @@ pub fn detect_with(
     threshold: f64,
     at: &str,
     mut neighbours: impl FnMut(Index, &str) -> Result<Vec<(i64, String)>, DbError>,
-) -> Result<Vec<(i64, String)>, DbError> {
+) -> Result<Vec<Similar>, DbError> {
     // Best score per candidate lead, with what made it.
     let mut best: HashMap<i64, (f64, Attribute, String, String)> = HashMap::new();
     let mut consider = |other: i64, score: f64, attr: Attribute, mine: &str, theirs: String| {
@@ -157,7 +168,11 @@ pub fn detect_with(
         };
         let reason = format!("{what}: {mine:?} ~ {theirs:?} ({:.0}%)", score * 100.0);
         if leads::link_duplicate(conn, lead, other, score, &reason, at)? {
-            linked.push((other, reason));
+            linked.push(Similar {
+                lead: other,
+                score,
+                reason,
+            });
         }
     }
     Ok(linked)

@@ -11,7 +11,7 @@ use super::leads;
 use crate::crm::merge::{Contact, ContactKind, Current};
 
 /// The lead as a chat agent sees it beside the chat.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LeadCard {
     /// Lead id.
     pub id: i64,
@@ -107,6 +107,74 @@ pub fn card_of(
         duplicates,
     })
 }
+
+/// The card of a lead the current delivery created, from what the writer
+/// knows without reading it back: its values as the merge plan set them,
+/// the conversation this delivery opened (if any: it has no other, so no
+/// "last chat"), the delivery's tags and fields, and the duplicate links it
+/// made (`(lead, score)`). Only the names of the linked leads are read.
+pub struct NewLead<'a> {
+    /// Name, description and contacts in the order they were added.
+    pub values: Current,
+    /// Whether the delivery stored a conversation (the event's own chat).
+    pub chatted: bool,
+    /// The delivery's tags, as given.
+    pub tags: &'a [String],
+    /// The delivery's custom fields, as given.
+    pub fields: &'a [(String, String)],
+    /// The duplicate links made: other lead and score.
+    pub links: Vec<(i64, f64)>,
+}
+
+/// [`card`] of a lead created in this transaction, built from `new`.
+pub fn new_lead_card<'a>(
+    conn: &Connection,
+    id: i64,
+    new: NewLead<'a>,
+) -> Result<LeadCard, DbError> {
+    let NewLead {
+        values,
+        chatted,
+        tags,
+        fields,
+        mut links,
+    } = new;
+    // Primary first, then in the order added, as `leads::contacts` reads them.
+    let ordered = |mut contacts: Vec<Contact>| {
+        contacts.sort_by_key(|c| !c.primary);
+        contacts
+    };
+    // The order of `duplicate_links`: best score first, then lead id.
+    links.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut name = conn.prepare_cached("SELECT name FROM leads WHERE id = ?1")?;
+    let duplicates = links
+        .into_iter()
+        .take(3)
+        .map(|(other, _)| Ok((other, name.query_row([other], |r| r.get(0))?)))
+        .collect::<Result<_, DbError>>()?;
+    let trimmed = |s: &'a str| Some(s.trim()).filter(|s| !s.is_empty());
+    let tags: std::collections::BTreeSet<&str> = tags.iter().filter_map(|t| trimmed(t)).collect();
+    let fields = fields
+        .iter()
+        .filter_map(|(k, v)| Some((trimmed(k)?.to_owned(), trimmed(v)?.to_owned())))
+        .collect();
+    Ok(LeadCard {
+        id,
+        name: values.name,
+        description: values.description,
+        status: NEW_STATUS.to_owned(),
+        emails: ordered(values.emails),
+        phones: ordered(values.phones),
+        chats: i64::from(chatted),
+        last_chat: None,
+        tags: tags.into_iter().map(str::to_owned).collect(),
+        fields,
+        duplicates,
+    })
+}
+
+/// The status of a new lead (the column's default).
+const NEW_STATUS: &str = "new";
 
 fn tags(conn: &Connection, id: i64) -> Result<Vec<String>, DbError> {
     let mut stmt =
