@@ -92,13 +92,18 @@ fn main() {
 
 async fn run(scenario: &'static Scenario, n: u64, seed: &Path, dir: &Path, phase: Duration) -> Row {
     let work = dir.join(format!("work-{}.sqlite3", std::process::id()));
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", work.display()));
-    }
-    let _ = std::fs::remove_dir_all(dir.join("spool"));
+    let config = dir.join(format!("bench-{}.toml", std::process::id()));
+    // The copy of a 1M-lead database is most of a gigabyte: never left behind.
+    let clean = || {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", work.display()));
+        }
+        let _ = std::fs::remove_file(&config);
+        let _ = std::fs::remove_dir_all(dir.join("spool"));
+    };
+    clean();
     std::fs::copy(seed, &work).expect("copy seed database");
     let port = free_port();
-    let config = dir.join(format!("bench-{}.toml", std::process::id()));
     std::fs::write(&config, scenarios::config(port, &work)).expect("write config");
     let started = Instant::now();
     let mut server = server_command()
@@ -139,6 +144,7 @@ async fn run(scenario: &'static Scenario, n: u64, seed: &Path, dir: &Path, phase
                 .unwrap_or(0)
         })
         .sum();
+    clean();
     Row {
         scenario: scenario.name,
         leads: n,
