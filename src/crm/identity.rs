@@ -109,7 +109,30 @@ impl Phone {
 /// `text` in E.164, when it parses as a number with enough digits and that
 /// E.164 form parses to itself.
 fn e164(text: &str, region: country::Id) -> Option<String> {
-    let mut key = e164_once(text, region)?;
+    let key = e164_once(text, region)?;
+    // Written as its own E.164 form, the number was read as the key will
+    // be: no second reading (half the cost of a phone, most of them
+    // international).
+    if written_as(text, &key) {
+        return Some(key);
+    }
+    settle(key, region)
+}
+
+/// Whether `text` is `key` (`+` and digits) with at most spaces, hyphens,
+/// dots and parentheses between its digits. The parser reads such a text
+/// exactly as the key: it drops that punctuation before anything else.
+fn written_as(text: &str, key: &str) -> bool {
+    let (Some(text), Some(digits)) = (text.trim().strip_prefix('+'), key.strip_prefix('+')) else {
+        return false;
+    };
+    text.bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b' ' | b'-' | b'.' | b'(' | b')'))
+        && text.bytes().filter(u8::is_ascii_digit).eq(digits.bytes())
+}
+
+/// The form of `key` that reads as itself, when there is one.
+fn settle(mut key: String, region: country::Id) -> Option<String> {
     // The E.164 form of an odd national number (leading zeros: "0002 102" in
     // DE gives +4902102) may read differently when parsed again (+492102):
     // settle on the form that does not change.
@@ -295,6 +318,54 @@ mod tests {
                 .normalized,
             "+4915123456789"
         );
+    }
+
+    #[test]
+    fn a_number_written_as_its_key_is_read_once_with_the_same_result() {
+        let regions = [
+            US,
+            country::Id::DE,
+            country::Id::GB,
+            country::Id::RU,
+            country::Id::IT,
+        ];
+        let written = [
+            "+1 408-498-7855",
+            "+1 (408) 498.7855",
+            "+14084987855",
+            "+49 151 23456789",
+            "+49 (0) 151 23456789",
+            "+39 06 6982 1234",
+            "+7 848 87 87",
+            "+7 8 495 123-45-67",
+            "+44 20 7946 0958",
+            "+44 020 7946 0958",
+            "+0 12345",
+            "+1 000 000 0000",
+            "+44 12345",
+            "+380 44 123 4567",
+            "+86 10 1234 5678",
+            "+353 1 234 5678",
+            "+1 242 357 1234",
+        ];
+        for region in regions {
+            for raw in written {
+                let once = e164_once(raw, region);
+                let slow = once.clone().and_then(|key| settle(key, region));
+                assert_eq!(e164(raw, region), slow, "{raw} in {region:?}");
+                if let Some(key) = &once
+                    && written_as(raw, key)
+                {
+                    // The shortcut was taken: the key reads as itself.
+                    assert_eq!(e164_once(key, region).as_ref(), Some(key), "{raw}");
+                }
+            }
+        }
+        assert!(written_as(" +1 (408) 498-7855 ", "+14084987855"));
+        assert!(!written_as("(408) 498-7855", "+14084987855"));
+        assert!(!written_as("+1 408 498 7855 ext 1", "+14084987855"));
+        assert!(!written_as("+1+4084987855", "+14084987855"));
+        assert!(!written_as("+7 848 87 87", "+7488787"));
     }
 
     #[test]
