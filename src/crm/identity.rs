@@ -369,6 +369,38 @@ mod tests {
     }
 
     #[test]
+    fn international_numbers_in_any_spacing_read_as_keys_that_read_as_themselves() {
+        // Generated numbers: `+`, 1-3 digit country code, 4-12 digits (with
+        // runs of 0s and 8s, national prefixes of many countries), spacing
+        // and punctuation between any two.
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let digits = b"0123456789008";
+        let gaps = [" ", "", "", "-", ".", "(", ")", "  "];
+        for _ in 0..2_000 {
+            let mut raw = String::from("+");
+            for i in 0..(2 + next(14)) {
+                raw.push(char::from(digits[next(digits.len() as u64) as usize]));
+                if i > 0 && next(3) == 0 {
+                    raw.push_str(gaps[next(gaps.len() as u64) as usize]);
+                }
+            }
+            for region in [US, country::Id::DE, country::Id::RU, country::Id::IT] {
+                let Some(phone) = Phone::parse(&raw, region) else {
+                    continue;
+                };
+                let again = Phone::parse(&phone.normalized, region).unwrap();
+                assert_eq!(again.normalized, phone.normalized, "{raw:?} in {region:?}");
+            }
+        }
+    }
+
+    #[test]
     fn too_short_is_not_a_phone() {
         assert_eq!(Phone::parse("12", US), None);
         assert_eq!(Phone::parse("call me", US), None);
