@@ -359,17 +359,6 @@ fn identify(
     let written = outcome.created || resolution.fold.is_some() || !why.changes.is_empty();
     let decision = written.then(|| leads::Decision::new(&why));
     let why_row = decision.as_ref().map(|d| d.row(None));
-    if outcome.created {
-        leads::history(
-            conn,
-            lead,
-            "created",
-            None,
-            Some(&resolution.rule),
-            source,
-            why_row,
-        )?;
-    }
     if let Some(from) = resolution.fold {
         leads::fold(conn, from, lead, source, why_row)?;
         outcome.folded = true;
@@ -381,7 +370,13 @@ fn identify(
         }
     }
     if let Some(decision) = &decision {
-        leads::apply_changes(conn, lead, &current, &why.changes, decision, source)?;
+        // A new lead's initial values are held by its `created` row.
+        let record = if outcome.created {
+            leads::Record::Created(&resolution.rule)
+        } else {
+            leads::Record::Rows
+        };
+        leads::apply_changes(conn, lead, &current, &why.changes, decision, source, record)?;
     }
     outcome.merged = !outcome.created && why.changes.iter().any(merge::Change::alters);
     for id in visitor.ids.iter().take(MAX_IDENTIFIERS) {

@@ -142,16 +142,15 @@ pub fn create(
         changes,
     );
     let decision = leads::Decision::new(&why);
-    leads::history(
+    leads::apply_changes(
         conn,
         lead,
-        "created",
-        None,
-        Some(&resolution.rule),
+        &current,
+        &why.changes,
+        &decision,
         &source,
-        Some(decision.row(None)),
+        leads::Record::Created(&resolution.rule),
     )?;
-    leads::apply_changes(conn, lead, &current, &why.changes, &decision, &source)?;
     mirror.apply(lead, &why.changes);
     leads::set_fields(conn, lead, person.fields, true, &source)?;
     inbox::set_lead(conn, delivery_id, Some(lead))?;

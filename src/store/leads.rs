@@ -1,6 +1,8 @@
 //! SQL on leads and what hangs off them. Every function takes a connection
 //! already inside the caller's transaction.
 
+use std::borrow::Cow;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::DbError;
@@ -158,6 +160,26 @@ pub fn history(
         Some(why) => (Some(why.decision.id(conn)?), why.change_json()),
         None => (None, None),
     };
+    insert_history(
+        conn,
+        lead,
+        (field, old, new),
+        source,
+        decision,
+        explanation.as_deref(),
+    )
+}
+
+/// The history row itself: `(field, old, new)`, the decision's id and the
+/// row's own `explanation` column.
+fn insert_history(
+    conn: &Connection,
+    lead: i64,
+    (field, old, new): (&str, Option<&str>, Option<&str>),
+    source: &Source,
+    decision: Option<i64>,
+    explanation: Option<&str>,
+) -> Result<(), DbError> {
     conn.prepare_cached(
         "INSERT INTO history (lead_id, at, field, old, new, delivery_id, source, explanation, decision_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -258,7 +280,7 @@ impl Why<'_> {
 /// `change_text`, as one object. `row` is the history row's `explanation`
 /// column, `decision` its `decisions` row; rows written before decisions
 /// were stored apart hold the whole object in `row`.
-pub fn explanation(row: Option<&str>, decision: Option<&str>) -> Option<serde_json::Value> {
+fn explanation(row: Option<&str>, decision: Option<&str>) -> Option<serde_json::Value> {
     use serde_json::{Map, Value};
     let parse = |text: &str| serde_json::from_str::<Map<String, Value>>(text).ok();
     let Some(decision) = decision else {
@@ -270,6 +292,78 @@ pub fn explanation(row: Option<&str>, decision: Option<&str>) -> Option<serde_js
         object.insert(key.into(), own.remove(key).unwrap_or(Value::Null));
     }
     Some(Value::Object(object))
+}
+
+/// One entry of a lead's history as readers see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// What changed.
+    pub field: String,
+    /// From.
+    pub old: Option<String>,
+    /// To.
+    pub new: Option<String>,
+    /// The decision behind it (see [`explanation`]).
+    pub explanation: Option<serde_json::Value>,
+}
+
+/// The history entries one stored row stands for: the row itself and, for
+/// a new lead's `created` row written with [`Record::Created`], each change
+/// it holds, as [`Record::Rows`] would have written them. `row` is the
+/// row's `explanation` column, `decision` its `decisions` row.
+pub fn entries(
+    (field, old, new): (String, Option<String>, Option<String>),
+    row: Option<&str>,
+    decision: Option<&str>,
+) -> Vec<Entry> {
+    let packed = row
+        .filter(|r| r.starts_with(r#"{"entries":"#))
+        .and_then(|r| serde_json::from_str::<Packed<'_>>(r).ok());
+    let Some(packed) = packed else {
+        return vec![Entry {
+            field,
+            old,
+            new,
+            explanation: explanation(row, decision),
+        }];
+    };
+    let mut out = Vec::with_capacity(1 + packed.entries.len());
+    out.push(Entry {
+        field,
+        old,
+        new,
+        explanation: explanation(None, decision),
+    });
+    let decision = decision.and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok());
+    for entry in packed.entries {
+        let explanation = decision.clone().and_then(|mut object| {
+            let change = object["why"]["changes"][entry.change].clone();
+            let object = object.as_object_mut()?;
+            object.insert("change".into(), change);
+            object.insert("change_text".into(), entry.change_text.into());
+            Some(serde_json::Value::Object(std::mem::take(object)))
+        });
+        out.push(Entry {
+            field: entry.field.into_owned(),
+            old: entry.old.map(Cow::into_owned),
+            new: entry.new.map(Cow::into_owned),
+            explanation,
+        });
+    }
+    out
+}
+
+/// `text` clipped as [`clipped_json`] clips each string.
+fn clipped(text: String) -> String {
+    if text.len() <= EXPLAINED_CHARS {
+        return text;
+    }
+    let mut value = serde_json::Value::String(text);
+    clip_strings(&mut value);
+    match value {
+        serde_json::Value::String(text) => text,
+        _ => unreachable!("a string stays a string"),
+    }
 }
 
 /// `value` as JSON with strings longer than [`EXPLAINED_CHARS`] clipped.
@@ -335,11 +429,29 @@ fn clip_strings(value: &mut serde_json::Value) {
     }
 }
 
+/// How [`apply_changes`] records its changes in the history.
+#[derive(Debug, Clone, Copy)]
+pub enum Record<'a> {
+    /// One history row per change.
+    Rows,
+    /// The delivery created the lead by this rule: one `created` row that
+    /// holds every change as an entry (read back as one history entry per
+    /// change, exactly as [`Record::Rows`] would have written them; see
+    /// [`entries`]). A new lead's initial values took four to eight rows,
+    /// each with its index entries and three foreign-key checks.
+    Created(&'a str),
+}
+
+/// A history entry about to be written, in the order of the changes: its
+/// field, old and new value.
+type Pending<'a> = (Cow<'static, str>, Option<String>, Option<&'a str>);
+
 /// Applies a merge plan made against `current` (what the lead held before
-/// it), writing one history row per change (a value the policy did not take
-/// included), each pointing at the delivery's decision. Which contact is
-/// primary is followed from `current` rather than read back for each
-/// change; `current` of a new lead is empty, so its changes only insert.
+/// it), recording each change (a value the policy did not take included)
+/// in the history as `record` says, pointing at the delivery's decision.
+/// Which contact is primary is followed from `current` rather than read
+/// back for each change; `current` of a new lead is empty, so its changes
+/// only insert.
 pub fn apply_changes(
     conn: &Connection,
     lead: i64,
@@ -347,6 +459,7 @@ pub fn apply_changes(
     changes: &[Change],
     decision: &Decision,
     source: &Source,
+    record: Record<'_>,
 ) -> Result<(), DbError> {
     let primary_of =
         |contacts: &[Contact]| contacts.iter().find(|c| c.primary).map(|c| c.value.clone());
@@ -357,6 +470,7 @@ pub fn apply_changes(
         ContactKind::Phone => 1,
     };
     let mut altered = false;
+    let mut pending: Vec<Pending<'_>> = Vec::with_capacity(changes.len());
     for change in changes {
         #[cfg(debug_assertions)]
         for kind in [ContactKind::Email, ContactKind::Phone] {
@@ -367,7 +481,6 @@ pub fn apply_changes(
             );
         }
         altered |= change.alters();
-        let explanation = Some(decision.row(Some(change)));
         match change {
             Change::Name { old, new, .. } => {
                 let key = name_key(new);
@@ -380,28 +493,12 @@ pub fn apply_changes(
                     (!key.is_empty()).then(|| key.clone()),
                     (!key.is_empty()).then(|| reversed(&key))
                 ])?;
-                history(
-                    conn,
-                    lead,
-                    "name",
-                    old.as_deref(),
-                    Some(new),
-                    source,
-                    explanation,
-                )?;
+                pending.push(("name".into(), old.clone(), Some(new)));
             }
             Change::Description { old, new, .. } => {
                 conn.prepare_cached("UPDATE leads SET description = ?2 WHERE id = ?1")?
                     .execute(params![lead, new])?;
-                history(
-                    conn,
-                    lead,
-                    "description",
-                    old.as_deref(),
-                    Some(new),
-                    source,
-                    explanation,
-                )?;
+                pending.push(("description".into(), old.clone(), Some(new)));
             }
             Change::Add {
                 kind,
@@ -424,15 +521,7 @@ pub fn apply_changes(
                 conn.prepare_cached(&sql)?
                     .execute(params![lead, value, raw, primary, source.at])?;
                 let old = if *primary { old_primary } else { None };
-                history(
-                    conn,
-                    lead,
-                    kind.as_str(),
-                    old.as_deref(),
-                    Some(value),
-                    source,
-                    explanation,
-                )?;
+                pending.push((kind.as_str().into(), old, Some(value)));
             }
             Change::Remove { kind, value, .. } => {
                 let sql = format!(
@@ -443,15 +532,7 @@ pub fn apply_changes(
                 if primaries[slot(*kind)].as_ref() == Some(value) {
                     primaries[slot(*kind)] = None;
                 }
-                history(
-                    conn,
-                    lead,
-                    kind.as_str(),
-                    Some(value),
-                    None,
-                    source,
-                    explanation,
-                )?;
+                pending.push((kind.as_str().into(), Some(value.clone()), None));
             }
             Change::MakePrimary {
                 kind, value, old, ..
@@ -466,37 +547,84 @@ pub fn apply_changes(
                 );
                 conn.prepare_cached(&sql)?.execute(params![lead, value])?;
                 let field = format!("primary {}", kind.as_str());
-                history(
-                    conn,
-                    lead,
-                    &field,
-                    old.as_deref(),
-                    Some(value),
-                    source,
-                    explanation,
-                )?;
+                pending.push((field.into(), old.clone(), Some(value)));
             }
             Change::Kept {
                 field, incoming, ..
             } => {
                 // Not a change of the lead, but the policy's decision to drop
                 // a value: recorded so the operator can see what was lost.
+                let field = format!("{field} not taken");
+                pending.push((field.into(), None, Some(incoming)));
+            }
+        }
+    }
+    match record {
+        Record::Rows => {
+            for ((field, old, new), change) in pending.iter().zip(changes) {
                 history(
                     conn,
                     lead,
-                    &format!("{field} not taken"),
-                    None,
-                    Some(incoming),
+                    field,
+                    old.as_deref(),
+                    *new,
                     source,
-                    explanation,
+                    Some(decision.row(Some(change))),
                 )?;
             }
+        }
+        Record::Created(rule) => {
+            let packed = Packed {
+                entries: pending
+                    .iter()
+                    .zip(changes)
+                    .enumerate()
+                    .map(|(change, ((field, old, new), c))| PackedEntry {
+                        field: Cow::Borrowed(field),
+                        old: old.as_deref().map(Cow::Borrowed),
+                        new: new.map(Cow::Borrowed),
+                        change,
+                        change_text: clipped(crate::crm::explain::describe(c)),
+                    })
+                    .collect(),
+            };
+            let text = serde_json::to_string(&packed)
+                .map_err(|e| DbError::Internal(format!("history entries: {e}")))?;
+            insert_history(
+                conn,
+                lead,
+                ("created", None, Some(rule)),
+                source,
+                Some(decision.id(conn)?),
+                Some(&text),
+            )?;
         }
     }
     if altered {
         touch(conn, lead, &source.at)?;
     }
     Ok(())
+}
+
+/// The `explanation` column of a packed `created` row.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Packed<'a> {
+    #[serde(borrow)]
+    entries: Vec<PackedEntry<'a>>,
+}
+
+/// One change a packed `created` row holds: the history entry it stands
+/// for, and its place in the decision's `why.changes`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PackedEntry<'a> {
+    #[serde(borrow)]
+    field: Cow<'a, str>,
+    #[serde(borrow)]
+    old: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    new: Option<Cow<'a, str>>,
+    change: usize,
+    change_text: String,
 }
 
 /// Read back only to check, in debug builds, the primaries `apply_changes`
@@ -800,6 +928,158 @@ mod tests {
             clip_strings(&mut expected);
             assert_eq!(parsed, expected);
         }
+    }
+
+    /// A lead's initial values written as one packed `created` row read
+    /// back as exactly the entries one row per change gives.
+    #[test]
+    fn a_packed_created_row_reads_as_one_row_per_change() {
+        use crate::crm::resolve::{Resolution, Target};
+        let dir = tempfile::tempdir().unwrap();
+        let merge: crate::config::MergePolicy = toml::from_str(
+            r#"
+            match_order = ["email", "phone"]
+            default_region = "US"
+            phone = "keep_both"
+            email = "keep_both"
+            primary = "incoming"
+            name = "keep_existing"
+            description = "keep_existing"
+            "#,
+        )
+        .unwrap();
+        let long = "é\"\\".repeat(120);
+        let changes = vec![
+            Change::Name {
+                old: None,
+                new: format!("Ann {long}"),
+                rule: "empty field filled",
+            },
+            Change::Description {
+                old: None,
+                new: "Asked about prices".into(),
+                rule: "empty field filled",
+            },
+            Change::Add {
+                kind: ContactKind::Email,
+                value: "ann@example.com".into(),
+                raw: "Ann@Example.com".into(),
+                primary: true,
+                rule: "keep_both",
+            },
+            Change::Add {
+                kind: ContactKind::Email,
+                value: "a2@example.com".into(),
+                raw: "a2@example.com".into(),
+                primary: true,
+                rule: "keep_both, primary incoming",
+            },
+            Change::Add {
+                kind: ContactKind::Phone,
+                value: "+14084987855".into(),
+                raw: "(408) 498-7855".into(),
+                primary: true,
+                rule: "keep_both",
+            },
+            Change::Kept {
+                field: "phone",
+                incoming: long.clone(),
+                rule: "keep_existing",
+            },
+        ];
+        let resolution = Resolution {
+            target: Target::Create,
+            rule: "no lead matched; created".into(),
+            duplicates: Vec::new(),
+            fold: None,
+        };
+        let source = Source {
+            delivery_id: None,
+            label: "jivo chat_accepted 1".into(),
+            at: "2026-11-30T10:00:00Z".into(),
+        };
+        let read = |conn: &Connection, lead: i64| -> Vec<Entry> {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT h.field, h.old, h.new, h.explanation, d.explanation
+                     FROM history h LEFT JOIN decisions d ON d.id = h.decision_id
+                     WHERE h.lead_id = ?1 ORDER BY h.id",
+                )
+                .unwrap();
+            let rows = stmt
+                .query_map([lead], |r| {
+                    let row: Option<String> = r.get(3)?;
+                    let decision: Option<String> = r.get(4)?;
+                    Ok(entries(
+                        (r.get(0)?, r.get(1)?, r.get(2)?),
+                        row.as_deref(),
+                        decision.as_deref(),
+                    ))
+                })
+                .unwrap();
+            rows.flat_map(Result::unwrap).collect()
+        };
+        // The same lead written both ways, each in a database of its own.
+        let mut read_back = Vec::new();
+        for packed in [false, true] {
+            let conn = Connection::open(dir.path().join(format!("{packed}.sqlite3"))).unwrap();
+            super::super::migrate::migrate(&conn).unwrap();
+            let lead = create(&conn, &source.at).unwrap();
+            let why = Explanation::new(
+                &merge,
+                Vec::new(),
+                None,
+                &resolution,
+                lead,
+                Vec::new(),
+                changes.clone(),
+            );
+            let decision = Decision::new(&why);
+            let record = if packed {
+                Record::Created(&resolution.rule)
+            } else {
+                history(
+                    &conn,
+                    lead,
+                    "created",
+                    None,
+                    Some(&resolution.rule),
+                    &source,
+                    Some(decision.row(None)),
+                )
+                .unwrap();
+                Record::Rows
+            };
+            apply_changes(
+                &conn,
+                lead,
+                &Current::default(),
+                &changes,
+                &decision,
+                &source,
+                record,
+            )
+            .unwrap();
+            let rows: i64 = conn
+                .query_row("SELECT count(*) FROM history", [], |r| r.get(0))
+                .unwrap();
+            read_back.push((rows, read(&conn, lead)));
+        }
+        let [(rows, one), (packed_rows, packed)] = <[_; 2]>::try_from(read_back).unwrap();
+        assert_eq!((rows, packed_rows), (7, 1));
+        assert_eq!(one.len(), 7);
+        assert_eq!(one, packed);
+        assert!(
+            one[1].new.as_ref().unwrap().ends_with(&long),
+            "values are whole"
+        );
+        let text = one[6].explanation.as_ref().unwrap()["change_text"]
+            .as_str()
+            .unwrap();
+        assert!(
+            text.ends_with("characters)"),
+            "explanations are clipped: {text}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../schema.sql"),
     include_str!("../../migrations/0002_decisions.sql"),
     include_str!("../../migrations/0003_live_name_indexes.sql"),
+    include_str!("../../migrations/0004_packed_created_rows.sql"),
 ];
 
 /// Applies every migration the database has not seen, each in its own

@@ -473,15 +473,26 @@ fn history(conn: &Connection, id: i64) -> Result<Vec<HistoryView>, DbError> {
     let rows = stmt.query_map([id], |r| {
         let row: Option<String> = r.get(6)?;
         let decision: Option<String> = r.get(7)?;
-        Ok(HistoryView {
-            at: r.get(0)?,
-            field: r.get(1)?,
-            old: r.get(2)?,
-            new: r.get(3)?,
-            source: r.get(4)?,
-            delivery_id: r.get(5)?,
-            explanation: leads::explanation(row.as_deref(), decision.as_deref()),
-        })
+        let (at, source, delivery_id): (String, String, Option<i64>) =
+            (r.get(0)?, r.get(4)?, r.get(5)?);
+        let entries = leads::entries(
+            (r.get(1)?, r.get(2)?, r.get(3)?),
+            row.as_deref(),
+            decision.as_deref(),
+        );
+        Ok(entries.into_iter().map(move |e| HistoryView {
+            at: at.clone(),
+            field: e.field,
+            old: e.old,
+            new: e.new,
+            source: source.clone(),
+            delivery_id,
+            explanation: e.explanation,
+        }))
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut out = Vec::new();
+    for entries in rows {
+        out.extend(entries?);
+    }
+    Ok(out)
 }

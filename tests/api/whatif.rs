@@ -257,8 +257,17 @@ async fn explanation_flags_a_similar_new_lead() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert!(rows >= 3, "created, name and email rows: {rows}");
+    // A new lead's initial values are held by its one `created` row, and
+    // read back as entries of their own (the name's, above; the email's).
+    assert_eq!(rows, 1, "one row holds created, name and email");
     assert_eq!(decisions, 1);
+    let fields: Vec<&str> = lead["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields[..3], ["created", "name", "email"]);
     let stored: i64 = conn
         .query_row("SELECT count(*) FROM decisions", [], |r| r.get(0))
         .unwrap();

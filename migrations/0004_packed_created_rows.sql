@@ -1,0 +1,13 @@
+-- crm-responder schema, version 4: a new lead's initial values in one row.
+--
+-- Up to version 3 a lead created by a delivery or an import got one history
+-- row for "created" and one for each initial value (name, description, each
+-- email and phone, each value the policy did not take): four to eight rows,
+-- each with two index entries and three foreign-key checks. From version 4
+-- the "created" row holds them all in its explanation column,
+-- {"entries": [{"field", "old", "new", "change", "change_text"}, ...]}, where
+-- "change" is the entry's place in the decision's why.changes; readers give
+-- back one history entry per value, as before. Older rows are left as they
+-- are. No table changes: the version is raised so that an older binary, which
+-- would show such a row without its entries, refuses the database.
+SELECT 1;
