@@ -11,6 +11,23 @@ const MAX_PHONE_LEN: usize = 64;
 const MIN_PHONE_DIGITS: usize = 5;
 /// Numbers that cannot be parsed keep at most this many digits.
 const MAX_PHONE_DIGITS: usize = 20;
+/// Compiled number patterns the phone parser keeps. The `phonenumber`
+/// crate keeps 100 in an LRU cache, fewer than the patterns of about twenty
+/// countries use: past that, every phone recompiled patterns (measured: 0.3
+/// to 0.6 ms a phone instead of 3 to 6 µs, `cargo bench --bench phones`).
+/// Numbers of every region use about 600 (some 30 MB once all are used).
+pub const PHONE_PATTERNS: usize = 1024;
+
+/// Raises the parser's pattern cache to [`PHONE_PATTERNS`], once.
+fn phone_patterns() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(mut cache) = phonenumber::metadata::DATABASE.cache().lock() {
+            cache.set_capacity(PHONE_PATTERNS);
+        }
+    });
+}
+
 /// Longest name key, in characters. Duplicate scoring is quadratic in the
 /// key's length, so a hostile 900 KB name must not reach it whole; no real
 /// name is this long.
@@ -80,6 +97,7 @@ impl Phone {
     /// Parses a phone number, reading numbers without a country code as
     /// numbers of `region`. `None` for values with too few digits.
     pub fn parse(raw: &str, region: country::Id) -> Option<Phone> {
+        phone_patterns();
         let raw = raw.trim();
         if raw.is_empty() || raw.len() > MAX_PHONE_LEN || raw.chars().any(char::is_control) {
             return None;
@@ -398,6 +416,13 @@ mod tests {
                 assert_eq!(again.normalized, phone.normalized, "{raw:?} in {region:?}");
             }
         }
+    }
+
+    #[test]
+    fn the_parser_keeps_the_patterns_of_every_region() {
+        Phone::parse("+1 408 498 7855", US).unwrap();
+        let cache = phonenumber::metadata::DATABASE.cache();
+        assert_eq!(cache.lock().unwrap().capacity(), PHONE_PATTERNS);
     }
 
     #[test]
