@@ -160,11 +160,11 @@ pub fn detect_with(
     ranked.sort_by(|a, b| b.1.0.total_cmp(&a.1.0).then(a.0.cmp(&b.0)));
     let mut linked = Vec::new();
     for (other, (score, attr, mine, theirs)) in ranked.into_iter().take(MAX_LINKS) {
-        let other = leads::survivor(conn, other)?;
-        let what = match attr {
-            Attribute::Name => "similar name",
-            Attribute::Email => "similar email",
-            Attribute::Phone => "similar phone",
+        let (other, what) = match attr {
+            // The name indexes hold live leads only.
+            Attribute::Name => (other, "similar name"),
+            Attribute::Email => (leads::survivor(conn, other)?, "similar email"),
+            Attribute::Phone => (leads::survivor(conn, other)?, "similar phone"),
         };
         let reason = format!("{what}: {mine:?} ~ {theirs:?} ({:.0}%)", score * 100.0);
         if leads::link_duplicate(conn, lead, other, score, &reason, at)? {

@@ -600,7 +600,8 @@ pub fn apply_changes(
             )?;
         }
     }
-    if altered {
+    // A lead created by this delivery was updated when it was created.
+    if altered && matches!(record, Record::Rows) {
         touch(conn, lead, &source.at)?;
     }
     Ok(())
