@@ -164,7 +164,6 @@ impl Drop for Checkpointer {
 }
 
 fn run(path: PathBuf, kicks: Receiver<()>, turn: &Turn) {
-    yield_to_deliveries();
     let mut open: Option<(Connection, File)> = None;
     // The last failure logged, so that a lasting one is logged once.
     let mut failing: Option<String> = None;
@@ -204,29 +203,6 @@ fn run(path: PathBuf, kicks: Receiver<()>, turn: &Turn) {
     }
 }
 
-/// Niceness of the checkpointer thread. Copying frames and flushing the
-/// file can wait; the writer (the single thread every delivery passes
-/// through) and the request threads cannot. On 2 cores under load the
-/// checkpointer took a third of a core at the same priority, and new leads
-/// went about 10 % faster with it at 10 (docs/performance.md). Should it
-/// fall behind, the writer's restart copies the rest itself.
-const NICENESS: libc::c_int = 10;
-
-/// Lowers this thread's priority to [`NICENESS`] (Linux: per thread).
-fn yield_to_deliveries() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: plain system calls on the calling thread's own id.
-        let done = unsafe {
-            let tid = libc::gettid() as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, NICENESS)
-        };
-        if done != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "checkpointer keeps its priority");
-        }
-    }
-}
-
 /// A passive checkpoint, then the pages it copied flushed to disk. SQLite
 /// syncs the database file only when a checkpoint reaches the end of the
 /// log, which under steady traffic is the writer's restart: it would flush
@@ -260,24 +236,6 @@ mod tests {
 
     use super::RESTART_FRAMES;
     use crate::store::Db;
-
-    /// The niceness of each checkpointer thread of this process (field 19
-    /// of its `stat`, after the parenthesised name).
-    fn checkpointer_niceness() -> Vec<i32> {
-        let mut out = Vec::new();
-        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.trim() != "crm-checkpoint" {
-                continue;
-            }
-            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-            let rest = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
-            if let Some(nice) = rest.split_whitespace().nth(16) {
-                out.push(nice.parse().unwrap());
-            }
-        }
-        out
-    }
 
     /// Bytes of one WAL frame of a 4 KiB page.
     const FRAME: u64 = 4096 + 24;
@@ -315,11 +273,6 @@ mod tests {
             wal < 4 * commits as u64 * FRAME / 2,
             "the WAL grew to {wal} bytes"
         );
-        // The checkpointer (of this database, and of any other test's)
-        // runs below the writer's priority.
-        let nice = checkpointer_niceness();
-        assert!(!nice.is_empty());
-        assert!(nice.iter().all(|n| *n == super::NICENESS), "{nice:?}");
         db.close();
         // Closing checkpoints and empties the log; every row is in the file.
         let wal = std::fs::metadata(dir.path().join("crm.sqlite3-wal")).map_or(0, |m| m.len());
