@@ -135,7 +135,28 @@ fn within_two_edits(a: &str, b: &str) -> bool {
 
 /// Reverses a string by characters (the index that finds suffix neighbours).
 pub fn reversed(s: &str) -> String {
+    if s.is_ascii() {
+        let mut bytes = s.as_bytes().to_vec();
+        bytes.reverse();
+        // ASCII reversed byte by byte is the same ASCII characters.
+        return String::from_utf8(bytes).unwrap_or_default();
+    }
     s.chars().rev().collect()
+}
+
+/// Appends `s` as `{s:?}` writes it, without the escaping machinery for the
+/// printable ASCII that names and emails nearly always are.
+pub fn push_quoted(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        use std::fmt::Write;
+        let _ = write!(out, "{s:?}");
+    }
 }
 
 #[cfg(test)]
@@ -159,6 +180,27 @@ mod tests {
         assert!(phone_similarity("+14084987855", "+447700900123") < 0.8);
         // Neighbours on one exchange are different people.
         assert!(phone_similarity("+14085550123", "+14085550987") < 0.8);
+    }
+
+    #[test]
+    fn quoting_and_reversing_agree_with_the_general_ways() {
+        for s in [
+            "john smith",
+            "o'brien",
+            "a\"b",
+            "a\\b",
+            "tab\there",
+            "new\nline",
+            "zoë",
+            "\u{7f}",
+            "~!@#$%^&*()_+{}|:<>?`-=[];',./",
+            "",
+        ] {
+            let mut quoted = String::new();
+            push_quoted(&mut quoted, s);
+            assert_eq!(quoted, format!("{s:?}"));
+            assert_eq!(reversed(s), s.chars().rev().collect::<String>());
+        }
     }
 
     #[test]

@@ -123,6 +123,13 @@ impl Explanation {
 
     /// The decision as readable lines, for a terminal.
     pub fn lines(&self) -> Vec<String> {
+        let described: Vec<String> = self.changes.iter().map(describe).collect();
+        self.lines_with(&described)
+    }
+
+    /// [`Explanation::lines`], with `described[i]` the words of
+    /// `changes[i]` ([`describe`]) when the caller has them already.
+    pub fn lines_with(&self, described: &[String]) -> Vec<String> {
         let mut out = Vec::new();
         for s in &self.seen {
             let owner = match s.owner {
@@ -180,8 +187,11 @@ impl Explanation {
         if self.changes.is_empty() {
             out.push("changes: none".to_owned());
         }
-        for c in &self.changes {
-            out.push(format!("change: {}", describe(c)));
+        for (i, c) in self.changes.iter().enumerate() {
+            match described.get(i) {
+                Some(text) => out.push(format!("change: {text}")),
+                None => out.push(format!("change: {}", describe(c))),
+            }
         }
         out
     }
@@ -189,9 +199,8 @@ impl Explanation {
 
 /// A policy enum's config spelling.
 fn word<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
+    serde_json::to_string(v)
+        .map(|s| s.trim_matches('"').to_owned())
         .unwrap_or_default()
 }
 

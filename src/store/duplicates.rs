@@ -10,7 +10,7 @@ use rusqlite::{Connection, params};
 use super::DbError;
 use super::leads;
 use crate::crm::duplicates::{
-    Attribute, email_similarity, name_similarity, phone_similarity, reversed,
+    Attribute, email_similarity, name_similarity, phone_similarity, push_quoted, reversed,
 };
 
 /// Neighbours looked at on each side of a value in each index: the `LIMIT 6`
@@ -166,7 +166,14 @@ pub fn detect_with(
             Attribute::Email => (leads::survivor(conn, other)?, "similar email"),
             Attribute::Phone => (leads::survivor(conn, other)?, "similar phone"),
         };
-        let reason = format!("{what}: {mine:?} ~ {theirs:?} ({:.0}%)", score * 100.0);
+        // `{what}: {mine:?} ~ {theirs:?} ({score:.0}%)`, built piece by piece.
+        let mut reason = String::with_capacity(what.len() + mine.len() + theirs.len() + 16);
+        reason.push_str(what);
+        reason.push_str(": ");
+        push_quoted(&mut reason, &mine);
+        reason.push_str(" ~ ");
+        push_quoted(&mut reason, &theirs);
+        reason.push_str(&format!(" ({:.0}%)", score * 100.0));
         if leads::link_duplicate(conn, lead, other, score, &reason, at)? {
             linked.push(Similar {
                 lead: other,

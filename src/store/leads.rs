@@ -213,21 +213,29 @@ fn touch(conn: &Connection, lead: i64, at: &str) -> Result<(), DbError> {
 pub struct Decision {
     text: String,
     id: std::cell::Cell<Option<i64>>,
+    /// Each change in words, in the order of `why.changes`.
+    described: Vec<String>,
 }
 
 impl Decision {
     /// Serialises `why`, long values clipped.
     pub fn new(why: &Explanation) -> Decision {
+        let described: Vec<String> = why
+            .changes
+            .iter()
+            .map(crate::crm::explain::describe)
+            .collect();
         let text = format!(
             r#"{{"decision":{},"summary":{},"why":{}}}"#,
             clipped_json(&why.decision),
             // The same in words, for the lead page.
-            clipped_json(&why.lines()),
+            clipped_json(&why.lines_with(&described)),
             clipped_json(why),
         );
         Decision {
             text,
             id: std::cell::Cell::new(None),
+            described,
         }
     }
 
@@ -584,7 +592,10 @@ pub fn apply_changes(
                         old: old.as_deref().map(Cow::Borrowed),
                         new: new.map(Cow::Borrowed),
                         change,
-                        change_text: clipped(crate::crm::explain::describe(c)),
+                        change_text: match decision.described.get(change) {
+                            Some(text) => clipped(text.clone()),
+                            None => clipped(crate::crm::explain::describe(c)),
+                        },
                     })
                     .collect(),
             };
