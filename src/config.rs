@@ -320,6 +320,25 @@ pub enum DescriptionPolicy {
     Append,
 }
 
+/// A `[merge]` section for unit tests: email then phone, US numbers,
+/// `keep_both` for contacts with `primary` as given, `keep_existing` for
+/// name and description.
+#[cfg(test)]
+pub fn test_merge_policy(primary: &str) -> MergePolicy {
+    toml::from_str(&format!(
+        r#"
+        match_order = ["email", "phone"]
+        default_region = "US"
+        phone = "keep_both"
+        email = "keep_both"
+        primary = "{primary}"
+        name = "keep_existing"
+        description = "keep_existing"
+        "#
+    ))
+    .expect("a valid [merge] section")
+}
+
 /// `[merge]`: how conflicting contact data is resolved.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

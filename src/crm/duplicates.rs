@@ -244,21 +244,26 @@ mod tests {
         );
     }
 
+    /// Every string over `alphabet` of at most `longest` characters.
+    fn every_string<const N: usize>(alphabet: [char; N], longest: usize) -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut last = all.clone();
+        for _ in 0..longest {
+            last = last
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
     #[test]
     fn damerau_levenshtein_without_common_affixes_equals_strsims() {
         // Every string of up to 6 letters over a small alphabet (so that
         // transpositions and repeats are common), against each other, and
         // phone-like numbers.
-        let mut words = vec![String::new()];
-        for len in 1..=6 {
-            let mut next = Vec::new();
-            for w in words.iter().filter(|w| w.len() == len - 1) {
-                for c in ['a', 'b', 'c'] {
-                    next.push(format!("{w}{c}"));
-                }
-            }
-            words.extend(next);
-        }
+        let words = every_string(['a', 'b', 'c'], 6);
         for a in &words {
             for b in &words {
                 assert_eq!(
@@ -298,16 +303,7 @@ mod tests {
     fn the_phone_prefilter_never_hides_a_pair_two_edits_apart() {
         // Every pair from a small alphabet, 5 and 6 digits long: the
         // prefilter must pass whatever the full distance keeps.
-        let mut numbers = vec![String::new()];
-        for len in 1..=6 {
-            let mut next = Vec::new();
-            for n in numbers.iter().filter(|n| n.len() == len - 1) {
-                for d in ['1', '2', '3'] {
-                    next.push(format!("{n}{d}"));
-                }
-            }
-            numbers.extend(next);
-        }
+        let numbers = every_string(['1', '2', '3'], 6);
         let long: Vec<_> = numbers.iter().filter(|n| n.len() >= 5).collect();
         for a in &long {
             for b in &long {

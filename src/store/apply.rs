@@ -482,18 +482,7 @@ mod tests {
 
     fn policy() -> Policy {
         Policy {
-            merge: toml::from_str(
-                r#"
-                match_order = ["email", "phone"]
-                default_region = "US"
-                phone = "keep_both"
-                email = "keep_both"
-                primary = "incoming"
-                name = "keep_existing"
-                description = "keep_existing"
-                "#,
-            )
-            .unwrap(),
+            merge: crate::config::test_merge_policy("incoming"),
             duplicates: DuplicatesConfig {
                 enabled: true,
                 threshold: 0.85,

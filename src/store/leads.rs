@@ -889,18 +889,7 @@ mod tests {
     #[test]
     fn a_decision_stored_once_reads_as_one_json_object_per_row() {
         use crate::crm::resolve::{Resolution, Target};
-        let merge: crate::config::MergePolicy = toml::from_str(
-            r#"
-            match_order = ["email", "phone"]
-            default_region = "US"
-            phone = "keep_both"
-            email = "keep_both"
-            primary = "existing"
-            name = "keep_existing"
-            description = "keep_existing"
-            "#,
-        )
-        .unwrap();
+        let merge: crate::config::MergePolicy = crate::config::test_merge_policy("existing");
         let resolution = Resolution {
             target: Target::Existing(7),
             rule: "matched by email \"ann@example.com\"".into(),
@@ -948,18 +937,7 @@ mod tests {
     fn a_packed_created_row_reads_as_one_row_per_change() {
         use crate::crm::resolve::{Resolution, Target};
         let dir = tempfile::tempdir().unwrap();
-        let merge: crate::config::MergePolicy = toml::from_str(
-            r#"
-            match_order = ["email", "phone"]
-            default_region = "US"
-            phone = "keep_both"
-            email = "keep_both"
-            primary = "incoming"
-            name = "keep_existing"
-            description = "keep_existing"
-            "#,
-        )
-        .unwrap();
+        let merge: crate::config::MergePolicy = crate::config::test_merge_policy("incoming");
         let long = "é\"\\".repeat(120);
         let changes = vec![
             Change::Name {

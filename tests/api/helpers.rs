@@ -257,6 +257,15 @@ pub fn contacts(lead: &Value, key: &str) -> Vec<(String, bool)> {
         .collect()
 }
 
+/// The string `key` of each item of the JSON list `list`.
+pub fn each<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|item| item[key].as_str().expect("a string"))
+        .collect()
+}
+
 /// The lead id at the end of a `crm_link`.
 pub fn lead_id(answer: &Value) -> i64 {
     let link = answer["crm_link"]

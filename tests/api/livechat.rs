@@ -264,12 +264,7 @@ async fn v3_messy_shapes_are_accepted() {
     let chat = &lead["conversations"][0];
     assert_eq!(chat["chat_id"], "4242");
     assert_eq!(chat["agent"], "agent@example.com");
-    let from: Vec<&str> = chat["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["from"].as_str().unwrap())
-        .collect();
+    let from = each(&chat["messages"], "from");
     assert_eq!(from, ["visitor", "agent"]);
 
     // Actions we do not act on are stored and acknowledged.

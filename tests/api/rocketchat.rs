@@ -73,12 +73,7 @@ async fn legacy_session_fixture_keeps_tags_custom_fields_and_string_contacts() {
     let chat = &lead["conversations"][0];
     assert_eq!(chat["chat_id"], "fasd6f5a4sd6f8a4sdf");
     assert_eq!(chat["agent"], "Agent Name");
-    let from: Vec<&str> = chat["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["from"].as_str().unwrap())
-        .collect();
+    let from = each(&chat["messages"], "from");
     assert_eq!(from, ["visitor", "agent"]);
 }
 

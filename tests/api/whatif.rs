@@ -261,12 +261,7 @@ async fn explanation_flags_a_similar_new_lead() {
     // read back as entries of their own (the name's, above; the email's).
     assert_eq!(rows, 1, "one row holds created, name and email");
     assert_eq!(decisions, 1);
-    let fields: Vec<&str> = lead["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["field"].as_str().unwrap())
-        .collect();
+    let fields = each(&lead["history"], "field");
     assert_eq!(fields[..3], ["created", "name", "email"]);
     let stored: i64 = conn
         .query_row("SELECT count(*) FROM decisions", [], |r| r.get(0))
