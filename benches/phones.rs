@@ -16,6 +16,12 @@ use phonenumber::country::Id;
 use phonenumber::metadata::DATABASE;
 
 fn main() {
+    // `cargo test --all-targets` runs bench targets too (without `--bench`),
+    // in a debug build: the figures are for `cargo bench` only.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("phones benchmark: run with `cargo bench --bench phones`");
+        return;
+    }
     let crate_default = std::env::args().any(|a| a == "--crate-default");
     let mut numbers = Vec::new();
     for region in DATABASE.iter() {

@@ -419,6 +419,29 @@ mod tests {
     }
 
     #[test]
+    fn every_regions_example_numbers_read_as_keys_that_read_as_themselves() {
+        let mut read = 0;
+        for region in phonenumber::metadata::DATABASE.iter() {
+            let descriptors = region.descriptors();
+            for descriptor in [descriptors.fixed_line(), descriptors.mobile()]
+                .into_iter()
+                .flatten()
+            {
+                let Some(example) = descriptor.example() else {
+                    continue;
+                };
+                let raw = format!("+{} {example}", region.country_code());
+                let phone = Phone::parse(&raw, US).unwrap();
+                assert!(phone.normalized.starts_with('+'), "{raw}: {phone:?}");
+                let again = Phone::parse(&phone.normalized, US).unwrap();
+                assert_eq!(again.normalized, phone.normalized, "{raw}");
+                read += 1;
+            }
+        }
+        assert!(read > 400, "{read} example numbers");
+    }
+
+    #[test]
     fn the_parser_keeps_the_patterns_of_every_region() {
         Phone::parse("+1 408 498 7855", US).unwrap();
         let cache = phonenumber::metadata::DATABASE.cache();
