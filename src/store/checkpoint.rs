@@ -18,7 +18,6 @@
 //! the database before the log is reused, whichever connection runs it.
 
 use std::cell::Cell;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -164,7 +163,7 @@ impl Drop for Checkpointer {
 }
 
 fn run(path: PathBuf, kicks: Receiver<()>, turn: &Turn) {
-    let mut open: Option<(Connection, File)> = None;
+    let mut open: Option<Connection> = None;
     // The last failure logged, so that a lasting one is logged once.
     let mut failing: Option<String> = None;
     while kicks.recv().is_ok() {
@@ -176,11 +175,10 @@ fn run(path: PathBuf, kicks: Receiver<()>, turn: &Turn) {
             continue;
         }
         let result = match &open {
-            Some((conn, file)) => pass(conn, file),
-            None => open_both(&path).and_then(|opened| {
-                let (conn, file) = open.insert(opened);
-                pass(conn, file)
-            }),
+            Some(conn) => pass(conn),
+            None => self::open(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|conn| pass(open.insert(conn))),
         };
         match result {
             Ok(_) => {
@@ -207,17 +205,47 @@ fn run(path: PathBuf, kicks: Receiver<()>, turn: &Turn) {
 /// syncs the database file only when a checkpoint reaches the end of the
 /// log, which under steady traffic is the writer's restart: it would flush
 /// every page copied since the last restart while deliveries wait.
-fn pass(conn: &Connection, file: &File) -> Result<Pass, String> {
+fn pass(conn: &Connection) -> Result<Pass, String> {
     let pass = passive(conn).map_err(|e| e.to_string())?;
-    file.sync_all()
-        .map_err(|e| format!("cannot sync the database file: {e}"))?;
+    sync(conn).map_err(|e| format!("cannot sync the database file: {e}"))?;
     Ok(pass)
 }
 
-fn open_both(path: &Path) -> Result<(Connection, File), String> {
-    let conn = open(path).map_err(|e| e.to_string())?;
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((conn, file))
+/// Flushes the database file through the connection's own file handle.
+///
+/// Not through a descriptor of our own: POSIX locks belong to the process,
+/// and closing any descriptor of the file releases every lock the
+/// process's connections hold on it (SQLite keeps its own descriptors open
+/// for that reason). Without those locks another process could take the
+/// database for its own, and a last connection closing deletes the WAL.
+fn sync(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::ffi;
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    // SAFETY: the handle is this thread's open connection; the file
+    // pointer SQLite gives back lives as long as the connection, which
+    // outlives this call, and its methods are the VFS's own.
+    let rc = unsafe {
+        let rc = ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&raw mut file).cast(),
+        );
+        match file
+            .as_ref()
+            .and_then(|f| f.pMethods.as_ref())
+            .and_then(|m| m.xSync)
+        {
+            Some(x_sync) if rc == ffi::SQLITE_OK => x_sync(file, ffi::SQLITE_SYNC_NORMAL),
+            // No file yet (nothing was ever read or written): nothing to flush.
+            _ => rc,
+        }
+    };
+    if rc == ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None))
+    }
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -232,10 +260,66 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
     use std::time::Duration;
 
-    use super::RESTART_FRAMES;
+    use super::{Checkpointer, RESTART_FRAMES};
     use crate::store::Db;
+
+    /// Whether some connection holds SQLite's shared lock on the database
+    /// file `probe` is open on: an open file description lock (which
+    /// conflicts with this process's own POSIX locks, unlike `F_GETLK`)
+    /// asked for over SQLite's shared-lock bytes.
+    fn shared_lock_held(probe: &std::fs::File) -> bool {
+        /// SQLite's `PENDING_BYTE + 2` and `SHARED_SIZE`.
+        const SHARED_FIRST: i64 = 0x4000_0000 + 2;
+        const SHARED_SIZE: i64 = 510;
+        // SAFETY: an all-zero flock is valid; fcntl gets a valid fd and a
+        // pointer to it.
+        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+        lock.l_type = libc::F_WRLCK as libc::c_short;
+        lock.l_whence = libc::SEEK_SET as libc::c_short;
+        lock.l_start = SHARED_FIRST;
+        lock.l_len = SHARED_SIZE;
+        let rc = unsafe { libc::fcntl(probe.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
+        assert_eq!(rc, 0, "F_OFD_GETLK: {}", std::io::Error::last_os_error());
+        i32::from(lock.l_type) != libc::F_UNLCK
+    }
+
+    /// POSIX locks belong to the process and go with the first `close` of
+    /// any descriptor of the file: a checkpointer that opened the database
+    /// file itself and closed it (when stopped, or after a failed pass)
+    /// took every connection's lock with it, and another process could then
+    /// take the database as its own (a last connection closing checkpoints
+    /// and deletes the WAL the service still writes to).
+    #[test]
+    fn the_checkpointer_leaves_the_connections_locks_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crm.sqlite3");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1);",
+        )
+        .unwrap();
+        // Kept open until the end: closing it would release the locks too.
+        let probe = std::fs::File::open(&path).unwrap();
+        assert!(shared_lock_held(&probe), "a WAL connection holds the lock");
+
+        let mut checkpointer = Checkpointer::start(&path);
+        conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
+        checkpointer.kick();
+        std::thread::sleep(Duration::from_millis(200));
+        checkpointer.stop();
+
+        assert!(
+            shared_lock_held(&probe),
+            "the connection still holds its lock after the checkpointer's passes and stop"
+        );
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
+    }
 
     /// Bytes of one WAL frame of a 4 KiB page.
     const FRAME: u64 = 4096 + 24;
