@@ -3,11 +3,14 @@
 //! databases of 10k, 100k and 1M generated leads. Prints a table.
 //!
 //! Options (after `--`): `--sizes 10000,100000,1000000`, `--seconds N`
-//! (per phase, default 5), `--only NAME` (one scenario). `LOAD_WRAP` runs
-//! the server under another command, e.g. a profiler.
+//! (per phase, default 5), `--only NAME` (one scenario), `--connections N`
+//! (of the closed loop, default 32), `--floor` (the baseline and the floor
+//! of a stored delivery instead of the scenarios: see floor.rs). `LOAD_WRAP`
+//! runs the server under another command, e.g. a profiler.
 
 mod client;
 mod datagen;
+mod floor;
 mod scenarios;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +40,12 @@ struct Row {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // This binary started as the floor server by `--floor` (see floor.rs).
+    if let Some(i) = args.iter().position(|a| a == "--serve-floor") {
+        let port = args[i + 1].parse().expect("--serve-floor PORT DB");
+        floor::serve(port, Path::new(&args[i + 2]));
+        return;
+    }
     // `cargo test --all-targets` builds and runs bench targets too (without
     // `--bench`): the load test is for `cargo bench` only.
     if !args.iter().any(|a| a == "--bench") {
@@ -58,6 +67,9 @@ fn main() {
         .map(|s| s.parse().expect("--seconds"))
         .unwrap_or(5);
     let only = arg("--only");
+    let connections: usize = arg("--connections")
+        .map(|s| s.parse().expect("--connections takes a number"))
+        .unwrap_or(32);
     let phase = Duration::from_secs(seconds);
 
     let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-data");
@@ -75,11 +87,16 @@ fn main() {
             let secs = datagen::generate(&seed, n);
             eprintln!("generated {n} leads in {secs:.1} s -> {}", seed.display());
         }
-        for scenario in SCENARIOS
+        let scenarios: &[Scenario] = if args.iter().any(|a| a == "--floor") {
+            &scenarios::FLOOR
+        } else {
+            SCENARIOS
+        };
+        for scenario in scenarios
             .iter()
             .filter(|s| only.as_deref().is_none_or(|o| o == s.name))
         {
-            let row = runtime.block_on(run(scenario, n, &seed, &data_dir, phase));
+            let row = runtime.block_on(run(scenario, n, &seed, &data_dir, phase, connections));
             eprintln!(
                 "{:<22} {:>8} leads: {:>8.0} req/s, p99 {:.2} ms at {:.0}/s",
                 row.scenario, row.leads, row.rps, row.p99, row.rate
@@ -90,7 +107,14 @@ fn main() {
     print_table(&rows);
 }
 
-async fn run(scenario: &'static Scenario, n: u64, seed: &Path, dir: &Path, phase: Duration) -> Row {
+async fn run(
+    scenario: &'static Scenario,
+    n: u64,
+    seed: &Path,
+    dir: &Path,
+    phase: Duration,
+    connections: usize,
+) -> Row {
     let work = dir.join(format!("work-{}.sqlite3", std::process::id()));
     let config = dir.join(format!("bench-{}.toml", std::process::id()));
     // The copy of a 1M-lead database is most of a gigabyte: never left behind.
@@ -106,10 +130,17 @@ async fn run(scenario: &'static Scenario, n: u64, seed: &Path, dir: &Path, phase
     let port = free_port();
     std::fs::write(&config, scenarios::config(port, &work)).expect("write config");
     let started = Instant::now();
-    let mut server = server_command()
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
+    let mut command = server_command();
+    if scenario.name == scenarios::FLOOR_NAME {
+        command = Command::new(std::env::current_exe().expect("bench binary"));
+        command
+            .arg("--serve-floor")
+            .arg(port.to_string())
+            .arg(&work);
+    } else {
+        command.arg("--config").arg(&config).arg("serve");
+    }
+    let mut server = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -126,7 +157,7 @@ async fn run(scenario: &'static Scenario, n: u64, seed: &Path, dir: &Path, phase
         cpu_ticks(&server, Some("crm-writer")),
     );
     let clock = Instant::now();
-    let (rps, closed) = client::closed_loop(&addr, 32, phase, move |k| make(n, k)).await;
+    let (rps, closed) = client::closed_loop(&addr, connections, phase, move |k| make(n, k)).await;
     let ticks = clock.elapsed().as_secs_f64() * clock_ticks_per_second();
     let server_cpu = (cpu_ticks(&server, None) - before.0) as f64 / ticks;
     let writer_cpu = (cpu_ticks(&server, Some("crm-writer")) - before.1) as f64 / ticks;

@@ -54,6 +54,24 @@ pub const SCENARIOS: &[Scenario] = &[
     },
 ];
 
+/// The name of the floor scenario (served by floor.rs, not the service).
+pub const FLOOR_NAME: &str = "floor: raw store only";
+
+/// `--floor`: the service's baseline, then the requests of "accepted: email
+/// match" against the floor server.
+pub const FLOOR: [Scenario; 2] = [
+    Scenario {
+        name: "baseline /healthz",
+        rate: 1000.0,
+        request: |_, _| get("/healthz"),
+    },
+    Scenario {
+        name: FLOOR_NAME,
+        rate: 1000.0,
+        request: existing_by_email,
+    },
+];
+
 /// A well-spread index into 1..=n for request k.
 fn existing(n: u64, k: u64) -> u64 {
     crate::datagen::Rng::new(k ^ 0x5EED).next() % n + 1
