@@ -25,6 +25,7 @@ use crate::store::apply::{self, Outcome, Policy};
 use crate::store::bulk;
 use crate::store::inbox::NewDelivery;
 use crate::store::leads::{self, Source};
+use crate::store::locks::OtherProcesses;
 use crate::store::{Db, DbError};
 
 /// The inbox platform name of imported rows.
@@ -35,11 +36,20 @@ const BATCH: usize = 1000;
 /// Rows gathered before they are written: large enough that identifiers
 /// are looked up and written with warm caches, while the next rows parse.
 const BULK: usize = 10_000;
-/// How long one write job may run: the import holds the database's write
-/// lock for one job at a time, so the service's own writes wait about this
-/// long at most (they wait up to `database.busy_timeout_ms`). A batch takes
-/// as many jobs as it needs, one after the other.
+/// How long one write job may run while another process (the service) has
+/// the database open: the import holds the database's write lock for one
+/// job at a time, so the service's own writes wait about this long at most
+/// (they wait up to `database.busy_timeout_ms`). A batch takes as many jobs
+/// as it needs, one after the other.
 const JOB_TIME: Duration = Duration::from_millis(250);
+/// How long one write job may run while no other process has the database
+/// open. Each commit writes every page its job changed, and the random
+/// index pages of a large database are changed again by every job: longer
+/// jobs write each of them fewer times (300,000 rows: 18 GB written with
+/// 250 ms jobs, 8 GB with 4 s). A process that opens the database meanwhile
+/// waits for the job at hand (within the default busy timeout of 5 s); the
+/// next job is short again.
+const ALONE_JOB_TIME: Duration = Duration::from_secs(4);
 /// Page cache of the import's connection, in KiB: large enough to hold the
 /// indexes an import inserts into at random (identifiers, names, keys) for
 /// a few million leads, so that they are not read back from disk.
@@ -461,6 +471,9 @@ pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, Strin
     let received_at = now_rfc3339();
     let mut summary = Summary::default();
     let mirror = Arc::new(Mutex::new(bulk::Mirror::default()));
+    // Without a probe (the file cannot be opened a second time), jobs stay
+    // short, as if the service were running.
+    let others = Arc::new(OtherProcesses::of(db.path()).ok());
 
     let (pieces_tx, mut pieces) = tokio::sync::mpsc::channel::<Piece>(BULK / PIECE + 2 * PARSERS);
     let producer = {
@@ -509,6 +522,7 @@ pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, Strin
                     rows,
                     received_at.clone(),
                     mirror.clone(),
+                    others.clone(),
                 )));
             }
         }
@@ -680,7 +694,8 @@ fn line_at(starts: &Mutex<VecDeque<(u64, u64)>>, start: u64) -> u64 {
     starts.front().map_or(0, |&(_, line)| line)
 }
 
-/// Applies parsed rows in write jobs of at most about [`JOB_TIME`] each,
+/// Applies parsed rows in write jobs of at most about [`JOB_TIME`] each
+/// ([`ALONE_JOB_TIME`] while `others` finds no other process),
 /// without savepoints: a row either applies whole or fails its job. A failed
 /// job has been rolled back entirely, and the rows from its first on are
 /// then applied again by [`write_batch`], each in its own savepoint, so that
@@ -692,6 +707,7 @@ async fn write_bulk(
     rows: Vec<(u64, Parsed)>,
     received_at: String,
     mirror: Arc<Mutex<bulk::Mirror>>,
+    others: Arc<Option<OtherProcesses>>,
 ) -> Result<Applied, DbError> {
     let rows = Arc::new(rows);
     let mut out = Vec::with_capacity(rows.len());
@@ -700,8 +716,11 @@ async fn write_bulk(
         let job = {
             let (rows, policy, received_at) = (rows.clone(), policy.clone(), received_at.clone());
             let mirror = mirror.clone();
+            let others = others.clone();
             db.write(move |conn| {
                 let started = Instant::now();
+                let alone = (*others).as_ref().is_some_and(|o| !o.present());
+                let limit = if alone { ALONE_JOB_TIME } else { JOB_TIME };
                 conn.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB)?;
                 let mut mirror = mirror.lock().unwrap();
                 let mut applied = Vec::new();
@@ -713,7 +732,7 @@ async fn write_bulk(
                         let outcome =
                             apply_parsed(conn, &policy, parsed, &received_at, &mut mirror)?;
                         applied.push((*line, Ok(outcome)));
-                        if started.elapsed() >= JOB_TIME {
+                        if started.elapsed() >= limit {
                             break;
                         }
                     }

@@ -260,30 +260,16 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::AsRawFd;
     use std::time::Duration;
 
     use super::{Checkpointer, RESTART_FRAMES};
     use crate::store::Db;
 
-    /// Whether some connection holds SQLite's shared lock on the database
-    /// file `probe` is open on: an open file description lock (which
-    /// conflicts with this process's own POSIX locks, unlike `F_GETLK`)
-    /// asked for over SQLite's shared-lock bytes.
+    /// Whether some connection, of this process too, holds SQLite's
+    /// shared lock on the database file `probe` is open on (an open file
+    /// description lock test conflicts with this process's own locks).
     fn shared_lock_held(probe: &std::fs::File) -> bool {
-        /// SQLite's `PENDING_BYTE + 2` and `SHARED_SIZE`.
-        const SHARED_FIRST: i64 = 0x4000_0000 + 2;
-        const SHARED_SIZE: i64 = 510;
-        // SAFETY: an all-zero flock is valid; fcntl gets a valid fd and a
-        // pointer to it.
-        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-        lock.l_type = libc::F_WRLCK as libc::c_short;
-        lock.l_whence = libc::SEEK_SET as libc::c_short;
-        lock.l_start = SHARED_FIRST;
-        lock.l_len = SHARED_SIZE;
-        let rc = unsafe { libc::fcntl(probe.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
-        assert_eq!(rc, 0, "F_OFD_GETLK: {}", std::io::Error::last_os_error());
-        i32::from(lock.l_type) != libc::F_UNLCK
+        crate::store::locks::shared_lock_held(probe, libc::F_OFD_GETLK).unwrap()
     }
 
     /// POSIX locks belong to the process and go with the first `close` of

@@ -18,6 +18,7 @@ mod conversations;
 mod duplicates;
 pub mod inbox;
 pub mod leads;
+pub mod locks;
 mod migrate;
 pub mod search;
 pub mod view;
