@@ -36,6 +36,11 @@ const BATCH: usize = 1000;
 /// Rows gathered before they are written: large enough that identifiers
 /// are looked up and written with warm caches, while the next rows parse.
 const BULK: usize = 10_000;
+/// Rows gathered before they are written while no other process has the
+/// database open: a batch's jobs end with it, and fewer, longer jobs write
+/// each changed page fewer times (see [`ALONE_JOB_TIME`]). Two batches are
+/// in memory at a time, about 0.3 GB more than [`BULK`].
+const ALONE_BULK: usize = 50_000;
 /// How long one write job may run while another process (the service) has
 /// the database open: the import holds the database's write lock for one
 /// job at a time, so the service's own writes wait about this long at most
@@ -45,11 +50,38 @@ const JOB_TIME: Duration = Duration::from_millis(250);
 /// How long one write job may run while no other process has the database
 /// open. Each commit writes every page its job changed, and the random
 /// index pages of a large database are changed again by every job: longer
-/// jobs write each of them fewer times (300,000 rows: 18 GB written with
-/// 250 ms jobs, 8 GB with 4 s). A process that opens the database meanwhile
-/// waits for the job at hand (within the default busy timeout of 5 s); the
-/// next job is short again.
-const ALONE_JOB_TIME: Duration = Duration::from_secs(4);
+/// jobs write each of them fewer times (300,000 rows: 72 s and 18 GB written
+/// with 10,000-row batches in 250 ms jobs, 42 s and 4.5 GB with 50,000-row
+/// batches in one job each). A process that opens the database meanwhile
+/// (the service starting) waits for the job at hand, up to this long, and
+/// the jobs after it are short again.
+const ALONE_JOB_TIME: Duration = Duration::from_secs(15);
+
+/// Rows a batch gathers and how long one write job may run: long while no
+/// other process has the database open, short while one has.
+fn pace(others: &Option<OtherProcesses>) -> (usize, Duration) {
+    if others.as_ref().is_some_and(|o| !o.present()) {
+        (ALONE_BULK, ALONE_JOB_TIME)
+    } else {
+        (BULK, JOB_TIME)
+    }
+}
+
+/// Says which pace the import starts at.
+fn log_pace(others: &Option<OtherProcesses>) {
+    match pace(others) {
+        (BULK, time) => tracing::info!(
+            job_ms = time.as_millis() as u64,
+            "another process has the database open: the import writes in short transactions"
+        ),
+        (rows, time) => tracing::info!(
+            rows,
+            job_ms = time.as_millis() as u64,
+            "no other process has the database open: the import writes in long transactions"
+        ),
+    }
+}
+
 /// Page cache of the import's connection, in KiB: large enough to hold the
 /// indexes an import inserts into at random (identifiers, names, keys) for
 /// a few million leads, so that they are not read back from disk.
@@ -474,6 +506,7 @@ pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, Strin
     // Without a probe (the file cannot be opened a second time), jobs stay
     // short, as if the service were running.
     let others = Arc::new(OtherProcesses::of(db.path()).ok());
+    log_pace(&others);
 
     let (pieces_tx, mut pieces) = tokio::sync::mpsc::channel::<Piece>(BULK / PIECE + 2 * PARSERS);
     let producer = {
@@ -504,7 +537,7 @@ pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, Strin
             }
             None => more = false,
         }
-        if batch.len() >= BULK || !more {
+        if (batch.len() >= BULK && batch.len() >= pace(&others).0) || !more {
             if let Some(previous) = writing.take() {
                 let applied = previous
                     .await
@@ -719,8 +752,7 @@ async fn write_bulk(
             let others = others.clone();
             db.write(move |conn| {
                 let started = Instant::now();
-                let alone = (*others).as_ref().is_some_and(|o| !o.present());
-                let limit = if alone { ALONE_JOB_TIME } else { JOB_TIME };
+                let (_, limit) = pace(&others);
                 conn.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB)?;
                 let mut mirror = mirror.lock().unwrap();
                 let mut applied = Vec::new();

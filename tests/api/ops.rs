@@ -432,3 +432,80 @@ async fn a_backup_taken_under_write_load_opens_and_passes_integrity_check() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
     cli(&config, &["backup", "--force", copy.to_str().unwrap()]);
 }
+
+/// An import run while the service serves: the two processes take turns
+/// at the database (the import sees the service's locks and writes in
+/// short transactions), every delivery is answered 200 and nothing of
+/// either is lost.
+#[tokio::test]
+async fn an_import_into_the_running_service_shares_the_database() {
+    let app = Arc::new(spawn_app().await);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &app.db_path);
+    let rows = 3000;
+    let file = dir.path().join("many.csv");
+    let mut csv = String::from("name,email,phone\n");
+    for i in 0..rows {
+        csv.push_str(&format!("Imported Person {i},imp{i}@example.org,\n"));
+    }
+    std::fs::write(&file, csv).unwrap();
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for w in 0..2u64 {
+        let (app, stop) = (app.clone(), stop.clone());
+        senders.push(tokio::spawn(async move {
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = w * 1_000_000 + sent;
+                let email = format!("live{n}@example.com");
+                let body = accepted(n, &n.to_string(), "Live Visitor", Some(&email), None);
+                let (status, answer) = app.jivo(&body).await;
+                assert_eq!(status, 200, "{answer}");
+                sent += 1;
+            }
+            sent
+        }));
+    }
+    let out = {
+        let file = file.to_str().unwrap().to_owned();
+        tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .arg("--config")
+                .arg(&config)
+                .args(["import", &file])
+                .env("RUST_LOG", "info")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(out.status.success(), "{out:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("another process has the database open"),
+        "the import saw the service: {log}"
+    );
+    let mut sent = 0;
+    for s in senders {
+        sent += s.await.unwrap();
+    }
+    let summary = stdout(&out);
+    assert!(
+        summary.contains(&format!(
+            "{rows} rows: {rows} created, 0 merged, 0 unchanged"
+        )),
+        "{summary}"
+    );
+    assert!(sent > 0, "deliveries were sent during the import");
+    assert_eq!(
+        app.sql::<i64>("SELECT count(*) FROM leads"),
+        rows + sent as i64
+    );
+    assert_eq!(
+        app.sql::<i64>("SELECT count(*) FROM deliveries WHERE platform = 'jivo'"),
+        sent as i64
+    );
+}
