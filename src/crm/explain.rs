@@ -4,7 +4,7 @@
 //! Pure; storage keeps it once per delivery, and every history row the
 //! decision writes points at it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::merge::{Change, ContactKind};
 use super::resolve::{Known, Resolution};
@@ -13,7 +13,7 @@ use crate::config::{
 };
 
 /// One email or phone the delivery carried.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen {
     /// Email or phone.
     pub kind: ContactKind,
@@ -26,7 +26,7 @@ pub struct Seen {
 }
 
 /// The policy in force for each field when the decision was made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policies {
     /// `merge.match_order`.
     pub match_order: Vec<Identifier>,
@@ -57,7 +57,7 @@ impl Policies {
 }
 
 /// A lead linked to the target as a possible duplicate.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Flag {
     /// The other lead.
     pub lead: i64,
@@ -66,7 +66,7 @@ pub struct Flag {
 }
 
 /// The whole decision for one delivery.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Explanation {
     /// The identity rule that picked the lead (readable).
     pub decision: String,
@@ -121,15 +121,8 @@ impl Explanation {
         }
     }
 
-    /// The decision as readable lines, for a terminal.
+    /// The decision as readable lines, for a terminal and the lead page.
     pub fn lines(&self) -> Vec<String> {
-        let described: Vec<String> = self.changes.iter().map(describe).collect();
-        self.lines_with(&described)
-    }
-
-    /// [`Explanation::lines`], with `described[i]` the words of
-    /// `changes[i]` ([`describe`]) when the caller has them already.
-    pub fn lines_with(&self, described: &[String]) -> Vec<String> {
         let mut out = Vec::new();
         for s in &self.seen {
             let owner = match s.owner {
@@ -187,11 +180,8 @@ impl Explanation {
         if self.changes.is_empty() {
             out.push("changes: none".to_owned());
         }
-        for (i, c) in self.changes.iter().enumerate() {
-            match described.get(i) {
-                Some(text) => out.push(format!("change: {text}")),
-                None => out.push(format!("change: {}", describe(c))),
-            }
+        for c in &self.changes {
+            out.push(format!("change: {}", describe(c)));
         }
         out
     }
@@ -283,9 +273,9 @@ mod tests {
             },
         ];
         let kept = Change::Kept {
-            field: "name",
+            field: "name".into(),
             incoming: "Johnny".into(),
-            rule: "name = keep_existing",
+            rule: "name = keep_existing".into(),
         };
         let why = Explanation::new(&m, seen, None, &resolution, 2, vec![], vec![kept]);
         assert_eq!(why.lead, 2);

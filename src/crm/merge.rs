@@ -1,12 +1,14 @@
 //! The per-field merge policy: given what a lead holds and what a delivery
 //! brings, decide what changes. Pure: storage applies the returned plan.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use crate::config::{ContactPolicy, DescriptionPolicy, FieldPolicy, MergePolicy, Primary};
 
 /// Emails or phones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ContactKind {
     /// An email address.
@@ -72,7 +74,7 @@ pub struct Incoming {
 }
 
 /// One decided change, with the rule that decided it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum Change {
     /// The name changes from `old` to `new`.
@@ -82,7 +84,7 @@ pub enum Change {
         /// New value.
         new: String,
         /// Why.
-        rule: &'static str,
+        rule: Cow<'static, str>,
     },
     /// The description changes.
     Description {
@@ -91,7 +93,7 @@ pub enum Change {
         /// New value.
         new: String,
         /// Why.
-        rule: &'static str,
+        rule: Cow<'static, str>,
     },
     /// A contact is added.
     Add {
@@ -104,7 +106,7 @@ pub enum Change {
         /// Whether it becomes primary (the previous primary, if any, is demoted).
         primary: bool,
         /// Why.
-        rule: &'static str,
+        rule: Cow<'static, str>,
     },
     /// A contact is removed (replaced under `take_incoming`).
     Remove {
@@ -113,7 +115,7 @@ pub enum Change {
         /// Normalised value.
         value: String,
         /// Why.
-        rule: &'static str,
+        rule: Cow<'static, str>,
     },
     /// A contact the lead already holds becomes primary.
     MakePrimary {
@@ -124,16 +126,16 @@ pub enum Change {
         /// The primary it replaces.
         old: Option<String>,
         /// Why.
-        rule: &'static str,
+        rule: Cow<'static, str>,
     },
     /// An incoming value that was not taken.
     Kept {
         /// Which field.
-        field: &'static str,
+        field: Cow<'static, str>,
         /// The value that was not taken.
         incoming: String,
         /// Why.
-        rule: &'static str,
+        rule: Cow<'static, str>,
     },
 }
 
@@ -176,19 +178,19 @@ fn plan_name(policy: FieldPolicy, current: &Current, incoming: &Incoming, out: &
         None => out.push(Change::Name {
             old: None,
             new: new.to_owned(),
-            rule: "empty field filled",
+            rule: "empty field filled".into(),
         }),
         Some(old) if old == new => {}
         Some(old) => match policy {
             FieldPolicy::KeepExisting => out.push(Change::Kept {
-                field: "name",
+                field: "name".into(),
                 incoming: new.to_owned(),
-                rule: "name = keep_existing",
+                rule: "name = keep_existing".into(),
             }),
             FieldPolicy::TakeIncoming => out.push(Change::Name {
                 old: Some(old.to_owned()),
                 new: new.to_owned(),
-                rule: "name = take_incoming",
+                rule: "name = take_incoming".into(),
             }),
         },
     }
@@ -207,25 +209,25 @@ fn plan_description(
         None => out.push(Change::Description {
             old: None,
             new: new.to_owned(),
-            rule: "empty field filled",
+            rule: "empty field filled".into(),
         }),
         Some(old) if old == new => {}
         Some(old) => match policy {
             DescriptionPolicy::KeepExisting => out.push(Change::Kept {
-                field: "description",
+                field: "description".into(),
                 incoming: new.to_owned(),
-                rule: "description = keep_existing",
+                rule: "description = keep_existing".into(),
             }),
             DescriptionPolicy::TakeIncoming => out.push(Change::Description {
                 old: Some(old.to_owned()),
                 new: new.to_owned(),
-                rule: "description = take_incoming",
+                rule: "description = take_incoming".into(),
             }),
             DescriptionPolicy::Append if old.lines().any(|l| l == new) => {}
             DescriptionPolicy::Append => out.push(Change::Description {
                 old: Some(old.to_owned()),
                 new: format!("{old}\n{new}"),
-                rule: "description = append",
+                rule: "description = append".into(),
             }),
         },
     }
@@ -261,7 +263,7 @@ fn plan_contacts(
                     out.push(Change::Remove {
                         kind,
                         value: old.clone(),
-                        rule: rule(kind, "take_incoming"),
+                        rule: rule(kind, "take_incoming").into(),
                     });
                     held.retain(|c| &c.value != old);
                 }
@@ -269,11 +271,11 @@ fn plan_contacts(
                     kind,
                     value: inc.value.clone(),
                     old: current_primary,
-                    rule: if policy == ContactPolicy::TakeIncoming {
+                    rule: Cow::Borrowed(if policy == ContactPolicy::TakeIncoming {
                         rule(kind, "take_incoming")
                     } else {
                         "keep_both, primary = incoming"
-                    },
+                    }),
                 });
                 for c in &mut held {
                     c.primary = c.value == inc.value;
@@ -287,7 +289,7 @@ fn plan_contacts(
                 value: inc.value.clone(),
                 raw: inc.raw.clone(),
                 primary: true,
-                rule: "empty field filled",
+                rule: "empty field filled".into(),
             });
             held.push(Contact {
                 value: inc.value.clone(),
@@ -303,16 +305,16 @@ fn plan_contacts(
         };
         match effective {
             ContactPolicy::KeepExisting => out.push(Change::Kept {
-                field: kind.as_str(),
+                field: kind.as_str().into(),
                 incoming: inc.raw.clone(),
-                rule: rule(kind, "keep_existing"),
+                rule: rule(kind, "keep_existing").into(),
             }),
             ContactPolicy::TakeIncoming => {
                 if let Some(old) = &current_primary {
                     out.push(Change::Remove {
                         kind,
                         value: old.clone(),
-                        rule: rule(kind, "take_incoming"),
+                        rule: rule(kind, "take_incoming").into(),
                     });
                     held.retain(|c| &c.value != old);
                 }
@@ -321,7 +323,7 @@ fn plan_contacts(
                     value: inc.value.clone(),
                     raw: inc.raw.clone(),
                     primary: true,
-                    rule: rule(kind, "take_incoming"),
+                    rule: rule(kind, "take_incoming").into(),
                 });
                 for c in &mut held {
                     c.primary = false;
@@ -339,13 +341,13 @@ fn plan_contacts(
                     value: inc.value.clone(),
                     raw: inc.raw.clone(),
                     primary: make_primary,
-                    rule: if !first {
+                    rule: Cow::Borrowed(if !first {
                         "further value added as secondary"
                     } else if make_primary {
                         "keep_both, primary = incoming"
                     } else {
                         "keep_both, primary = existing"
-                    },
+                    }),
                 });
                 if make_primary {
                     for c in &mut held {

@@ -2,12 +2,12 @@
 //! belongs to, which leads get linked as possible duplicates, and which
 //! anonymous lead is folded. Pure: storage looks the matches up.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Identifier;
 
 /// A lead found through a platform visitor id or the chat it belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Known {
     /// The lead.
     pub lead: i64,

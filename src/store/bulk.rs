@@ -511,14 +511,14 @@ mod tests {
             Change::Name {
                 old: Some("bob stone x".into()),
                 new: "Ann Lee".into(),
-                rule: "r",
+                rule: "r".into(),
             },
             Change::Add {
                 kind: ContactKind::Email,
                 value: "p1@ex.com0".into(),
                 raw: "x".into(),
                 primary: false,
-                rule: "r",
+                rule: "r".into(),
             },
         ];
         let bob: i64 = conn

@@ -209,33 +209,25 @@ fn touch(conn: &Connection, lead: i64, at: &str) -> Result<(), DbError> {
 /// history rows the delivery writes: a new lead writes four or more.
 ///
 /// Values in it are clipped to [`EXPLAINED_CHARS`]: the full values are the
-/// history rows' own `old`/`new`.
+/// history rows' own `old`/`new`. Only the structured decision is stored:
+/// its words (the `summary` lines, each change's `change_text`) are made
+/// from it when it is read ([`explanation`]).
 pub struct Decision {
     text: String,
     id: std::cell::Cell<Option<i64>>,
-    /// Each change in words, in the order of `why.changes`.
-    described: Vec<String>,
 }
 
 impl Decision {
     /// Serialises `why`, long values clipped.
     pub fn new(why: &Explanation) -> Decision {
-        let described: Vec<String> = why
-            .changes
-            .iter()
-            .map(crate::crm::explain::describe)
-            .collect();
         let text = format!(
-            r#"{{"decision":{},"summary":{},"why":{}}}"#,
+            r#"{{"decision":{},"why":{}}}"#,
             clipped_json(&why.decision),
-            // The same in words, for the lead page.
-            clipped_json(&why.lines_with(&described)),
             clipped_json(why),
         );
         Decision {
             text,
             id: std::cell::Cell::new(None),
-            described,
         }
     }
 
@@ -271,23 +263,21 @@ pub struct Why<'a> {
 }
 
 impl Why<'_> {
-    /// The row's own `explanation` column: its change, in data and in
-    /// words; none for a row that records no change of a value.
+    /// The row's own `explanation` column: its change; none for a row that
+    /// records no change of a value.
     fn change_json(&self) -> Option<String> {
         let change = self.change?;
-        Some(format!(
-            r#"{{"change":{},"change_text":{}}}"#,
-            clipped_json(change),
-            clipped_json(&crate::crm::explain::describe(change))
-        ))
+        Some(format!(r#"{{"change":{}}}"#, clipped_json(change)))
     }
 }
 
 /// A history row's explanation as readers see it: the delivery's decision
-/// (`decision`, `summary`, `why`) with the row's own `change` and
-/// `change_text`, as one object. `row` is the history row's `explanation`
-/// column, `decision` its `decisions` row; rows written before decisions
-/// were stored apart hold the whole object in `row`.
+/// (`decision`, `why`, and `summary`: the decision in words) with the
+/// row's own `change` and `change_text` (the change in words), as one
+/// object. `row` is the history row's `explanation` column, `decision` its
+/// `decisions` row; rows written before decisions were stored apart hold
+/// the whole object in `row`, and rows written before the words were made
+/// on reading hold their words.
 fn explanation(row: Option<&str>, decision: Option<&str>) -> Option<serde_json::Value> {
     use serde_json::{Map, Value};
     let parse = |text: &str| serde_json::from_str::<Map<String, Value>>(text).ok();
@@ -295,11 +285,44 @@ fn explanation(row: Option<&str>, decision: Option<&str>) -> Option<serde_json::
         return row.and_then(parse).map(Value::Object);
     };
     let mut object = parse(decision)?;
+    worded(&mut object);
     let mut own = row.and_then(parse).unwrap_or_default();
-    for key in ["change", "change_text"] {
-        object.insert(key.into(), own.remove(key).unwrap_or(Value::Null));
-    }
+    let change = own.remove("change").unwrap_or(Value::Null);
+    let text = own
+        .remove("change_text")
+        .unwrap_or_else(|| change_text(&change));
+    object.insert("change".into(), change);
+    object.insert("change_text".into(), text);
     Some(Value::Object(object))
+}
+
+/// Adds the `summary` lines of a stored decision, made from its `why` as
+/// they were made when the decision was stored with them: each line
+/// [`clipped`], from the clipped values the decision holds.
+fn worded(decision: &mut serde_json::Map<String, serde_json::Value>) {
+    use serde::Deserialize;
+    if decision.contains_key("summary") {
+        return;
+    }
+    let Some(why) = decision
+        .get("why")
+        .and_then(|why| Explanation::deserialize(why).ok())
+    else {
+        return;
+    };
+    let lines: Vec<serde_json::Value> =
+        why.lines().into_iter().map(|l| clipped(l).into()).collect();
+    decision.insert("summary".into(), lines.into());
+}
+
+/// A stored change in words ([`crate::crm::explain::describe`], clipped);
+/// null for no change.
+fn change_text(change: &serde_json::Value) -> serde_json::Value {
+    use serde::Deserialize;
+    match Change::deserialize(change) {
+        Ok(change) => clipped(crate::crm::explain::describe(&change)).into(),
+        Err(_) => serde_json::Value::Null,
+    }
 }
 
 /// One entry of a lead's history as readers see it.
@@ -342,14 +365,22 @@ pub fn entries(
         new,
         explanation: explanation(None, decision),
     });
-    let decision = decision.and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok());
+    let decision = decision
+        .and_then(|d| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(d).ok())
+        .map(|mut object| {
+            worded(&mut object);
+            object
+        });
     for entry in packed.entries {
-        let explanation = decision.clone().and_then(|mut object| {
+        let explanation = decision.clone().map(|mut object| {
             let change = object["why"]["changes"][entry.change].clone();
-            let object = object.as_object_mut()?;
+            let text = match entry.change_text {
+                Some(text) => text.into(),
+                None => change_text(&change),
+            };
             object.insert("change".into(), change);
-            object.insert("change_text".into(), entry.change_text.into());
-            Some(serde_json::Value::Object(std::mem::take(object)))
+            object.insert("change_text".into(), text);
+            serde_json::Value::Object(object)
         });
         out.push(Entry {
             field: entry.field.into_owned(),
@@ -585,17 +616,13 @@ pub fn apply_changes(
             let packed = Packed {
                 entries: pending
                     .iter()
-                    .zip(changes)
                     .enumerate()
-                    .map(|(change, ((field, old, new), c))| PackedEntry {
+                    .map(|(change, (field, old, new))| PackedEntry {
                         field: Cow::Borrowed(field),
                         old: old.as_deref().map(Cow::Borrowed),
                         new: new.map(Cow::Borrowed),
                         change,
-                        change_text: match decision.described.get(change) {
-                            Some(text) => clipped(text.clone()),
-                            None => clipped(crate::crm::explain::describe(c)),
-                        },
+                        change_text: None,
                     })
                     .collect(),
             };
@@ -636,7 +663,10 @@ struct PackedEntry<'a> {
     #[serde(borrow)]
     new: Option<Cow<'a, str>>,
     change: usize,
-    change_text: String,
+    /// The change in words, in rows written before words were made on
+    /// reading ([`explanation`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    change_text: Option<String>,
 }
 
 /// Read back only to check, in debug builds, the primaries `apply_changes`
@@ -897,9 +927,9 @@ mod tests {
             fold: None,
         };
         let change = Change::Kept {
-            field: "name",
+            field: "name".into(),
             incoming: "x".repeat(500),
-            rule: "keep_existing",
+            rule: "keep_existing".into(),
         };
         let why = Explanation::new(
             &merge,
@@ -911,24 +941,74 @@ mod tests {
             vec![change.clone()],
         );
         let long = Change::Kept {
-            field: "name",
+            field: "name".into(),
             incoming: "é\\\"".repeat(150),
-            rule: "keep_existing",
+            rule: "keep_existing".into(),
         };
+        // What is stored: values clipped.
+        let stored = |value: serde_json::Value| {
+            let mut value = value;
+            clip_strings(&mut value);
+            value
+        };
+        let stored_why = stored(serde_json::json!(why));
         for change in [None, Some(&change), Some(&long)] {
             let decision = Decision::new(&why);
+            assert!(
+                !decision.text.contains("summary"),
+                "the words are not stored"
+            );
             let row = decision.row(change).change_json();
             let parsed = explanation(row.as_deref(), Some(&decision.text)).unwrap();
-            let mut expected = serde_json::json!({
+            // The words are made from what is stored, each line clipped.
+            use serde::Deserialize;
+            let from_stored = Explanation::deserialize(&stored_why).unwrap();
+            let stored_change = change.map(|c| stored(serde_json::json!(c)));
+            let expected = serde_json::json!({
                 "decision": why.decision,
-                "change": change,
-                "change_text": change.map(crate::crm::explain::describe),
-                "why": why,
-                "summary": why.lines(),
+                "change": stored_change,
+                "change_text": stored_change.as_ref().map(|c| {
+                    clipped(crate::crm::explain::describe(&Change::deserialize(c).unwrap()))
+                }),
+                "why": stored_why,
+                "summary": from_stored.lines().into_iter().map(clipped).collect::<Vec<_>>(),
             });
-            clip_strings(&mut expected);
             assert_eq!(parsed, expected);
+            // And read as the words of the decision itself do, but for the
+            // count of characters a clipped line gives.
+            let head = |s: &str| s.chars().take(EXPLAINED_CHARS).collect::<String>();
+            let words = why.lines();
+            let summary = parsed["summary"].as_array().unwrap();
+            assert_eq!(summary.len(), words.len());
+            for (read, made) in summary.iter().zip(&words) {
+                assert_eq!(head(read.as_str().unwrap()), head(made));
+            }
+            if let Some(c) = change {
+                let text = parsed["change_text"].as_str().unwrap();
+                assert_eq!(head(text), head(&crate::crm::explain::describe(c)));
+            }
         }
+    }
+
+    /// Rows written when the words were stored read as they were written.
+    #[test]
+    fn stored_words_are_read_as_stored() {
+        let decision = r#"{"decision":"d","summary":["as stored"],"why":{"decision":"d"}}"#;
+        let row = r#"{"change":{"change":"name","old":null,"new":"A","rule":"r"},"change_text":"stored words"}"#;
+        let parsed = explanation(Some(row), Some(decision)).unwrap();
+        assert_eq!(parsed["summary"], serde_json::json!(["as stored"]));
+        assert_eq!(parsed["change_text"], "stored words");
+        let packed = r#"{"entries":[{"field":"name","old":null,"new":"A","change":0,"change_text":"packed words"}]}"#;
+        let decision = r#"{"decision":"d","summary":["as stored"],"why":{"changes":[{"change":"name","old":null,"new":"A","rule":"r"}]}}"#;
+        let read = entries(
+            ("created".into(), None, Some("d".into())),
+            Some(packed),
+            Some(decision),
+        );
+        assert_eq!(read.len(), 2);
+        let second = read[1].explanation.as_ref().unwrap();
+        assert_eq!(second["change_text"], "packed words");
+        assert_eq!(second["summary"], serde_json::json!(["as stored"]));
     }
 
     /// A lead's initial values written as one packed `created` row read
@@ -943,38 +1023,38 @@ mod tests {
             Change::Name {
                 old: None,
                 new: format!("Ann {long}"),
-                rule: "empty field filled",
+                rule: "empty field filled".into(),
             },
             Change::Description {
                 old: None,
                 new: "Asked about prices".into(),
-                rule: "empty field filled",
+                rule: "empty field filled".into(),
             },
             Change::Add {
                 kind: ContactKind::Email,
                 value: "ann@example.com".into(),
                 raw: "Ann@Example.com".into(),
                 primary: true,
-                rule: "keep_both",
+                rule: "keep_both".into(),
             },
             Change::Add {
                 kind: ContactKind::Email,
                 value: "a2@example.com".into(),
                 raw: "a2@example.com".into(),
                 primary: true,
-                rule: "keep_both, primary incoming",
+                rule: "keep_both, primary incoming".into(),
             },
             Change::Add {
                 kind: ContactKind::Phone,
                 value: "+14084987855".into(),
                 raw: "(408) 498-7855".into(),
                 primary: true,
-                rule: "keep_both",
+                rule: "keep_both".into(),
             },
             Change::Kept {
-                field: "phone",
+                field: "phone".into(),
                 incoming: long.clone(),
-                rule: "keep_existing",
+                rule: "keep_existing".into(),
             },
         ];
         let resolution = Resolution {
