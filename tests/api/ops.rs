@@ -358,28 +358,7 @@ async fn a_backup_taken_under_write_load_opens_and_passes_integrity_check() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &app.db_path);
     let app = Arc::new(app);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..4u64 {
-        let (app, stop) = (app.clone(), stop.clone());
-        writers.push(tokio::spawn(async move {
-            let mut sent = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let n = w * 1_000_000 + sent;
-                let body = accepted(
-                    n,
-                    &n.to_string(),
-                    "Load Test",
-                    Some(&format!("load{n}@example.com")),
-                    None,
-                );
-                let (status, _) = app.jivo(&body).await;
-                assert_eq!(status, 200);
-                sent += 1;
-            }
-            sent
-        }));
-    }
+    let load = Load::start(&app, 4);
     // Let the load build up, then copy while it goes on.
     while app.sql::<i64>("SELECT count(*) FROM leads") < 50 {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -391,11 +370,7 @@ async fn a_backup_taken_under_write_load_opens_and_passes_integrity_check() {
             .await
             .unwrap()
     };
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut sent = 0;
-    for w in writers {
-        sent += w.await.unwrap();
-    }
+    let sent = load.stop().await;
     assert!(
         stdout(&out).contains("integrity_check ok"),
         "{}",
@@ -412,10 +387,7 @@ async fn a_backup_taken_under_write_load_opens_and_passes_integrity_check() {
     let emails: i64 = conn
         .query_row("SELECT count(*) FROM lead_emails", [], |r| r.get(0))
         .unwrap();
-    assert!(
-        leads >= 50 && leads <= sent as i64,
-        "{leads} leads of {sent} sent"
-    );
+    assert!(leads >= 50 && leads <= sent, "{leads} leads of {sent} sent");
     assert_eq!(
         emails, leads,
         "a consistent snapshot: every lead with its email"
@@ -431,6 +403,47 @@ async fn a_backup_taken_under_write_load_opens_and_passes_integrity_check() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
     cli(&config, &["backup", "--force", copy.to_str().unwrap()]);
+}
+
+/// Clients sending `chat_accepted` for new visitors (each its own email)
+/// back to back, every answer 200, until stopped.
+struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<u64>>,
+}
+
+impl Load {
+    fn start(app: &Arc<TestApp>, clients: u64) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|c| {
+                let (app, stop) = (app.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut sent = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let n = c * 1_000_000 + sent;
+                        let email = format!("load{n}@example.com");
+                        let body = accepted(n, &n.to_string(), "Load Test", Some(&email), None);
+                        let (status, answer) = app.jivo(&body).await;
+                        assert_eq!(status, 200, "{answer}");
+                        sent += 1;
+                    }
+                    sent
+                })
+            })
+            .collect();
+        Load { stop, clients }
+    }
+
+    /// Stops the clients; returns how many deliveries they sent.
+    async fn stop(self) -> i64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut sent = 0;
+        for client in self.clients {
+            sent += client.await.unwrap();
+        }
+        sent as i64
+    }
 }
 
 /// An import run while the service serves: the two processes take turns
@@ -450,23 +463,7 @@ async fn an_import_into_the_running_service_shares_the_database() {
     }
     std::fs::write(&file, csv).unwrap();
 
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut senders = Vec::new();
-    for w in 0..2u64 {
-        let (app, stop) = (app.clone(), stop.clone());
-        senders.push(tokio::spawn(async move {
-            let mut sent = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let n = w * 1_000_000 + sent;
-                let email = format!("live{n}@example.com");
-                let body = accepted(n, &n.to_string(), "Live Visitor", Some(&email), None);
-                let (status, answer) = app.jivo(&body).await;
-                assert_eq!(status, 200, "{answer}");
-                sent += 1;
-            }
-            sent
-        }));
-    }
+    let load = Load::start(&app, 2);
     let out = {
         let file = file.to_str().unwrap().to_owned();
         tokio::task::spawn_blocking(move || {
@@ -481,17 +478,13 @@ async fn an_import_into_the_running_service_shares_the_database() {
         .await
         .unwrap()
     };
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = load.stop().await;
     assert!(out.status.success(), "{out:?}");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
         log.contains("another process has the database open"),
         "the import saw the service: {log}"
     );
-    let mut sent = 0;
-    for s in senders {
-        sent += s.await.unwrap();
-    }
     let summary = stdout(&out);
     assert!(
         summary.contains(&format!(
@@ -500,12 +493,9 @@ async fn an_import_into_the_running_service_shares_the_database() {
         "{summary}"
     );
     assert!(sent > 0, "deliveries were sent during the import");
-    assert_eq!(
-        app.sql::<i64>("SELECT count(*) FROM leads"),
-        rows + sent as i64
-    );
+    assert_eq!(app.sql::<i64>("SELECT count(*) FROM leads"), rows + sent);
     assert_eq!(
         app.sql::<i64>("SELECT count(*) FROM deliveries WHERE platform = 'jivo'"),
-        sent as i64
+        sent
     );
 }
