@@ -373,7 +373,11 @@ pub fn entries(
         });
     for entry in packed.entries {
         let explanation = decision.clone().map(|mut object| {
-            let change = object["why"]["changes"][entry.change].clone();
+            // `Map` indexing panics on a missing key; `Value` indexing
+            // gives null.
+            let change = object.get("why").map_or(serde_json::Value::Null, |why| {
+                why["changes"][entry.change].clone()
+            });
             let text = match entry.change_text {
                 Some(text) => text.into(),
                 None => change_text(&change),
@@ -986,6 +990,29 @@ mod tests {
             if let Some(c) = change {
                 let text = parsed["change_text"].as_str().unwrap();
                 assert_eq!(head(text), head(&crate::crm::explain::describe(c)));
+            }
+        }
+    }
+
+    /// A decision row that is not what this version writes (hand-edited,
+    /// foreign) reads as what it holds, without words, and never panics.
+    #[test]
+    fn an_odd_decision_row_reads_without_words() {
+        let packed = r#"{"entries":[{"field":"name","old":null,"new":"A","change":0}]}"#;
+        for decision in [
+            r#"{"decision":"d"}"#,
+            r#"{"why":{"changes":"x"}}"#,
+            "not json",
+        ] {
+            let read = entries(
+                ("created".into(), None, Some("d".into())),
+                Some(packed),
+                Some(decision),
+            );
+            assert_eq!(read.len(), 2, "{decision}");
+            if let Some(e) = &read[1].explanation {
+                assert!(e["summary"].is_null(), "{decision}: {e}");
+                assert!(e["change_text"].is_null(), "{decision}: {e}");
             }
         }
     }
