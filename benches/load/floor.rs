@@ -101,7 +101,7 @@ fn open(path: &Path) -> Connection {
 fn writer(path: &Path, rx: mpsc::Receiver<Job>) {
     let conn = open(path);
     conn.pragma_update(None, "cache_size", -16_000).unwrap();
-    let mut frames = 0;
+    let mut batches = 0u64;
     let mut batch: Vec<Job> = Vec::with_capacity(256);
     let received_at = "2026-11-30T00:00:00.000Z";
     while let Ok(first) = rx.recv() {
@@ -137,10 +137,11 @@ fn writer(path: &Path, rx: mpsc::Receiver<Job>) {
         for (_, done) in batch.drain(..) {
             let _ = done.send(ok);
         }
-        // Start the log again once it is long and fully copied, as the
-        // service does.
-        frames += 1;
-        if frames % 64 == 0 {
+        // A checkpoint of the writer's own now and then, so that the WAL
+        // starts again from its beginning (as the service's writer does
+        // once the log is long) instead of growing.
+        batches += 1;
+        if batches.is_multiple_of(64) {
             let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
         }
     }
