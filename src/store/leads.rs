@@ -284,16 +284,30 @@ fn explanation(row: Option<&str>, decision: Option<&str>) -> Option<serde_json::
     let Some(decision) = decision else {
         return row.and_then(parse).map(Value::Object);
     };
-    let mut object = parse(decision)?;
-    worded(&mut object);
+    let object = decision_object(decision)?;
     let mut own = row.and_then(parse).unwrap_or_default();
     let change = own.remove("change").unwrap_or(Value::Null);
-    let text = own
-        .remove("change_text")
-        .unwrap_or_else(|| change_text(&change));
-    object.insert("change".into(), change);
-    object.insert("change_text".into(), text);
-    Some(Value::Object(object))
+    Some(with_change(object, change, own.remove("change_text")))
+}
+
+/// A `decisions` row as an object, with its words ([`worded`]).
+fn decision_object(decision: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let mut object = serde_json::from_str(decision).ok()?;
+    worded(&mut object);
+    Some(object)
+}
+
+/// A decision with one history entry's own `change` and `change_text`
+/// (made from the change unless the row stored its words).
+fn with_change(
+    mut decision: serde_json::Map<String, serde_json::Value>,
+    change: serde_json::Value,
+    text: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let text = text.unwrap_or_else(|| change_text(&change));
+    decision.insert("change".into(), change);
+    decision.insert("change_text".into(), text);
+    serde_json::Value::Object(decision)
 }
 
 /// Adds the `summary` lines of a stored decision, made from its `why` as
@@ -359,32 +373,23 @@ pub fn entries(
         }];
     };
     let mut out = Vec::with_capacity(1 + packed.entries.len());
+    let decision = decision.and_then(decision_object);
     out.push(Entry {
         field,
         old,
         new,
-        explanation: explanation(None, decision),
+        explanation: decision
+            .clone()
+            .map(|d| with_change(d, serde_json::Value::Null, None)),
     });
-    let decision = decision
-        .and_then(|d| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(d).ok())
-        .map(|mut object| {
-            worded(&mut object);
-            object
-        });
     for entry in packed.entries {
-        let explanation = decision.clone().map(|mut object| {
+        let explanation = decision.clone().map(|object| {
             // `Map` indexing panics on a missing key; `Value` indexing
             // gives null.
             let change = object.get("why").map_or(serde_json::Value::Null, |why| {
                 why["changes"][entry.change].clone()
             });
-            let text = match entry.change_text {
-                Some(text) => text.into(),
-                None => change_text(&change),
-            };
-            object.insert("change".into(), change);
-            object.insert("change_text".into(), text);
-            serde_json::Value::Object(object)
+            with_change(object, change, entry.change_text.map(Into::into))
         });
         out.push(Entry {
             field: entry.field.into_owned(),
