@@ -135,13 +135,21 @@ fn within_two_edits(a: &str, b: &str) -> bool {
 
 /// Reverses a string by characters (the index that finds suffix neighbours).
 pub fn reversed(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    reverse_into(s, &mut out);
+    out
+}
+
+/// [`reversed`], into `out` (cleared first): a buffer reused for many
+/// strings allocates once.
+pub fn reverse_into(s: &str, out: &mut String) {
+    out.clear();
     if s.is_ascii() {
-        let mut bytes = s.as_bytes().to_vec();
-        bytes.reverse();
         // ASCII reversed byte by byte is the same ASCII characters.
-        return String::from_utf8(bytes).unwrap_or_default();
+        out.extend(s.bytes().rev().map(char::from));
+    } else {
+        out.extend(s.chars().rev());
     }
-    s.chars().rev().collect()
 }
 
 /// Appends `s` as `{s:?}` writes it, without the escaping machinery for the

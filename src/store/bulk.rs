@@ -118,7 +118,10 @@ pub fn create(
             &profile,
             policy.duplicates.threshold,
             &source.at,
-            |index, key| Ok(mirror.neighbours(index, key)),
+            |index, key, visit| {
+                mirror.visit_neighbours(index, key, visit);
+                Ok(())
+            },
         )?;
     }
     let flagged = similar.len();
@@ -286,8 +289,18 @@ impl Mirror {
 
     /// The neighbours of `key` in `index`, as the index scans of
     /// [`duplicates::detect`] give them.
+    #[cfg(test)]
     pub fn neighbours(&self, index: Index, key: &str) -> Vec<(i64, String)> {
         let mut out = Vec::with_capacity(2 * NEIGHBOURS);
+        self.visit_neighbours(index, key, &mut |id, value| {
+            out.push((id, value.to_owned()))
+        });
+        out
+    }
+
+    /// Calls `visit` with each neighbour of `key` in `index`, in the order
+    /// the index scans of [`duplicates::detect`] give them.
+    pub fn visit_neighbours(&self, index: Index, key: &str, visit: &mut dyn FnMut(i64, &str)) {
         match index {
             Index::Name | Index::NameRev => {
                 let map = if index == Index::Name {
@@ -297,25 +310,14 @@ impl Mirror {
                 };
                 // Below: keys < key, descending, equal keys by descending id.
                 let below = map.range::<str, _>((Bound::Unbounded, Bound::Excluded(key)));
-                'below: for (k, ids) in below.rev() {
-                    for id in ids.iter().rev() {
-                        if out.len() == NEIGHBOURS {
-                            break 'below;
-                        }
-                        out.push((*id, k.clone()));
-                    }
-                }
+                let below = below
+                    .rev()
+                    .flat_map(|(k, ids)| ids.iter().rev().map(move |id| (*id, k)));
                 // At or above: keys >= key, ascending, equal keys by id.
                 let above = map.range::<str, _>((Bound::Included(key), Bound::Unbounded));
-                let mut taken = 0;
-                'above: for (k, ids) in above {
-                    for id in ids {
-                        if taken == NEIGHBOURS {
-                            break 'above;
-                        }
-                        out.push((*id, k.clone()));
-                        taken += 1;
-                    }
+                let above = above.flat_map(|(k, ids)| ids.iter().map(move |id| (*id, k)));
+                for (id, k) in below.take(NEIGHBOURS).chain(above.take(NEIGHBOURS)) {
+                    visit(id, k);
                 }
             }
             Index::Email | Index::Phone => {
@@ -325,12 +327,12 @@ impl Mirror {
                     &self.phones
                 };
                 let below = map.range::<str, _>((Bound::Unbounded, Bound::Excluded(key)));
-                out.extend((below.rev().take(NEIGHBOURS)).map(|(k, id)| (*id, k.clone())));
                 let above = map.range::<str, _>((Bound::Excluded(key), Bound::Unbounded));
-                out.extend((above.take(NEIGHBOURS)).map(|(k, id)| (*id, k.clone())));
+                for (k, id) in below.rev().take(NEIGHBOURS).chain(above.take(NEIGHBOURS)) {
+                    visit(*id, k);
+                }
             }
         }
-        out
     }
 
     /// Follows what [`leads::apply_changes`] wrote for `lead`. A change it

@@ -10,7 +10,8 @@ use rusqlite::{Connection, params};
 use super::DbError;
 use super::leads;
 use crate::crm::duplicates::{
-    Attribute, email_similarity, name_similarity, phone_similarity, push_quoted, reversed,
+    Attribute, email_similarity, name_similarity, phone_similarity, push_quoted, reverse_into,
+    reversed,
 };
 
 /// Neighbours looked at on each side of a value in each index: the `LIMIT 6`
@@ -52,25 +53,50 @@ pub fn detect(
     threshold: f64,
     at: &str,
 ) -> Result<Vec<Similar>, DbError> {
-    detect_with(conn, lead, profile, threshold, at, |index, key| {
-        index_neighbours(conn, index, key)
+    detect_with(conn, lead, profile, threshold, at, |index, key, visit| {
+        visit_neighbours(conn, index, key, visit)
     })
 }
 
 /// The neighbours of `key` in `index`, looked up in the database (see
 /// [`detect_with`] for the order).
+#[cfg(test)]
 pub fn index_neighbours(
     conn: &Connection,
     index: Index,
     key: &str,
 ) -> Result<Vec<(i64, String)>, DbError> {
+    let mut out = Vec::with_capacity(2 * NEIGHBOURS);
+    visit_neighbours(conn, index, key, &mut |id, value| {
+        out.push((id, value.to_owned()))
+    })?;
+    Ok(out)
+}
+
+/// Calls `visit` with each neighbour of `key` in `index`, in the order of
+/// [`detect_with`], the value borrowed from the row as SQLite holds it.
+fn visit_neighbours(
+    conn: &Connection,
+    index: Index,
+    key: &str,
+    visit: &mut dyn FnMut(i64, &str),
+) -> Result<(), DbError> {
     let (below, above) = match index {
         Index::Name => (NAME_BELOW, NAME_ABOVE),
         Index::NameRev => (REV_BELOW, REV_ABOVE),
         Index::Email => (EMAIL_BELOW, EMAIL_ABOVE),
         Index::Phone => (PHONE_BELOW, PHONE_ABOVE),
     };
-    neighbours(conn, below, above, key)
+    for sql in [below, above] {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(params![key])?;
+        while let Some(row) = rows.next()? {
+            let value = row.get_ref(1)?;
+            let value = value.as_str().map_err(rusqlite::Error::from)?;
+            visit(row.get(0)?, value);
+        }
+    }
+    Ok(())
 }
 
 /// The sorted indexes whose neighbours are candidates.
@@ -86,80 +112,102 @@ pub enum Index {
     Phone,
 }
 
-/// [`detect`], with the neighbours of a key in an index found by
+/// The best score a candidate lead reached, with what made it.
+struct Best {
+    score: f64,
+    attr: Attribute,
+    mine: String,
+    theirs: String,
+}
+
+/// [`detect`], with the neighbours of a key in an index visited by
 /// `neighbours`: the [`NEIGHBOURS`] nearest entries below the key, nearest
 /// first, then the [`NEIGHBOURS`] nearest at or above it (names) or above
 /// it (emails, phones), nearest first; equal names by descending lead id
-/// below and ascending above, as an index scan gives them.
+/// below and ascending above, as an index scan gives them. Values are
+/// borrowed while they are scored: only a candidate's best value is copied.
 pub fn detect_with(
     conn: &Connection,
     lead: i64,
     profile: &Profile,
     threshold: f64,
     at: &str,
-    mut neighbours: impl FnMut(Index, &str) -> Result<Vec<(i64, String)>, DbError>,
+    mut neighbours: impl FnMut(Index, &str, &mut dyn FnMut(i64, &str)) -> Result<(), DbError>,
 ) -> Result<Vec<Similar>, DbError> {
-    // Best score per candidate lead, with what made it.
-    let mut best: HashMap<i64, (f64, Attribute, String, String)> = HashMap::new();
-    let mut consider = |other: i64, score: f64, attr: Attribute, mine: &str, theirs: String| {
+    let mut best: HashMap<i64, Best> = HashMap::new();
+    let mut consider = |other: i64, score: f64, attr: Attribute, mine: &str, theirs: &str| {
         if other == lead || score < threshold {
             return;
         }
-        let entry = best
-            .entry(other)
-            .or_insert((0.0, attr, String::new(), String::new()));
-        if score > entry.0 {
-            *entry = (score, attr, mine.to_owned(), theirs);
+        let entry = best.entry(other).or_insert(Best {
+            score: 0.0,
+            attr,
+            mine: String::new(),
+            theirs: String::new(),
+        });
+        if score > entry.score {
+            entry.score = score;
+            entry.attr = attr;
+            mine.clone_into(&mut entry.mine);
+            theirs.clone_into(&mut entry.theirs);
         }
     };
     if let Some(key) = &profile.name_key {
-        for (other, theirs) in neighbours(Index::Name, key)? {
+        neighbours(Index::Name, key, &mut |other, theirs| {
             consider(
                 other,
-                name_similarity(key, &theirs),
+                name_similarity(key, theirs),
                 Attribute::Name,
                 key,
                 theirs,
             );
-        }
+        })?;
         let rev = reversed(key);
-        for (other, theirs_rev) in neighbours(Index::NameRev, &rev)? {
-            let theirs = reversed(&theirs_rev);
+        // The name a reversed key stands for, made in one buffer.
+        let mut theirs = String::new();
+        neighbours(Index::NameRev, &rev, &mut |other, theirs_rev| {
+            reverse_into(theirs_rev, &mut theirs);
             consider(
                 other,
                 name_similarity(key, &theirs),
                 Attribute::Name,
                 key,
-                theirs,
+                &theirs,
             );
-        }
+        })?;
     }
     for email in &profile.emails {
-        for (other, theirs) in neighbours(Index::Email, email)? {
+        neighbours(Index::Email, email, &mut |other, theirs| {
             consider(
                 other,
-                email_similarity(email, &theirs),
+                email_similarity(email, theirs),
                 Attribute::Email,
                 email,
                 theirs,
             );
-        }
+        })?;
     }
     for phone in &profile.phones {
-        for (other, theirs) in neighbours(Index::Phone, phone)? {
+        neighbours(Index::Phone, phone, &mut |other, theirs| {
             consider(
                 other,
-                phone_similarity(phone, &theirs),
+                phone_similarity(phone, theirs),
                 Attribute::Phone,
                 phone,
                 theirs,
             );
-        }
+        })?;
     }
     let mut ranked: Vec<_> = best.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.0.total_cmp(&a.1.0).then(a.0.cmp(&b.0)));
+    ranked.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
     let mut linked = Vec::new();
-    for (other, (score, attr, mine, theirs)) in ranked.into_iter().take(MAX_LINKS) {
+    for (other, found) in ranked.into_iter().take(MAX_LINKS) {
+        let Best {
+            score,
+            attr,
+            mine,
+            theirs,
+        } = found;
         let (other, what) = match attr {
             // The name indexes hold live leads only.
             Attribute::Name => (other, "similar name"),
@@ -197,23 +245,6 @@ const PHONE_BELOW: &str =
     "SELECT lead_id, value FROM lead_phones WHERE value < ?1 ORDER BY value DESC LIMIT 6";
 const PHONE_ABOVE: &str =
     "SELECT lead_id, value FROM lead_phones WHERE value > ?1 ORDER BY value LIMIT 6";
-
-fn neighbours(
-    conn: &Connection,
-    below: &str,
-    above: &str,
-    key: &str,
-) -> Result<Vec<(i64, String)>, DbError> {
-    let mut out = Vec::with_capacity(2 * NEIGHBOURS);
-    for sql in [below, above] {
-        let mut stmt = conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(params![key], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        for row in rows {
-            out.push(row?);
-        }
-    }
-    Ok(out)
-}
 
 #[cfg(test)]
 mod tests {
@@ -264,7 +295,11 @@ mod tests {
         ] {
             let mut found = 0;
             for key in ["name 5", "p7@example.com", "+14155550009", "0", "zzz"] {
-                found += neighbours(&conn, sql, sql, key).unwrap().len();
+                let mut stmt = conn.prepare_cached(sql).unwrap();
+                let mut rows = stmt.query(params![key]).unwrap();
+                while rows.next().unwrap().is_some() {
+                    found += 1;
+                }
             }
             assert!(found > 0, "{sql} found nothing");
             let stmt = conn.prepare_cached(sql).unwrap();
