@@ -16,12 +16,61 @@ pub enum Attribute {
 }
 
 /// Similarity of two names (normalised with [`super::identity::name_key`]).
-/// Single-word names are too weak to flag anyone and score 0.
-pub fn name_similarity(a: &str, b: &str) -> f64 {
+/// Single-word names are too weak to flag anyone and score 0. A pair that
+/// provably scores below `floor` may score 0 instead (see [`can_reach`]):
+/// callers that keep only scores at or above a threshold pass it, the
+/// others 0.
+pub fn name_similarity(a: &str, b: &str, floor: f64) -> f64 {
     if !a.contains(' ') || !b.contains(' ') {
         return 0.0;
     }
+    similarity_from(a, b, floor)
+}
+
+/// [`similarity`], or 0 when [`can_reach`] shows it is below `floor`.
+fn similarity_from(a: &str, b: &str, floor: f64) -> f64 {
+    if floor > 0.0 && !can_reach(a, b, floor) {
+        return 0.0;
+    }
     similarity(a, b)
+}
+
+/// Whether the Jaro-Winkler similarity of ASCII `a` and `b` can be `floor`
+/// or more, from a bound that costs a pass over each string (Jaro-Winkler
+/// itself compares each character with a window of the other's). Jaro is
+/// `(m/|a| + m/|b| + (m - t/2)/m) / 3` for `m` matching characters and `t`
+/// transpositions; a match pairs equal characters, each used once, so `m`
+/// is at most the characters the two have in common counted with
+/// multiplicity, and the last term at most 1. Winkler's boost
+/// `j + 0.1 l (1 - j)`, for a common prefix of `l <= 4`, grows with `j`.
+/// The neighbours of a name in the sorted index mostly share its first
+/// letters and little else: most are dismissed here. Text other than ASCII
+/// is never dismissed.
+fn can_reach(a: &str, b: &str, floor: f64) -> bool {
+    if a == b || !(a.is_ascii() && b.is_ascii()) || a.is_empty() || b.is_empty() {
+        return true;
+    }
+    let mut counts = [0u32; 128];
+    for c in a.bytes() {
+        counts[usize::from(c)] += 1;
+    }
+    let mut common = 0u32;
+    for c in b.bytes() {
+        let n = &mut counts[usize::from(c)];
+        if *n > 0 {
+            *n -= 1;
+            common += 1;
+        }
+    }
+    let m = f64::from(common);
+    let jaro = (m / a.len() as f64 + m / b.len() as f64 + 1.0) / 3.0;
+    let prefix = (a.bytes().zip(b.bytes()).take(4))
+        .take_while(|(x, y)| x == y)
+        .count();
+    let bound = jaro + 0.1 * prefix as f64 * (1.0 - jaro);
+    // A margin for rounding: the bound and the score are computed in
+    // different orders.
+    bound >= floor - 1e-9
 }
 
 /// Jaro-Winkler, skipping the work for the common case of equal values
@@ -54,7 +103,9 @@ impl<'b> IntoIterator for &AsciiBytes<'b> {
 /// Similarity of two normalised emails. Local parts are compared within one
 /// domain; the same mailbox name (4+ characters) at another domain is a
 /// strong hint too; different mailboxes at different domains score 0.
-pub fn email_similarity(a: &str, b: &str) -> f64 {
+/// Like [`name_similarity`], a pair that provably scores below `floor` may
+/// score 0.
+pub fn email_similarity(a: &str, b: &str, floor: f64) -> f64 {
     let (Some((la, da)), Some((lb, db))) = (a.rsplit_once('@'), b.rsplit_once('@')) else {
         return 0.0;
     };
@@ -62,7 +113,7 @@ pub fn email_similarity(a: &str, b: &str) -> f64 {
         if la.len() < 3 || lb.len() < 3 {
             return 0.0;
         }
-        similarity(la, lb)
+        similarity_from(la, lb, floor)
     } else if la == lb && la.len() >= 4 {
         0.95
     } else {
@@ -173,16 +224,16 @@ mod tests {
 
     #[test]
     fn typos_score_high_and_strangers_low() {
-        assert!(name_similarity("john smith", "jon smith") > 0.92);
-        assert!(name_similarity("john smith", "mary brown") < 0.7);
-        assert_eq!(name_similarity("john", "john"), 0.0);
-        assert!(email_similarity("john.smith@acme.com", "john.smyth@acme.com") > 0.92);
-        assert!(email_similarity("ann@gmail.com", "bob@gmail.com") < 0.7);
+        assert!(name_similarity("john smith", "jon smith", 0.0) > 0.92);
+        assert!(name_similarity("john smith", "mary brown", 0.0) < 0.7);
+        assert_eq!(name_similarity("john", "john", 0.0), 0.0);
+        assert!(email_similarity("john.smith@acme.com", "john.smyth@acme.com", 0.0) > 0.92);
+        assert!(email_similarity("ann@gmail.com", "bob@gmail.com", 0.0) < 0.7);
         assert_eq!(
-            email_similarity("jsmith@gmail.com", "jsmith@yahoo.com"),
+            email_similarity("jsmith@gmail.com", "jsmith@yahoo.com", 0.0),
             0.95
         );
-        assert_eq!(email_similarity("a@gmail.com", "b@yahoo.com"), 0.0);
+        assert_eq!(email_similarity("a@gmail.com", "b@yahoo.com", 0.0), 0.0);
         assert!(phone_similarity("+14084987855", "+14084987856") > 0.92);
         assert!(phone_similarity("+14084987855", "+14084987585") > 0.92);
         assert!(phone_similarity("+14084987855", "+447700900123") < 0.8);
@@ -250,6 +301,52 @@ mod tests {
             similarity("josé smith", "jose smith"),
             jaro_winkler("josé smith", "jose smith")
         );
+    }
+
+    /// The bound never dismisses a pair that reaches the floor, and with a
+    /// floor of 0 nothing is dismissed: every pair of short strings over a
+    /// small alphabet (repeats, transpositions, spaces), and names.
+    #[test]
+    fn a_dismissed_pair_is_always_below_the_floor() {
+        let mut words = every_string(['a', 'b', ' '], 5);
+        words.extend(
+            [
+                "john smith",
+                "jon smith",
+                "johnathan smith",
+                "jonathan smyth",
+                "ana moore",
+                "anna moore",
+                "ana morales",
+                "anthony brooks",
+                "martha stewart",
+                "marhta stewart",
+                "josé smith",
+                "jose smith",
+            ]
+            .map(String::from),
+        );
+        let mut dismissed = 0;
+        for a in &words {
+            for b in &words {
+                let exact = name_similarity(a, b, 0.0);
+                for floor in [0.5, 0.8, 0.85, 0.88, 0.9, 0.92, 0.95, 1.0] {
+                    let quick = name_similarity(a, b, floor);
+                    if quick != exact {
+                        assert_eq!(quick, 0.0, "{a:?} {b:?} at {floor}");
+                        assert!(exact < floor, "{a:?} {b:?} ({exact}) dismissed at {floor}");
+                        dismissed += 1;
+                    }
+                }
+            }
+        }
+        // The bound does dismiss pairs (it is not a test of nothing).
+        assert!(dismissed > 10_000, "{dismissed}");
+        assert_eq!(
+            email_similarity("ann.lee@acme.com", "bob.stone@acme.com", 0.9),
+            0.0
+        );
+        assert!(email_similarity("ann.lee@acme.com", "ann.leigh@acme.com", 0.85) > 0.85);
     }
 
     /// Every string over `alphabet` of at most `longest` characters.

@@ -156,7 +156,7 @@ pub fn detect_with(
         neighbours(Index::Name, key, &mut |other, theirs| {
             consider(
                 other,
-                name_similarity(key, theirs),
+                name_similarity(key, theirs, threshold),
                 Attribute::Name,
                 key,
                 theirs,
@@ -169,7 +169,7 @@ pub fn detect_with(
             reverse_into(theirs_rev, &mut theirs);
             consider(
                 other,
-                name_similarity(key, &theirs),
+                name_similarity(key, &theirs, threshold),
                 Attribute::Name,
                 key,
                 &theirs,
@@ -180,7 +180,7 @@ pub fn detect_with(
         neighbours(Index::Email, email, &mut |other, theirs| {
             consider(
                 other,
-                email_similarity(email, theirs),
+                email_similarity(email, theirs, threshold),
                 Attribute::Email,
                 email,
                 theirs,

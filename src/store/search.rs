@@ -163,7 +163,7 @@ fn candidates(
         }
         for sql in [EMAIL_BELOW, EMAIL_ABOVE] {
             for (id, theirs) in rows(conn, sql, &email.normalized, NEIGHBOURS)? {
-                let score = email_similarity(&email.normalized, &theirs);
+                let score = email_similarity(&email.normalized, &theirs, 0.0);
                 offer(near(id, score, NEAR_MIN, "similar email"));
             }
         }
