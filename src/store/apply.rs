@@ -154,8 +154,13 @@ pub fn apply_identified(
         &source,
         &mut outcome,
     )?;
-    let lead = identified.as_ref().map(|(lead, _)| *lead);
-    if let Some((lead, known)) = identified {
+    let lead = identified.as_ref().map(|i| i.lead);
+    if let Some(Identified {
+        lead,
+        state: known,
+        history: mut created,
+    }) = identified
+    {
         if let Some(conversation) = &event.conversation {
             conversations::store(conn, lead, delivery.platform, conversation, &source.at)?;
         }
@@ -164,20 +169,16 @@ pub fn apply_identified(
         }
         let tagged = leads::add_tags(conn, lead, &event.tags)? > 0;
         if tagged {
-            leads::history(
-                conn,
-                lead,
-                "tags",
-                None,
-                Some(&event.tags.join(", ")),
-                &source,
-                None,
-            )?;
+            let tags = event.tags.join(", ");
+            leads::entry(conn, lead, created.as_mut(), "tags", &tags, &source)?;
         }
-        let fielded = leads::set_fields(conn, lead, &event.fields, outcome.created, &source)? > 0;
+        let fielded = leads::set_fields(conn, lead, &event.fields, created.as_mut(), &source)? > 0;
         outcome.merged |= !outcome.created && (tagged || fielded);
         if let Some(record) = &event.record {
-            leads::history(conn, lead, "event", None, Some(record), &source, None)?;
+            leads::entry(conn, lead, created.as_mut(), "event", record, &source)?;
+        }
+        if let Some(created) = created {
+            created.write(conn, &source)?;
         }
         if event.wants_card {
             let chat = event_chat(delivery, event);
@@ -237,6 +238,14 @@ enum LeadState {
     Changed,
 }
 
+/// The lead a delivery is about, once identified.
+struct Identified {
+    lead: i64,
+    state: LeadState,
+    /// The open `created` row of a lead the delivery made.
+    history: Option<leads::Created>,
+}
+
 /// Steps 1 to 5 of the contract: finds or creates the lead and merges the
 /// visitor into it. `None` when the event identifies nobody and carries
 /// nothing to keep; else the lead and what is known of it.
@@ -248,7 +257,7 @@ fn identify(
     identifiers: Identifiers,
     source: &Source,
     outcome: &mut Outcome,
-) -> Result<Option<(i64, LeadState)>, DbError> {
+) -> Result<Option<Identified>, DbError> {
     let empty = Visitor::default();
     let visitor = event.visitor.as_ref().unwrap_or(&empty);
     let Identifiers { emails, phones } = identifiers;
@@ -369,6 +378,7 @@ fn identify(
             links.push((*other, 1.0));
         }
     }
+    let mut history = None;
     if let Some(decision) = &decision {
         // A new lead's initial values are held by its `created` row.
         let record = if outcome.created {
@@ -376,7 +386,8 @@ fn identify(
         } else {
             leads::Record::Rows
         };
-        leads::apply_changes(conn, lead, &current, &why.changes, decision, source, record)?;
+        history =
+            leads::apply_changes(conn, lead, &current, &why.changes, decision, source, record)?;
     }
     outcome.merged = !outcome.created && why.changes.iter().any(merge::Change::alters);
     for id in visitor.ids.iter().take(MAX_IDENTIFIERS) {
@@ -388,7 +399,11 @@ fn identify(
         None => LeadState::Changed,
     };
     outcome.explanation = Some(why);
-    Ok(Some((lead, state)))
+    Ok(Some(Identified {
+        lead,
+        state,
+        history,
+    }))
 }
 
 /// The lead the platform already knows this visitor as: by visitor id, else

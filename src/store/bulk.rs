@@ -145,7 +145,7 @@ pub fn create(
         changes,
     );
     let decision = leads::Decision::new(&why);
-    leads::apply_changes(
+    let mut created = leads::apply_changes(
         conn,
         lead,
         &current,
@@ -153,9 +153,11 @@ pub fn create(
         &decision,
         &source,
         leads::Record::Created(&resolution.rule),
-    )?;
+    )?
+    .ok_or_else(|| DbError::Internal("a new lead without its created row".into()))?;
     mirror.apply(lead, &why.changes);
-    leads::set_fields(conn, lead, person.fields, true, &source)?;
+    leads::set_fields(conn, lead, person.fields, Some(&mut created), &source)?;
+    created.write(conn, &source)?;
     inbox::set_lead(conn, delivery_id, Some(lead))?;
     Ok(Outcome {
         lead_id: Some(lead),

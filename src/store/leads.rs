@@ -383,13 +383,15 @@ pub fn entries(
             .map(|d| with_change(d, serde_json::Value::Null, None)),
     });
     for entry in packed.entries {
-        let explanation = decision.clone().map(|object| {
-            // `Map` indexing panics on a missing key; `Value` indexing
-            // gives null.
-            let change = object.get("why").map_or(serde_json::Value::Null, |why| {
-                why["changes"][entry.change].clone()
-            });
-            with_change(object, change, entry.change_text.map(Into::into))
+        let explanation = entry.change.and_then(|change| {
+            decision.clone().map(|object| {
+                // `Map` indexing panics on a missing key; `Value` indexing
+                // gives null.
+                let change = object.get("why").map_or(serde_json::Value::Null, |why| {
+                    why["changes"][change].clone()
+                });
+                with_change(object, change, entry.change_text.map(Into::into))
+            })
         });
         out.push(Entry {
             field: entry.field.into_owned(),
@@ -485,9 +487,61 @@ pub enum Record<'a> {
     /// The delivery created the lead by this rule: one `created` row that
     /// holds every change as an entry (read back as one history entry per
     /// change, exactly as [`Record::Rows`] would have written them; see
-    /// [`entries`]). A new lead's initial values took four to eight rows,
-    /// each with its index entries and three foreign-key checks.
+    /// [`entries`]), returned open as a [`Created`] for the rest of the
+    /// delivery's entries. A new lead's initial values took four to eight
+    /// rows, each with its index entries and three foreign-key checks.
     Created(&'a str),
+}
+
+/// A new lead's `created` history row ([`Record::Created`]), open while the
+/// delivery that made the lead fills it: its custom fields, tags and event
+/// are entries of it too, where each was a row of its own (read back the
+/// same, see [`entries`]). [`Created::write`] stores it; the caller writes
+/// it once the delivery's last entry is in, before anything reads the
+/// lead's history.
+#[must_use = "a new lead's history is stored by Created::write"]
+#[derive(Debug)]
+pub struct Created {
+    lead: i64,
+    rule: String,
+    decision: i64,
+    entries: Vec<PackedEntry<'static>>,
+}
+
+impl Created {
+    /// Adds an entry that is not a change of the decision (a custom field,
+    /// the tags, an event): read back as the row [`history`] would have
+    /// written for it without a decision.
+    pub fn add(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        old: Option<String>,
+        new: Option<String>,
+    ) {
+        self.entries.push(PackedEntry {
+            field: field.into(),
+            old: old.map(Cow::Owned),
+            new: new.map(Cow::Owned),
+            change: None,
+            change_text: None,
+        });
+    }
+
+    /// Stores the row.
+    pub fn write(self, conn: &Connection, source: &Source) -> Result<(), DbError> {
+        let text = serde_json::to_string(&Packed {
+            entries: self.entries,
+        })
+        .map_err(|e| DbError::Internal(format!("history entries: {e}")))?;
+        insert_history(
+            conn,
+            self.lead,
+            ("created", None, Some(&self.rule)),
+            source,
+            Some(self.decision),
+            Some(&text),
+        )
+    }
 }
 
 /// A history entry about to be written, in the order of the changes: its
@@ -496,7 +550,9 @@ type Pending<'a> = (Cow<'static, str>, Option<String>, Option<&'a str>);
 
 /// Applies a merge plan made against `current` (what the lead held before
 /// it), recording each change (a value the policy did not take included)
-/// in the history as `record` says, pointing at the delivery's decision.
+/// in the history as `record` says, pointing at the delivery's decision:
+/// the open `created` row with [`Record::Created`] (for the caller to
+/// write), none with [`Record::Rows`].
 /// Which contact is primary is followed from `current` rather than read
 /// back for each change; `current` of a new lead is empty, so its changes
 /// only insert.
@@ -508,7 +564,7 @@ pub fn apply_changes(
     decision: &Decision,
     source: &Source,
     record: Record<'_>,
-) -> Result<(), DbError> {
+) -> Result<Option<Created>, DbError> {
     let primary_of =
         |contacts: &[Contact]| contacts.iter().find(|c| c.primary).map(|c| c.value.clone());
     // The primary email and phone as the changes so far left them.
@@ -622,36 +678,30 @@ pub fn apply_changes(
             }
         }
         Record::Created(rule) => {
-            let packed = Packed {
-                entries: pending
-                    .iter()
-                    .enumerate()
-                    .map(|(change, (field, old, new))| PackedEntry {
-                        field: Cow::Borrowed(field),
-                        old: old.as_deref().map(Cow::Borrowed),
-                        new: new.map(Cow::Borrowed),
-                        change,
-                        change_text: None,
-                    })
-                    .collect(),
-            };
-            let text = serde_json::to_string(&packed)
-                .map_err(|e| DbError::Internal(format!("history entries: {e}")))?;
-            insert_history(
-                conn,
+            let entries = pending
+                .into_iter()
+                .enumerate()
+                .map(|(change, (field, old, new))| PackedEntry {
+                    field,
+                    old: old.map(Cow::Owned),
+                    new: new.map(|new| Cow::Owned(new.to_owned())),
+                    change: Some(change),
+                    change_text: None,
+                })
+                .collect();
+            return Ok(Some(Created {
                 lead,
-                ("created", None, Some(rule)),
-                source,
-                Some(decision.id(conn)?),
-                Some(&text),
-            )?;
+                rule: rule.to_owned(),
+                decision: decision.id(conn)?,
+                entries,
+            }));
         }
     }
     // A lead created by this delivery was updated when it was created.
-    if altered && matches!(record, Record::Rows) {
+    if altered {
         touch(conn, lead, &source.at)?;
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The `explanation` column of a packed `created` row.
@@ -661,9 +711,10 @@ struct Packed<'a> {
     entries: Vec<PackedEntry<'a>>,
 }
 
-/// One change a packed `created` row holds: the history entry it stands
-/// for, and its place in the decision's `why.changes`.
-#[derive(serde::Serialize, serde::Deserialize)]
+/// One entry a packed `created` row holds: the history entry it stands
+/// for, and for a change of the decision its place in `why.changes` (none
+/// for a custom field, tags or an event, which had no decision).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct PackedEntry<'a> {
     #[serde(borrow)]
     field: Cow<'a, str>,
@@ -671,7 +722,8 @@ struct PackedEntry<'a> {
     old: Option<Cow<'a, str>>,
     #[serde(borrow)]
     new: Option<Cow<'a, str>>,
-    change: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    change: Option<usize>,
     /// The change in words, in rows written before words were made on
     /// reading ([`explanation`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -827,16 +879,37 @@ pub fn add_tags(conn: &Connection, lead: i64, tags: &[String]) -> Result<usize, 
     Ok(added)
 }
 
+/// Records `new` under `field` (tags, an event: no decision): an entry of
+/// the open `created` row of a lead this delivery made, else a history row.
+pub fn entry(
+    conn: &Connection,
+    lead: i64,
+    created: Option<&mut Created>,
+    field: &str,
+    new: &str,
+    source: &Source,
+) -> Result<(), DbError> {
+    match created {
+        Some(created) => {
+            created.add(field.to_owned(), None, Some(new.to_owned()));
+            Ok(())
+        }
+        None => history(conn, lead, field, None, Some(new), source, None),
+    }
+}
+
 /// Sets custom fields, recording each change in the history; returns how
-/// many changed. `fresh` says the lead has no fields yet (it was created
-/// by this delivery), so the previous values need not be read.
+/// many changed. `created` is the open `created` row of a lead this
+/// delivery made: the lead has no fields yet, so the previous values need
+/// not be read, and each change is an entry of that row.
 pub fn set_fields(
     conn: &Connection,
     lead: i64,
     fields: &[(String, String)],
-    fresh: bool,
+    mut created: Option<&mut Created>,
     source: &Source,
 ) -> Result<usize, DbError> {
+    let fresh = created.is_some();
     let mut changed = 0;
     let mut set: Vec<(&str, &str)> = Vec::new();
     for (key, value) in fields {
@@ -868,15 +941,19 @@ pub fn set_fields(
              ON CONFLICT (lead_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
         )?
         .execute(params![lead, key, value, source.at])?;
-        history(
-            conn,
-            lead,
-            &format!("field {key}"),
-            old.as_deref(),
-            Some(value),
-            source,
-            None,
-        )?;
+        let field = format!("field {key}");
+        match created.as_deref_mut() {
+            Some(created) => created.add(field, old, Some(value.to_owned())),
+            None => history(
+                conn,
+                lead,
+                &field,
+                old.as_deref(),
+                Some(value),
+                source,
+                None,
+            )?,
+        }
         changed += 1;
     }
     Ok(changed)
@@ -1152,7 +1229,7 @@ mod tests {
                 .unwrap();
                 Record::Rows
             };
-            apply_changes(
+            let created = apply_changes(
                 &conn,
                 lead,
                 &Current::default(),
@@ -1162,15 +1239,48 @@ mod tests {
                 record,
             )
             .unwrap();
+            // The delivery's other entries: custom fields (one given
+            // twice) and an event.
+            let fields = [("City", "Lyon"), ("Source", "web"), ("City", "Paris")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()));
+            let event = "visitor queued";
+            match created {
+                Some(mut created) => {
+                    set_fields(&conn, lead, &fields, Some(&mut created), &source).unwrap();
+                    created.add("event", None, Some(event.into()));
+                    created.write(&conn, &source).unwrap();
+                }
+                None => {
+                    set_fields(&conn, lead, &fields, None, &source).unwrap();
+                    history(&conn, lead, "event", None, Some(event), &source, None).unwrap();
+                }
+            }
             let rows: i64 = conn
                 .query_row("SELECT count(*) FROM history", [], |r| r.get(0))
                 .unwrap();
             read_back.push((rows, read(&conn, lead)));
         }
         let [(rows, one), (packed_rows, packed)] = <[_; 2]>::try_from(read_back).unwrap();
-        assert_eq!((rows, packed_rows), (7, 1));
-        assert_eq!(one.len(), 7);
+        assert_eq!((rows, packed_rows), (11, 1));
+        assert_eq!(one.len(), 11);
         assert_eq!(one, packed);
+        assert_eq!(
+            one[7..]
+                .iter()
+                .map(|e| (
+                    &e.field[..],
+                    e.old.as_deref(),
+                    e.new.as_deref(),
+                    &e.explanation
+                ))
+                .collect::<Vec<_>>(),
+            [
+                ("field City", None, Some("Lyon"), &None),
+                ("field Source", None, Some("web"), &None),
+                ("field City", Some("Lyon"), Some("Paris"), &None),
+                ("event", None, Some("visitor queued"), &None),
+            ]
+        );
         assert!(
             one[1].new.as_ref().unwrap().ends_with(&long),
             "values are whole"

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_decisions.sql"),
     include_str!("../../migrations/0003_live_name_indexes.sql"),
     include_str!("../../migrations/0004_packed_created_rows.sql"),
+    include_str!("../../migrations/0005_packed_new_lead_entries.sql"),
 ];
 
 /// Applies every migration the database has not seen, each in its own

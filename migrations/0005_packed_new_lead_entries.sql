@@ -1,0 +1,14 @@
+-- crm-responder schema, version 5: a new lead's fields, tags and event in
+-- its created row.
+--
+-- From version 4 a new lead's initial values are entries of its "created"
+-- history row. From version 5 the other entries of the delivery that
+-- created it are too: each custom field ("field City"), the tags and the
+-- platform's event ("event"), which had a history row each (an imported
+-- lead with three custom fields wrote four rows, each with two index
+-- entries and three foreign-key checks). Such an entry has no "change" (it
+-- is not a change of the decision) and reads back, as before, without an
+-- explanation. Older rows are left as they are. No table changes: the
+-- version is raised so that an older binary, which cannot read entries
+-- without a "change", refuses the database.
+SELECT 1;
