@@ -239,6 +239,8 @@ pub fn apply_parsed(
         fields: &parsed.fields,
     };
     if bulk::owned(conn, &person)? {
+        // The general path reads and makes links.
+        mirror.flush_links(conn)?;
         let outcome = apply_row(conn, policy, &parsed.row, &parsed.key, received_at)?;
         if let Some(why) = &outcome.explanation {
             mirror.apply(why.lead, &why.changes);
@@ -769,13 +771,13 @@ async fn write_bulk(
                             break;
                         }
                     }
+                    mirror.flush_links(conn)?;
                     mirror.settle(conn)
                 };
                 let result = run();
                 if result.is_err() {
-                    // The job is rolled back before the next one runs:
-                    // what the mirror followed is gone.
-                    mirror.invalidate();
+                    // The job is rolled back before the next one runs.
+                    mirror.rolled_back();
                 }
                 result.map(|()| applied)
             })
@@ -784,7 +786,7 @@ async fn write_bulk(
             Ok(applied) => out.extend(applied),
             Err(e) => {
                 // A failed commit rolls back a job that succeeded, too.
-                mirror.lock().unwrap().invalidate();
+                mirror.lock().unwrap().rolled_back();
                 if matches!(e, DbError::Unavailable(_)) {
                     return Err(e);
                 }

@@ -112,17 +112,18 @@ pub fn create(
             emails: after.emails.into_iter().map(|c| c.value).collect(),
             phones: after.phones.into_iter().map(|c| c.value).collect(),
         };
-        similar = duplicates::detect_with(
+        similar = duplicates::candidates(
             conn,
             lead,
             &profile,
             policy.duplicates.threshold,
-            &source.at,
             |index, key, visit| {
                 mirror.visit_neighbours(index, key, visit);
                 Ok(())
             },
         )?;
+        // A new lead has no links yet: each of these is a new one.
+        mirror.link_later(lead, &similar, &source.at);
     }
     let flagged = similar.len();
     let similar = similar
@@ -201,6 +202,13 @@ pub fn applied_before(conn: &Connection, key: &str) -> Result<Option<Option<i64>
 /// the import makes is applied to it as it is written, and it is read again
 /// whenever another connection has written in between (`PRAGMA
 /// data_version`) or a change could not be followed.
+///
+/// It also holds the possible-duplicate links of the leads the bulk path
+/// created, written in key order by [`Mirror::flush_links`] before the job
+/// commits and before a row takes the general path (which may read or make
+/// links): a link is keyed by its older lead, so written as they are made
+/// each one lands at a random place of the largest index of a big database
+/// (a quarter of a million-row import's time went to them).
 #[derive(Debug, Default)]
 pub struct Mirror {
     /// `name_key` of leads not folded: the leads holding it, ascending.
@@ -214,6 +222,18 @@ pub struct Mirror {
     /// `PRAGMA data_version` when it was last known to match the database;
     /// `None`: to be read again.
     version: Option<i64>,
+    /// Links made and not written yet.
+    links: Vec<Link>,
+}
+
+/// A possible-duplicate link to write: the pair (older lead first), score,
+/// reason, when.
+#[derive(Debug)]
+struct Link {
+    pair: (i64, i64),
+    score: f64,
+    reason: String,
+    at: String,
 }
 
 impl Mirror {
@@ -225,6 +245,7 @@ impl Mirror {
         if self.version == Some(version) {
             return Ok(());
         }
+        self.flush_links(conn)?;
         *self = Mirror::default();
         let mut stmt = conn.prepare(
             "SELECT id, name_key, name_rev FROM leads
@@ -282,6 +303,47 @@ impl Mirror {
     /// Forgets everything: read again before the next use.
     pub fn invalidate(&mut self) {
         self.version = None;
+    }
+
+    /// The job's transaction was rolled back: what the mirror followed and
+    /// the links it held are gone.
+    pub fn rolled_back(&mut self) {
+        self.invalidate();
+        self.links.clear();
+    }
+
+    /// Holds the links [`duplicates::candidates`] found for new lead
+    /// `lead`, to be written by [`Mirror::flush_links`].
+    pub fn link_later(&mut self, lead: i64, similar: &[duplicates::Similar], at: &str) {
+        self.links.extend(similar.iter().map(|s| Link {
+            pair: (lead.min(s.lead), lead.max(s.lead)),
+            score: s.score,
+            reason: s.reason.clone(),
+            at: at.to_owned(),
+        }));
+    }
+
+    /// Writes the links held, in key order. Each is new (a lead created
+    /// by the bulk path had none, and [`duplicates::candidates`] names a
+    /// lead once): one that is not fails the job, whose rows are then
+    /// applied the general way.
+    pub fn flush_links(&mut self, conn: &Connection) -> Result<(), DbError> {
+        let mut links = std::mem::take(&mut self.links);
+        links.sort_unstable_by_key(|l| l.pair);
+        for Link {
+            pair: (a, b),
+            score,
+            reason,
+            at,
+        } in &links
+        {
+            if !leads::link_duplicate(conn, *a, *b, *score, reason, at)? {
+                return Err(DbError::Internal(format!(
+                    "leads {a} and {b} were linked already"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Whether the mirror is to be read again before it is used.

@@ -53,9 +53,16 @@ pub fn detect(
     threshold: f64,
     at: &str,
 ) -> Result<Vec<Similar>, DbError> {
-    detect_with(conn, lead, profile, threshold, at, |index, key, visit| {
+    let found = candidates(conn, lead, profile, threshold, |index, key, visit| {
         visit_neighbours(conn, index, key, visit)
-    })
+    })?;
+    let mut linked = Vec::with_capacity(found.len());
+    for similar in found {
+        if leads::link_duplicate(conn, lead, similar.lead, similar.score, &similar.reason, at)? {
+            linked.push(similar);
+        }
+    }
+    Ok(linked)
 }
 
 /// The neighbours of `key` in `index`, looked up in the database (see
@@ -120,18 +127,19 @@ struct Best {
     theirs: String,
 }
 
-/// [`detect`], with the neighbours of a key in an index visited by
-/// `neighbours`: the [`NEIGHBOURS`] nearest entries below the key, nearest
-/// first, then the [`NEIGHBOURS`] nearest at or above it (names) or above
-/// it (emails, phones), nearest first; equal names by descending lead id
-/// below and ascending above, as an index scan gives them. Values are
-/// borrowed while they are scored: only a candidate's best value is copied.
-pub fn detect_with(
+/// The leads [`detect`] links new lead `lead` to, best first: at most
+/// [`MAX_LINKS`], each named by the lead it lives on now, none twice. The
+/// neighbours of a key in an index are visited by `neighbours`: the
+/// [`NEIGHBOURS`] nearest entries below the key, nearest first, then the
+/// [`NEIGHBOURS`] nearest at or above it (names) or above it (emails,
+/// phones), nearest first; equal names by descending lead id below and
+/// ascending above, as an index scan gives them. Values are borrowed while
+/// they are scored: only a candidate's best value is copied.
+pub fn candidates(
     conn: &Connection,
     lead: i64,
     profile: &Profile,
     threshold: f64,
-    at: &str,
     mut neighbours: impl FnMut(Index, &str, &mut dyn FnMut(i64, &str)) -> Result<(), DbError>,
 ) -> Result<Vec<Similar>, DbError> {
     let mut best: HashMap<i64, Best> = HashMap::new();
@@ -222,7 +230,9 @@ pub fn detect_with(
         reason.push_str(" ~ ");
         push_quoted(&mut reason, &theirs);
         reason.push_str(&format!(" ({:.0}%)", score * 100.0));
-        if leads::link_duplicate(conn, lead, other, score, &reason, at)? {
+        // Two candidates on one lead (an email's owner folded into a
+        // namesake) make one link: the first, as the link's key would.
+        if other != lead && linked.iter().all(|s: &Similar| s.lead != other) {
             linked.push(Similar {
                 lead: other,
                 score,
