@@ -204,11 +204,11 @@ pub fn applied_before(conn: &Connection, key: &str) -> Result<Option<Option<i64>
 /// data_version`) or a change could not be followed.
 ///
 /// It also holds the possible-duplicate links of the leads the bulk path
-/// created, written in key order by [`Mirror::flush_links`] before the job
-/// commits and before a row takes the general path (which may read or make
-/// links): a link is keyed by its older lead, so written as they are made
-/// each one lands at a random place of the largest index of a big database
-/// (a quarter of a million-row import's time went to them).
+/// created, written by [`Mirror::flush_links`] before the job commits and
+/// before a row takes the general path (which may read or make links),
+/// sorted by their older lead: made one new lead at a time, each link's
+/// entry in the index by the older lead lands at a random place of it;
+/// sorted, a job's entries go through that index in order.
 #[derive(Debug, Default)]
 pub struct Mirror {
     /// `name_key` of leads not folded: the leads holding it, ascending.
@@ -323,7 +323,7 @@ impl Mirror {
         }));
     }
 
-    /// Writes the links held, in key order. Each is new (a lead created
+    /// Writes the links held, by older lead. Each is new (a lead created
     /// by the bulk path had none, and [`duplicates::candidates`] names a
     /// lead once): one that is not fails the job, whose rows are then
     /// applied the general way.

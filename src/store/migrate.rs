@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_live_name_indexes.sql"),
     include_str!("../../migrations/0004_packed_created_rows.sql"),
     include_str!("../../migrations/0005_packed_new_lead_entries.sql"),
+    include_str!("../../migrations/0006_links_by_newer_lead.sql"),
 ];
 
 /// Applies every migration the database has not seen, each in its own
@@ -150,5 +151,94 @@ mod tests {
             )
             .unwrap();
         assert_eq!(live, 1);
+    }
+
+    /// Version 6 keys the possible-duplicate links by their newer lead:
+    /// every link of a version 5 database is still there, each lead reads
+    /// the same links, and both lookups are index seeks.
+    #[test]
+    fn version_5_links_are_kept_and_keyed_by_their_newer_lead() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("v5.sqlite3")).unwrap();
+        for (version, sql) in MIGRATIONS[..5].iter().enumerate() {
+            conn.execute_batch(&format!(
+                "BEGIN; {sql} PRAGMA user_version = {}; COMMIT;",
+                version + 1
+            ))
+            .unwrap();
+        }
+        for id in 1..=5 {
+            conn.execute(
+                "INSERT INTO leads (id, name, created_at, updated_at) VALUES (?1, ?2, 't', 't')",
+                params![id, format!("Lead {id}")],
+            )
+            .unwrap();
+        }
+        let links = [
+            (1, 2, 0.93, "similar name"),
+            (1, 5, 0.91, "similar email"),
+            (2, 5, 0.97, "similar phone"),
+            (3, 4, 1.0, "same email, different phone"),
+        ];
+        for (a, b, score, reason) in links {
+            conn.execute(
+                "INSERT INTO duplicate_links (lead_a, lead_b, score, reason, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 't')",
+                params![a, b, score, reason],
+            )
+            .unwrap();
+        }
+        let read = |conn: &Connection| -> Vec<String> {
+            (1..=5)
+                .map(|id| {
+                    let Found::Lead(lead) = view::lead(conn, id).unwrap() else {
+                        panic!("lead {id} is missing");
+                    };
+                    format!("{id}: {:?}", lead.duplicate_details)
+                })
+                .collect()
+        };
+        let before = read(&conn);
+
+        migrate(&conn).unwrap();
+        assert_eq!(read(&conn), before);
+        let stored: Vec<(i64, i64, f64, String)> = conn
+            .prepare(
+                "SELECT lead_a, lead_b, score, reason FROM duplicate_links ORDER BY lead_a, lead_b",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            stored,
+            links.map(|(a, b, score, reason)| (a, b, score, reason.to_owned()))
+        );
+        // The key starts with the newer lead.
+        let key: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM pragma_index_xinfo(
+                     (SELECT name FROM pragma_index_list('duplicate_links') WHERE origin = 'pk'))
+                 WHERE key ORDER BY seqno",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(key, ["lead_b", "lead_a"]);
+        for (column, index) in [("lead_a", "duplicate_links_a"), ("lead_b", "PRIMARY KEY")] {
+            let plan: String = conn
+                .query_row(
+                    &format!(
+                        "EXPLAIN QUERY PLAN SELECT score FROM duplicate_links WHERE {column} = 1"
+                    ),
+                    [],
+                    |r| r.get(3),
+                )
+                .unwrap();
+            assert!(plan.contains(index), "{column}: {plan}");
+        }
     }
 }
