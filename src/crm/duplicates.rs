@@ -17,7 +17,7 @@ pub enum Attribute {
 
 /// Similarity of two names (normalised with [`super::identity::name_key`]).
 /// Single-word names are too weak to flag anyone and score 0. A pair that
-/// provably scores below `floor` may score 0 instead (see [`can_reach`]):
+/// provably scores below `floor` may score 0 instead (see `can_reach`):
 /// callers that keep only scores at or above a threshold pass it, the
 /// others 0.
 pub fn name_similarity(a: &str, b: &str, floor: f64) -> f64 {

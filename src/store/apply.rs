@@ -161,6 +161,11 @@ pub fn apply_identified(
         history: mut created,
     }) = identified
     {
+        debug_assert_eq!(
+            created.is_some(),
+            outcome.created,
+            "lead {lead}'s created row"
+        );
         if let Some(conversation) = &event.conversation {
             conversations::store(conn, lead, delivery.platform, conversation, &source.at)?;
         }

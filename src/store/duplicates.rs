@@ -66,7 +66,7 @@ pub fn detect(
 }
 
 /// The neighbours of `key` in `index`, looked up in the database (see
-/// [`detect_with`] for the order).
+/// [`candidates`] for the order).
 #[cfg(test)]
 pub fn index_neighbours(
     conn: &Connection,
@@ -81,7 +81,7 @@ pub fn index_neighbours(
 }
 
 /// Calls `visit` with each neighbour of `key` in `index`, in the order of
-/// [`detect_with`], the value borrowed from the row as SQLite holds it.
+/// [`candidates`], the value borrowed from the row as SQLite holds it.
 fn visit_neighbours(
     conn: &Connection,
     index: Index,
