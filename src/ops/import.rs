@@ -23,7 +23,7 @@ use crate::event::{Event, Visitor, now_rfc3339};
 use crate::platforms::body_hash;
 use crate::store::apply::{self, Outcome, Policy};
 use crate::store::bulk;
-use crate::store::inbox::NewDelivery;
+use crate::store::inbox::{self, Inserted, NewDelivery};
 use crate::store::leads::{self, Source};
 use crate::store::locks::OtherProcesses;
 use crate::store::{Db, DbError};
@@ -223,14 +223,25 @@ pub fn apply_parsed(
     received_at: &str,
     mirror: &mut bulk::Mirror,
 ) -> Result<Outcome, DbError> {
-    if let Some(lead) = bulk::applied_before(conn, &parsed.key)? {
-        // What `apply` answers a redelivery, without parsing anything again.
-        return Ok(Outcome {
-            lead_id: lead.map(|id| leads::survivor(conn, id)).transpose()?,
-            redelivery: true,
-            ..Outcome::default()
-        });
-    }
+    let delivery = NewDelivery {
+        platform: PLATFORM,
+        event: PLATFORM.into(),
+        idem_key: parsed.key.clone(),
+        body: Bytes::copy_from_slice(&parsed.body),
+        received_at: received_at.to_owned(),
+    };
+    // Stored first: the same row imported before is known by its key.
+    let delivery_id = match inbox::insert(conn, &delivery)? {
+        Inserted::New(id) | Inserted::Retry(id) => id,
+        Inserted::Applied(lead) => {
+            // What `apply` answers a redelivery, without parsing anything again.
+            return Ok(Outcome {
+                lead_id: lead.map(|id| leads::survivor(conn, id)).transpose()?,
+                redelivery: true,
+                ..Outcome::default()
+            });
+        }
+    };
     let person = bulk::Person {
         name: parsed.row.name.as_deref(),
         description: parsed.row.description.as_deref(),
@@ -238,10 +249,18 @@ pub fn apply_parsed(
         phones: &parsed.phones,
         fields: &parsed.fields,
     };
-    if bulk::owned(conn, &person)? {
+    if bulk::owned(conn, &person, mirror)? {
         // The general path reads and makes links.
         mirror.flush_links(conn)?;
-        let outcome = apply_row(conn, policy, &parsed.row, &parsed.key, received_at)?;
+        let outcome = apply::apply_stored(
+            conn,
+            policy,
+            &delivery,
+            delivery_id,
+            &parsed.row.event(),
+            None,
+        )?;
+        let outcome = fill_status(conn, &parsed.row, outcome, received_at)?;
         if let Some(why) = &outcome.explanation {
             mirror.apply(why.lead, &why.changes);
             if why.folded.is_some() {
@@ -253,14 +272,7 @@ pub fn apply_parsed(
     if policy.duplicates.enabled && mirror.is_stale() {
         mirror.refresh(conn)?;
     }
-    let delivery = NewDelivery {
-        platform: PLATFORM,
-        event: PLATFORM.into(),
-        idem_key: parsed.key.clone(),
-        body: Bytes::copy_from_slice(&parsed.body),
-        received_at: received_at.to_owned(),
-    };
-    let outcome = bulk::create(conn, policy, &delivery, &person, mirror)?;
+    let outcome = bulk::create(conn, policy, &delivery, delivery_id, &person, mirror)?;
     fill_status(conn, &parsed.row, outcome, received_at)
 }
 

@@ -138,6 +138,19 @@ pub fn apply_identified(
             });
         }
     };
+    apply_stored(conn, policy, delivery, delivery_id, event, identifiers)
+}
+
+/// [`apply_identified`] for a delivery [`inbox::insert`] has just stored
+/// (new, or failed before) as `delivery_id`, in this transaction.
+pub fn apply_stored(
+    conn: &Connection,
+    policy: &Policy,
+    delivery: &NewDelivery,
+    delivery_id: i64,
+    event: &Event,
+    identifiers: Option<Identifiers>,
+) -> Result<Outcome, DbError> {
     let source = Source {
         delivery_id: Some(delivery_id),
         label: label(delivery.platform, event),
