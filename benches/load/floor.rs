@@ -13,7 +13,18 @@
 //! `--floor` runs the "accepted: email match" requests against it next to
 //! the real service's baseline: if even this server cannot reach half of the
 //! baseline, no implementation of the contract on this stack can.
+//!
+//! With [`Floor::NewLead`] it stores a new visitor's lead as well: its rows
+//! (the lead with its name keys, its email and phone as the service
+//! normalises them, the visitor id, the chat, one history row) in the
+//! service's tables, after the reads that tell a new visitor from a known
+//! one (its email, phone and visitor id looked up). No duplicate detection
+//! (neither the neighbour reads nor the links), no merge plan, no decision,
+//! no card: the fixed answer. `--floor` runs the "accepted: new visitor"
+//! requests against it: what it leaves of the target of 5,000 new leads a
+//! second is what duplicate detection and everything else may cost.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::path::Path;
 use std::sync::mpsc;
@@ -26,8 +37,71 @@ use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 use warp::Filter;
 
-/// A body to store, and who waits for its commit.
-type Job = (Bytes, oneshot::Sender<bool>);
+/// What the floor server stores for each delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Floor {
+    /// The body, raw.
+    Raw,
+    /// The body, and the lead of a new visitor.
+    NewLead,
+}
+
+/// A body to store, the new lead read from it, and who waits for its commit.
+struct Job {
+    body: Bytes,
+    lead: Option<NewLead>,
+    done: oneshot::Sender<bool>,
+}
+
+/// A new visitor of a `chat_accepted`, normalised as the service does it.
+struct NewLead {
+    name: String,
+    key: String,
+    rev: String,
+    /// (normalised, raw)
+    email: (String, String),
+    /// (normalised, raw)
+    phone: (String, String),
+    visitor: String,
+    chat: String,
+}
+
+impl NewLead {
+    /// Reads the visitor of a Jivo body; `None` unless it has a name, an
+    /// email and a phone the service would accept (every new visitor of
+    /// the benchmark has).
+    fn of(body: &[u8]) -> Option<NewLead> {
+        use crm_responder::crm::duplicates::reversed;
+        use crm_responder::crm::identity::{Email, Phone, name_key};
+        #[derive(serde::Deserialize)]
+        struct Body {
+            chat_id: serde_json::Value,
+            visitor: Visitor,
+        }
+        #[derive(serde::Deserialize)]
+        struct Visitor {
+            name: String,
+            email: String,
+            phone: String,
+            number: String,
+        }
+        let body: Body = serde_json::from_slice(body).ok()?;
+        let v = body.visitor;
+        let key = name_key(&v.name);
+        Some(NewLead {
+            rev: reversed(&key),
+            key,
+            email: (Email::parse(&v.email)?.normalized, v.email),
+            phone: (
+                Phone::parse(&v.phone, phonenumber::country::Id::US)?.normalized,
+                v.phone,
+            ),
+            name: v.name,
+            visitor: v.number,
+            chat: body.chat_id.to_string(),
+        })
+    }
+}
 
 /// About the size of the service's answer to a `chat_accepted`.
 const ANSWER: &str = concat!(
@@ -39,7 +113,7 @@ const ANSWER: &str = concat!(
 );
 
 /// Serves on `port` with the database at `db` until killed.
-pub fn serve(port: u16, db: &Path) {
+pub fn serve(port: u16, db: &Path, floor: Floor) {
     let (tx, rx) = mpsc::channel::<Job>();
     let path = db.to_owned();
     std::thread::Builder::new()
@@ -58,7 +132,10 @@ pub fn serve(port: u16, db: &Path) {
                 let tx = tx.clone();
                 async move {
                     let (done, committed) = oneshot::channel();
-                    let _ = tx.send((body, done));
+                    let lead = (floor == Floor::NewLead)
+                        .then(|| NewLead::of(&body))
+                        .flatten();
+                    let _ = tx.send(Job { body, lead, done });
                     let status = match committed.await {
                         Ok(true) => warp::http::StatusCode::OK,
                         _ => warp::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -101,7 +178,7 @@ fn open(path: &Path) -> Connection {
 fn writer(path: &Path, rx: mpsc::Receiver<Job>) {
     let conn = open(path);
     conn.pragma_update(None, "cache_size", -16_000).unwrap();
-    let mut batches = 0u64;
+    conn.wal_hook(Some(record_frames));
     let mut batch: Vec<Job> = Vec::with_capacity(256);
     let received_at = "2026-11-30T00:00:00.000Z";
     while let Ok(first) = rx.recv() {
@@ -114,37 +191,114 @@ fn writer(path: &Path, rx: mpsc::Receiver<Job>) {
         }
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
         let mut ok = true;
-        for (body, _) in &batch {
-            let key = format!("jivo:{}", crm_responder::platforms::body_hash(body));
-            ok &= conn
-                .prepare_cached(
-                    "INSERT INTO deliveries (platform, event, idem_key, received_at, body, status)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'applied')
-                     ON CONFLICT (idem_key) DO NOTHING",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        "jivo",
-                        "chat_accepted",
-                        key,
-                        received_at,
-                        &body[..]
-                    ])
-                })
-                .is_ok();
+        for job in &batch {
+            ok &= store(&conn, job, received_at).is_ok();
         }
         ok &= conn.execute_batch("COMMIT").is_ok();
-        for (_, done) in batch.drain(..) {
-            let _ = done.send(ok);
+        for job in batch.drain(..) {
+            let _ = job.done.send(ok);
         }
-        // A checkpoint of the writer's own now and then, so that the WAL
-        // starts again from its beginning (as the service's writer does
-        // once the log is long) instead of growing.
-        batches += 1;
-        if batches.is_multiple_of(64) {
-            let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        // Once the WAL is long, a checkpoint of the writer's own after each
+        // batch until one copies it all, so that the WAL starts again from
+        // its beginning (as the service's writer does) instead of growing:
+        // a long WAL slows every page read (each searches the WAL's index).
+        if WAL_FRAMES.with(Cell::get) >= 16_000 {
+            let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok(r.get::<_, i64>(0)? == 0 && r.get::<_, i64>(1)? == r.get::<_, i64>(2)?)
+            });
+            if done.unwrap_or(false) {
+                WAL_FRAMES.with(|f| f.set(0));
+            }
         }
     }
+}
+
+thread_local! {
+    /// Frames in the WAL after the writer's last commit.
+    static WAL_FRAMES: Cell<i32> = const { Cell::new(0) };
+}
+
+fn record_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.with(|f| f.set(frames));
+    Ok(())
+}
+
+/// Stores one delivery, and its new lead if it has one and no lead has its
+/// email, phone or visitor id.
+fn store(conn: &Connection, job: &Job, at: &str) -> rusqlite::Result<()> {
+    let key = format!("jivo:{}", crm_responder::platforms::body_hash(&job.body));
+    let lead = match &job.lead {
+        Some(new) if !known(conn, new)? => Some(create(conn, new, at)?),
+        _ => None,
+    };
+    conn.prepare_cached(
+        "INSERT INTO deliveries (platform, event, idem_key, received_at, body, status, lead_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'applied', ?6)
+         ON CONFLICT (idem_key) DO NOTHING",
+    )?
+    .execute(params![
+        "jivo",
+        "chat_accepted",
+        key,
+        at,
+        &job.body[..],
+        lead
+    ])?;
+    if let (Some(lead), Some(new)) = (lead, &job.lead) {
+        let delivery = conn.last_insert_rowid();
+        conn.prepare_cached(
+            "INSERT INTO history (lead_id, at, field, old, new, delivery_id, source)
+             VALUES (?1, ?2, 'created', NULL, ?3, ?4, 'jivo chat_accepted')",
+        )?
+        .execute(params![lead, at, new.name, delivery])?;
+    }
+    Ok(())
+}
+
+/// Whether a lead has the visitor's email, phone or visitor id.
+fn known(conn: &Connection, new: &NewLead) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM lead_emails WHERE value = ?1")?
+        .exists([&new.email.0])?
+        || conn
+            .prepare_cached("SELECT 1 FROM lead_phones WHERE value = ?1")?
+            .exists([&new.phone.0])?
+        || conn
+            .prepare_cached(
+                "SELECT 1 FROM lead_visitors WHERE platform = 'jivo' AND visitor_id = ?1",
+            )?
+            .exists([&new.visitor])?)
+}
+
+/// Creates the lead of a new visitor with its rows; returns its id.
+fn create(conn: &Connection, new: &NewLead, at: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO leads (name, name_key, name_rev, status, created_at, updated_at)
+         VALUES (?1, ?2, ?3, 'new', ?4, ?4)",
+    )?
+    .execute(params![new.name, new.key, new.rev, at])?;
+    let lead = conn.last_insert_rowid();
+    conn.prepare_cached(
+        "INSERT INTO lead_emails (lead_id, value, raw, is_primary, created_at)
+         VALUES (?1, ?2, ?3, 1, ?4)",
+    )?
+    .execute(params![lead, new.email.0, new.email.1, at])?;
+    conn.prepare_cached(
+        "INSERT INTO lead_phones (lead_id, value, raw, is_primary, created_at)
+         VALUES (?1, ?2, ?3, 1, ?4)",
+    )?
+    .execute(params![lead, new.phone.0, new.phone.1, at])?;
+    conn.prepare_cached(
+        "INSERT INTO lead_visitors (platform, visitor_id, lead_id, created_at)
+         VALUES ('jivo', ?1, ?2, ?3)",
+    )?
+    .execute(params![new.visitor, lead, at])?;
+    conn.prepare_cached(
+        "INSERT INTO conversations (lead_id, platform, chat_id, agent, closed, started_at, updated_at)
+         VALUES (?1, 'jivo', ?2, NULL, 0, ?3, ?3)",
+    )?
+    .execute(params![lead, new.chat, at])?;
+    Ok(lead)
 }
 
 /// Copies committed frames into the database every 10 ms and syncs it.

@@ -5,7 +5,8 @@
 //! Options (after `--`): `--sizes 10000,100000,1000000`, `--seconds N`
 //! (per phase, default 5), `--only NAME` (one scenario), `--connections N`
 //! (of the closed loop, default 32), `--floor` (the baseline and the floor
-//! of a stored delivery instead of the scenarios: see floor.rs). `LOAD_WRAP`
+//! of a stored delivery and of a new lead instead of the scenarios: see
+//! floor.rs). `LOAD_WRAP`
 //! runs the server under another command, e.g. a profiler.
 
 mod client;
@@ -42,8 +43,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     // This binary started as the floor server by `--floor` (see floor.rs).
     if let Some(i) = args.iter().position(|a| a == "--serve-floor") {
-        let port = args[i + 1].parse().expect("--serve-floor PORT DB");
-        floor::serve(port, Path::new(&args[i + 2]));
+        let port = args[i + 1].parse().expect("--serve-floor PORT DB [new]");
+        let what = match args.get(i + 3).map(String::as_str) {
+            Some("new") => floor::Floor::NewLead,
+            _ => floor::Floor::Raw,
+        };
+        floor::serve(port, Path::new(&args[i + 2]), what);
         return;
     }
     // `cargo test --all-targets` builds and runs bench targets too (without
@@ -131,12 +136,15 @@ async fn run(
     std::fs::write(&config, scenarios::config(port, &work)).expect("write config");
     let started = Instant::now();
     let mut command = server_command();
-    if scenario.name == scenarios::FLOOR_NAME {
+    if scenario.name == scenarios::FLOOR_NAME || scenario.name == scenarios::FLOOR_NEW_NAME {
         command = Command::new(std::env::current_exe().expect("bench binary"));
         command
             .arg("--serve-floor")
             .arg(port.to_string())
             .arg(&work);
+        if scenario.name == scenarios::FLOOR_NEW_NAME {
+            command.arg("new");
+        }
     } else {
         command.arg("--config").arg(&config).arg("serve");
     }

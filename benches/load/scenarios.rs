@@ -57,9 +57,12 @@ pub const SCENARIOS: &[Scenario] = &[
 /// The name of the floor scenario (served by floor.rs, not the service).
 pub const FLOOR_NAME: &str = "floor: raw store only";
 
+/// The name of the new-lead floor scenario (served by floor.rs).
+pub const FLOOR_NEW_NAME: &str = "floor: new lead's rows only";
+
 /// `--floor`: the service's baseline, then the requests of "accepted: email
-/// match" against the floor server.
-pub const FLOOR: [Scenario; 2] = [
+/// match" and of "accepted: new visitor" against the floor server.
+pub const FLOOR: [Scenario; 3] = [
     Scenario {
         name: "baseline /healthz",
         rate: 1000.0,
@@ -69,6 +72,11 @@ pub const FLOOR: [Scenario; 2] = [
         name: FLOOR_NAME,
         rate: 1000.0,
         request: existing_by_email,
+    },
+    Scenario {
+        name: FLOOR_NEW_NAME,
+        rate: 500.0,
+        request: new_visitor,
     },
 ];
 
