@@ -120,9 +120,13 @@ pub fn create(
             &profile,
             policy.duplicates.threshold,
             |index, key, visit| {
-                mirror.visit_neighbours(index, key, visit);
+                mirror.visit_neighbours(index, key, &mut |lead, value| {
+                    visit(duplicates::Owner::Lead(lead), value)
+                });
                 Ok(())
             },
+            // The mirror names leads, never contact rows.
+            |_, lead| Ok(lead),
         )?;
         // A new lead has no links yet: each of these is a new one.
         mirror.link_later(lead, &similar, &source.at);

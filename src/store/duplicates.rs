@@ -53,9 +53,14 @@ pub fn detect(
     threshold: f64,
     at: &str,
 ) -> Result<Vec<Similar>, DbError> {
-    let found = candidates(conn, lead, profile, threshold, |index, key, visit| {
-        visit_neighbours(conn, index, key, visit)
-    })?;
+    let found = candidates(
+        conn,
+        lead,
+        profile,
+        threshold,
+        |index, key, visit| visit_neighbours(conn, index, key, visit),
+        |index, id| contact_owner(conn, index, id),
+    )?;
     let mut linked = Vec::with_capacity(found.len());
     for similar in found {
         if leads::link_duplicate(conn, lead, similar.lead, similar.score, &similar.reason, at)? {
@@ -66,18 +71,50 @@ pub fn detect(
 }
 
 /// The neighbours of `key` in `index`, looked up in the database (see
-/// [`candidates`] for the order).
+/// [`candidates`] for the order), each with the lead it belongs to.
 #[cfg(test)]
 pub fn index_neighbours(
     conn: &Connection,
     index: Index,
     key: &str,
 ) -> Result<Vec<(i64, String)>, DbError> {
-    let mut out = Vec::with_capacity(2 * NEIGHBOURS);
-    visit_neighbours(conn, index, key, &mut |id, value| {
-        out.push((id, value.to_owned()))
+    let mut found = Vec::with_capacity(2 * NEIGHBOURS);
+    visit_neighbours(conn, index, key, &mut |owner, value| {
+        found.push((owner, value.to_owned()))
     })?;
-    Ok(out)
+    found
+        .into_iter()
+        .map(|(owner, value)| {
+            let lead = match owner {
+                Owner::Lead(lead) => lead,
+                Owner::Contact(id) => contact_owner(conn, index, id)?,
+            };
+            Ok((lead, value))
+        })
+        .collect()
+}
+
+/// Whom a neighbour belongs to, as its index tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// A lead: the name indexes hold lead ids (and the import's in-memory
+    /// copy of every index does).
+    Lead(i64),
+    /// A row of `lead_emails` or `lead_phones`: the database's indexes of
+    /// values hold the row's id, not its lead's, which is read only for a
+    /// neighbour that reaches the threshold (reading it for each was a seek
+    /// into the table per neighbour, two dozen per new lead).
+    Contact(i64),
+}
+
+/// The lead of row `id` of the contact table behind `index`.
+fn contact_owner(conn: &Connection, index: Index, id: i64) -> Result<i64, DbError> {
+    let sql = match index {
+        Index::Email => "SELECT lead_id FROM lead_emails WHERE id = ?1",
+        Index::Phone => "SELECT lead_id FROM lead_phones WHERE id = ?1",
+        Index::Name | Index::NameRev => return Ok(id),
+    };
+    Ok(conn.prepare_cached(sql)?.query_row([id], |r| r.get(0))?)
 }
 
 /// Calls `visit` with each neighbour of `key` in `index`, in the order of
@@ -86,7 +123,7 @@ fn visit_neighbours(
     conn: &Connection,
     index: Index,
     key: &str,
-    visit: &mut dyn FnMut(i64, &str),
+    visit: &mut dyn FnMut(Owner, &str),
 ) -> Result<(), DbError> {
     let (below, above) = match index {
         Index::Name => (NAME_BELOW, NAME_ABOVE),
@@ -94,13 +131,17 @@ fn visit_neighbours(
         Index::Email => (EMAIL_BELOW, EMAIL_ABOVE),
         Index::Phone => (PHONE_BELOW, PHONE_ABOVE),
     };
+    let owner = match index {
+        Index::Name | Index::NameRev => Owner::Lead,
+        Index::Email | Index::Phone => Owner::Contact,
+    };
     for sql in [below, above] {
         let mut stmt = conn.prepare_cached(sql)?;
         let mut rows = stmt.query(params![key])?;
         while let Some(row) = rows.next()? {
             let value = row.get_ref(1)?;
             let value = value.as_str().map_err(rusqlite::Error::from)?;
-            visit(row.get(0)?, value);
+            visit(owner(row.get(0)?), value);
         }
     }
     Ok(())
@@ -119,6 +160,14 @@ pub enum Index {
     Phone,
 }
 
+/// The lead of a neighbour in a name index, which holds lead ids.
+fn lead_of(owner: Owner) -> i64 {
+    debug_assert!(matches!(owner, Owner::Lead(_)), "{owner:?}");
+    match owner {
+        Owner::Lead(lead) | Owner::Contact(lead) => lead,
+    }
+}
+
 /// The best score a candidate lead reached, with what made it.
 struct Best {
     score: f64,
@@ -134,13 +183,16 @@ struct Best {
 /// [`NEIGHBOURS`] nearest at or above it (names) or above it (emails,
 /// phones), nearest first; equal names by descending lead id below and
 /// ascending above, as an index scan gives them. Values are borrowed while
-/// they are scored: only a candidate's best value is copied.
+/// they are scored: only a candidate's best value is copied. A neighbour
+/// given as an [`Owner::Contact`] is turned into its lead by `owner` once
+/// it has reached the threshold.
 pub fn candidates(
     conn: &Connection,
     lead: i64,
     profile: &Profile,
     threshold: f64,
-    mut neighbours: impl FnMut(Index, &str, &mut dyn FnMut(i64, &str)) -> Result<(), DbError>,
+    mut neighbours: impl FnMut(Index, &str, &mut dyn FnMut(Owner, &str)) -> Result<(), DbError>,
+    mut owner: impl FnMut(Index, i64) -> Result<i64, DbError>,
 ) -> Result<Vec<Similar>, DbError> {
     let mut best: HashMap<i64, Best> = HashMap::new();
     let mut consider = |other: i64, score: f64, attr: Attribute, mine: &str, theirs: &str| {
@@ -163,7 +215,7 @@ pub fn candidates(
     if let Some(key) = &profile.name_key {
         neighbours(Index::Name, key, &mut |other, theirs| {
             consider(
-                other,
+                lead_of(other),
                 name_similarity(key, theirs, threshold),
                 Attribute::Name,
                 key,
@@ -176,7 +228,7 @@ pub fn candidates(
         neighbours(Index::NameRev, &rev, &mut |other, theirs_rev| {
             reverse_into(theirs_rev, &mut theirs);
             consider(
-                other,
+                lead_of(other),
                 name_similarity(key, &theirs, threshold),
                 Attribute::Name,
                 key,
@@ -184,27 +236,31 @@ pub fn candidates(
             );
         })?;
     }
-    for email in &profile.emails {
-        neighbours(Index::Email, email, &mut |other, theirs| {
-            consider(
-                other,
-                email_similarity(email, theirs, threshold),
-                Attribute::Email,
-                email,
-                theirs,
-            );
-        })?;
-    }
-    for phone in &profile.phones {
-        neighbours(Index::Phone, phone, &mut |other, theirs| {
-            consider(
-                other,
-                phone_similarity(phone, theirs),
-                Attribute::Phone,
-                phone,
-                theirs,
-            );
-        })?;
+    // Neighbours that reached the threshold, in the order they came, their
+    // owners read once the index scan is over.
+    let mut reached: Vec<(Owner, f64, String)> = Vec::new();
+    for (index, attr, values) in [
+        (Index::Email, Attribute::Email, &profile.emails),
+        (Index::Phone, Attribute::Phone, &profile.phones),
+    ] {
+        for mine in values {
+            neighbours(index, mine, &mut |other, theirs| {
+                let score = match index {
+                    Index::Email => email_similarity(mine, theirs, threshold),
+                    _ => phone_similarity(mine, theirs),
+                };
+                if score >= threshold {
+                    reached.push((other, score, theirs.to_owned()));
+                }
+            })?;
+            for (other, score, theirs) in reached.drain(..) {
+                let other = match other {
+                    Owner::Lead(lead) => lead,
+                    Owner::Contact(id) => owner(index, id)?,
+                };
+                consider(other, score, attr, mine, &theirs);
+            }
+        }
     }
     let mut ranked: Vec<_> = best.into_iter().collect();
     ranked.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
@@ -247,14 +303,15 @@ const NAME_BELOW: &str = "SELECT id, name_key FROM leads WHERE name_key < ?1 AND
 const NAME_ABOVE: &str = "SELECT id, name_key FROM leads WHERE name_key >= ?1 AND merged_into IS NULL ORDER BY name_key LIMIT 6";
 const REV_BELOW: &str = "SELECT id, name_rev FROM leads WHERE name_rev < ?1 AND merged_into IS NULL ORDER BY name_rev DESC LIMIT 6";
 const REV_ABOVE: &str = "SELECT id, name_rev FROM leads WHERE name_rev >= ?1 AND merged_into IS NULL ORDER BY name_rev LIMIT 6";
+// The row's id, not its lead's: the index of values holds it (see [`Owner`]).
 const EMAIL_BELOW: &str =
-    "SELECT lead_id, value FROM lead_emails WHERE value < ?1 ORDER BY value DESC LIMIT 6";
+    "SELECT id, value FROM lead_emails WHERE value < ?1 ORDER BY value DESC LIMIT 6";
 const EMAIL_ABOVE: &str =
-    "SELECT lead_id, value FROM lead_emails WHERE value > ?1 ORDER BY value LIMIT 6";
+    "SELECT id, value FROM lead_emails WHERE value > ?1 ORDER BY value LIMIT 6";
 const PHONE_BELOW: &str =
-    "SELECT lead_id, value FROM lead_phones WHERE value < ?1 ORDER BY value DESC LIMIT 6";
+    "SELECT id, value FROM lead_phones WHERE value < ?1 ORDER BY value DESC LIMIT 6";
 const PHONE_ABOVE: &str =
-    "SELECT lead_id, value FROM lead_phones WHERE value > ?1 ORDER BY value LIMIT 6";
+    "SELECT id, value FROM lead_phones WHERE value > ?1 ORDER BY value LIMIT 6";
 
 #[cfg(test)]
 mod tests {
@@ -314,6 +371,18 @@ mod tests {
             assert!(found > 0, "{sql} found nothing");
             let stmt = conn.prepare_cached(sql).unwrap();
             assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{sql}");
+            // Answered by the index alone: no seek into the table per row.
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map([""], |r| r.get(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert!(
+                plan.len() == 1 && plan[0].contains("USING COVERING INDEX"),
+                "{sql}: {plan:?}"
+            );
         }
     }
 }
