@@ -125,8 +125,6 @@ pub fn create(
                 });
                 Ok(())
             },
-            // The mirror names leads, never contact rows.
-            |_, lead| Ok(lead),
         )?;
         // A new lead has no links yet: each of these is a new one.
         mirror.link_later(lead, &similar, &source.at);

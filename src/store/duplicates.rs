@@ -53,14 +53,9 @@ pub fn detect(
     threshold: f64,
     at: &str,
 ) -> Result<Vec<Similar>, DbError> {
-    let found = candidates(
-        conn,
-        lead,
-        profile,
-        threshold,
-        |index, key, visit| visit_neighbours(conn, index, key, visit),
-        |index, id| contact_owner(conn, index, id),
-    )?;
+    let found = candidates(conn, lead, profile, threshold, |index, key, visit| {
+        visit_neighbours(conn, index, key, visit)
+    })?;
     let mut linked = Vec::with_capacity(found.len());
     for similar in found {
         if leads::link_duplicate(conn, lead, similar.lead, similar.score, &similar.reason, at)? {
@@ -84,13 +79,7 @@ pub fn index_neighbours(
     })?;
     found
         .into_iter()
-        .map(|(owner, value)| {
-            let lead = match owner {
-                Owner::Lead(lead) => lead,
-                Owner::Contact(id) => contact_owner(conn, index, id)?,
-            };
-            Ok((lead, value))
-        })
+        .map(|(owner, value)| Ok((owner.lead(conn, index)?, value)))
         .collect()
 }
 
@@ -107,14 +96,19 @@ pub enum Owner {
     Contact(i64),
 }
 
-/// The lead of row `id` of the contact table behind `index`.
-fn contact_owner(conn: &Connection, index: Index, id: i64) -> Result<i64, DbError> {
-    let sql = match index {
-        Index::Email => "SELECT lead_id FROM lead_emails WHERE id = ?1",
-        Index::Phone => "SELECT lead_id FROM lead_phones WHERE id = ?1",
-        Index::Name | Index::NameRev => return Ok(id),
-    };
-    Ok(conn.prepare_cached(sql)?.query_row([id], |r| r.get(0))?)
+impl Owner {
+    /// The lead, read from the contact table behind `index` for a
+    /// [`Owner::Contact`].
+    fn lead(self, conn: &Connection, index: Index) -> Result<i64, DbError> {
+        let (id, sql) = match (self, index) {
+            (Owner::Lead(lead), _) => return Ok(lead),
+            (Owner::Contact(id), Index::Email) => {
+                (id, "SELECT lead_id FROM lead_emails WHERE id = ?1")
+            }
+            (Owner::Contact(id), _) => (id, "SELECT lead_id FROM lead_phones WHERE id = ?1"),
+        };
+        Ok(conn.prepare_cached(sql)?.query_row([id], |r| r.get(0))?)
+    }
 }
 
 /// Calls `visit` with each neighbour of `key` in `index`, in the order of
@@ -184,15 +178,14 @@ struct Best {
 /// phones), nearest first; equal names by descending lead id below and
 /// ascending above, as an index scan gives them. Values are borrowed while
 /// they are scored: only a candidate's best value is copied. A neighbour
-/// given as an [`Owner::Contact`] is turned into its lead by `owner` once
-/// it has reached the threshold.
+/// given as an [`Owner::Contact`] is turned into its lead once it has
+/// reached the threshold.
 pub fn candidates(
     conn: &Connection,
     lead: i64,
     profile: &Profile,
     threshold: f64,
     mut neighbours: impl FnMut(Index, &str, &mut dyn FnMut(Owner, &str)) -> Result<(), DbError>,
-    mut owner: impl FnMut(Index, i64) -> Result<i64, DbError>,
 ) -> Result<Vec<Similar>, DbError> {
     let mut best: HashMap<i64, Best> = HashMap::new();
     let mut consider = |other: i64, score: f64, attr: Attribute, mine: &str, theirs: &str| {
@@ -254,11 +247,7 @@ pub fn candidates(
                 }
             })?;
             for (other, score, theirs) in reached.drain(..) {
-                let other = match other {
-                    Owner::Lead(lead) => lead,
-                    Owner::Contact(id) => owner(index, id)?,
-                };
-                consider(other, score, attr, mine, &theirs);
+                consider(other.lead(conn, index)?, score, attr, mine, &theirs);
             }
         }
     }
