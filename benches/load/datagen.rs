@@ -98,6 +98,221 @@ const FIRST: &[&str] = &[
     "Priya",
     "Arjun",
 ];
+/// More first names. Half of the people are named from [`FIRST`] and half
+/// from these, so the commonest first names are each about 0.8 % of people
+/// and no name is everyone's, as in real populations.
+const FIRST_MORE: &[&str] = &[
+    "Carol",
+    "Amanda",
+    "Melissa",
+    "Deborah",
+    "Stephanie",
+    "Rebecca",
+    "Sharon",
+    "Laura",
+    "Cynthia",
+    "Amy",
+    "Kathleen",
+    "Angela",
+    "Helen",
+    "Anna",
+    "Brenda",
+    "Pamela",
+    "Emma",
+    "Nicole",
+    "Samantha",
+    "Katherine",
+    "Christine",
+    "Rachel",
+    "Carolyn",
+    "Janet",
+    "Maria",
+    "Olivia",
+    "Heather",
+    "Diane",
+    "Julie",
+    "Joyce",
+    "Victoria",
+    "Kelly",
+    "Christina",
+    "Lauren",
+    "Joan",
+    "Evelyn",
+    "Judith",
+    "Megan",
+    "Andrea",
+    "Cheryl",
+    "Hannah",
+    "Jacqueline",
+    "Martha",
+    "Gloria",
+    "Teresa",
+    "Ann",
+    "Sara",
+    "Madison",
+    "Frances",
+    "Kathryn",
+    "Janice",
+    "Jean",
+    "Abigail",
+    "Alice",
+    "Judy",
+    "Sophia",
+    "Grace",
+    "Denise",
+    "Amber",
+    "Doris",
+    "Marilyn",
+    "Danielle",
+    "Beverly",
+    "Isabella",
+    "Theresa",
+    "Diana",
+    "Natalie",
+    "Brittany",
+    "Charlotte",
+    "Marie",
+    "Kayla",
+    "Alexis",
+    "Lori",
+    "Kenneth",
+    "Kevin",
+    "Brian",
+    "George",
+    "Timothy",
+    "Ronald",
+    "Edward",
+    "Jason",
+    "Jeffrey",
+    "Ryan",
+    "Jacob",
+    "Gary",
+    "Nicholas",
+    "Eric",
+    "Jonathan",
+    "Stephen",
+    "Larry",
+    "Justin",
+    "Scott",
+    "Brandon",
+    "Benjamin",
+    "Samuel",
+    "Gregory",
+    "Alexander",
+    "Frank",
+    "Patrick",
+    "Raymond",
+    "Jack",
+    "Dennis",
+    "Jerry",
+    "Tyler",
+    "Aaron",
+    "Jose",
+    "Adam",
+    "Nathan",
+    "Henry",
+    "Douglas",
+    "Zachary",
+    "Peter",
+    "Kyle",
+    "Ethan",
+    "Walter",
+    "Noah",
+    "Jeremy",
+    "Christian",
+    "Keith",
+    "Roger",
+    "Terry",
+    "Gerald",
+    "Harold",
+    "Sean",
+    "Austin",
+    "Carl",
+    "Arthur",
+    "Lawrence",
+    "Dylan",
+    "Jesse",
+    "Jordan",
+    "Bryan",
+    "Billy",
+    "Joe",
+    "Bruce",
+    "Gabriel",
+    "Logan",
+    "Albert",
+    "Willie",
+    "Alan",
+    "Juan",
+    "Wayne",
+    "Elijah",
+    "Randy",
+    "Roy",
+    "Vincent",
+    "Ralph",
+    "Eugene",
+    "Russell",
+    "Bobby",
+    "Mason",
+    "Philip",
+    "Louis",
+    "Sergei",
+    "Natasha",
+    "Chen",
+    "Aisha",
+    "Mohammed",
+    "Ahmed",
+    "Leila",
+    "Ines",
+    "Lucia",
+    "Mateo",
+    "Santiago",
+    "Camila",
+    "Valentina",
+    "Luca",
+    "Sofia",
+    "Klaus",
+    "Ingrid",
+    "Astrid",
+    "Lars",
+    "Sven",
+    "Camille",
+    "Amelie",
+    "Francois",
+    "Ravi",
+    "Anil",
+    "Deepa",
+    "Kwame",
+    "Amara",
+    "Chidi",
+    "Nia",
+    "Tomasz",
+    "Katarzyna",
+    "Piotr",
+    "Agnieszka",
+];
+/// Surnames of most people are made of three parts, one of each of these
+/// lists (30 x 12 x 28 = 10,080 surnames, e.g. "Barenford", "Moravski");
+/// the common ones of [`LAST`] are 12 % of people's (about what the 53
+/// commonest surnames are in the United States). With the first names, a
+/// new person has about two namesakes among a million (a million people
+/// of 3,180 names, as an earlier version made, have 314 each: every new
+/// lead then had the most possible-duplicate links there can be).
+const ONSET: &[&str] = &[
+    "Al", "Bar", "Ber", "Bran", "Cal", "Car", "Dal", "Dor", "El", "Fal", "Gar", "Hal", "Har",
+    "Kel", "Kor", "Lan", "Mar", "Mor", "Nor", "Ol", "Pen", "Ral", "Ros", "Sal", "Stan", "Tor",
+    "Val", "Wal", "Wes", "Zel",
+];
+/// The middle part of a made surname.
+const MIDDLE: &[&str] = &[
+    "a", "e", "i", "o", "u", "ab", "en", "in", "or", "ov", "an", "el",
+];
+/// The last part of a made surname.
+const CODA: &[&str] = &[
+    "berg", "by", "cott", "dale", "den", "field", "ford", "gate", "ham", "ley", "lin", "man",
+    "mont", "ner", "ridge", "rot", "sen", "ski", "son", "ton", "well", "wick", "wood", "ez", "ova",
+    "ini", "escu", "ak",
+];
+
 const LAST: &[&str] = &[
     "Smith",
     "Johnson",
@@ -178,11 +393,20 @@ pub struct Person {
 /// so load generators can address existing leads without reading the database.
 pub fn person(i: u64) -> Person {
     let mut rng = Rng::new(i.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xC0FFEE);
-    let first = rng.pick(FIRST);
-    let last = rng.pick(LAST);
+    let first = if rng.below(2) == 0 {
+        rng.pick(FIRST)
+    } else {
+        rng.pick(FIRST_MORE)
+    };
+    let last = if rng.below(100) < 12 {
+        rng.pick(LAST).to_string()
+    } else {
+        format!("{}{}{}", rng.pick(ONSET), rng.pick(MIDDLE), rng.pick(CODA))
+    };
+    let initial = first.chars().next().unwrap_or('x');
     let local = match rng.below(4) {
         0 => format!("{}.{}{}", first, last, i),
-        1 => format!("{}{}{}", &first[..1], last, i),
+        1 => format!("{}{}{}", initial, last, i),
         2 => format!("{}_{}", last, i),
         _ => format!("{}{}", first, i),
     }
@@ -212,7 +436,7 @@ pub fn person(i: u64) -> Person {
 
 /// Bumped when generated data changes, so that cached databases are made
 /// again (`leads-v{DATA_VERSION}-{n}.sqlite3`).
-pub const DATA_VERSION: u32 = 3;
+pub const DATA_VERSION: u32 = 4;
 
 /// The generator writes phone keys itself (parsing a million numbers would
 /// take longer than the rest): they must be the keys the service computes
