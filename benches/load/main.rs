@@ -46,6 +46,7 @@ fn main() {
         let port = args[i + 1].parse().expect("--serve-floor PORT DB [new]");
         let what = match args.get(i + 3).map(String::as_str) {
             Some("new") => floor::Floor::NewLead,
+            Some("existing") => floor::Floor::Existing,
             _ => floor::Floor::Raw,
         };
         floor::serve(port, Path::new(&args[i + 2]), what);
@@ -136,7 +137,11 @@ async fn run(
     std::fs::write(&config, scenarios::config(port, &work)).expect("write config");
     let started = Instant::now();
     let mut command = server_command();
-    if scenario.name == scenarios::FLOOR_NAME || scenario.name == scenarios::FLOOR_NEW_NAME {
+    if scenarios::FLOOR
+        .iter()
+        .skip(1)
+        .any(|f| f.name == scenario.name)
+    {
         command = Command::new(std::env::current_exe().expect("bench binary"));
         command
             .arg("--serve-floor")
@@ -144,6 +149,9 @@ async fn run(
             .arg(&work);
         if scenario.name == scenarios::FLOOR_NEW_NAME {
             command.arg("new");
+        }
+        if scenario.name == scenarios::FLOOR_EXISTING_NAME {
+            command.arg("existing");
         }
     } else {
         command.arg("--config").arg(&config).arg("serve");

@@ -60,9 +60,12 @@ pub const FLOOR_NAME: &str = "floor: raw store only";
 /// The name of the new-lead floor scenario (served by floor.rs).
 pub const FLOOR_NEW_NAME: &str = "floor: new lead's rows only";
 
+/// The name of the existing-lead floor scenario (served by floor.rs).
+pub const FLOOR_EXISTING_NAME: &str = "floor: known visitor's least";
+
 /// `--floor`: the service's baseline, then the requests of "accepted: email
-/// match" and of "accepted: new visitor" against the floor server.
-pub const FLOOR: [Scenario; 3] = [
+/// match" and of "accepted: new visitor" against the floor servers.
+pub const FLOOR: [Scenario; 4] = [
     Scenario {
         name: "baseline /healthz",
         rate: 1000.0,
@@ -70,6 +73,11 @@ pub const FLOOR: [Scenario; 3] = [
     },
     Scenario {
         name: FLOOR_NAME,
+        rate: 1000.0,
+        request: existing_by_email,
+    },
+    Scenario {
+        name: FLOOR_EXISTING_NAME,
         rate: 1000.0,
         request: existing_by_email,
     },
