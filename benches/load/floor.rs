@@ -444,12 +444,21 @@ fn find(conn: &Connection, visit: &Visit) -> rusqlite::Result<Option<Found>> {
     let email = primary("SELECT value FROM lead_emails WHERE lead_id = ?1 AND is_primary = 1")?;
     let phone = primary("SELECT value FROM lead_phones WHERE lead_id = ?1 AND is_primary = 1")?;
     let link = format!("http://127.0.0.1:8080/leads/{lead}");
+    let title = format!("#{lead} {}", name.as_deref().unwrap_or(""));
+    // The contract's `contact_info`: keys present only when known.
+    let contact: serde_json::Map<String, serde_json::Value> = [
+        ("name", name),
+        ("email", email),
+        ("phone", phone),
+        ("description", description),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some((key.to_owned(), value?.into())))
+    .collect();
     let answer = serde_json::json!({
         "result": "ok",
-        "custom_data": [
-            {"title": "Lead", "content": format!("#{lead} {}", name.as_deref().unwrap_or("")), "link": link},
-        ],
-        "contact_info": {"name": name, "email": email, "phone": phone, "description": description},
+        "custom_data": [{"title": "Lead", "content": title, "link": link}],
+        "contact_info": contact,
         "enable_assign": true,
         "crm_link": link,
     });
