@@ -43,7 +43,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     // This binary started as the floor server by `--floor` (see floor.rs).
     if let Some(i) = args.iter().position(|a| a == "--serve-floor") {
-        let port = args[i + 1].parse().expect("--serve-floor PORT DB [new]");
+        let port = args[i + 1]
+            .parse()
+            .expect("--serve-floor PORT DB [raw|new|existing]");
         let what = match args.get(i + 3).map(String::as_str) {
             Some("new") => floor::Floor::NewLead,
             Some("existing") => floor::Floor::Existing,
@@ -137,22 +139,20 @@ async fn run(
     std::fs::write(&config, scenarios::config(port, &work)).expect("write config");
     let started = Instant::now();
     let mut command = server_command();
-    if scenarios::FLOOR
-        .iter()
-        .skip(1)
-        .any(|f| f.name == scenario.name)
-    {
+    // A floor scenario runs this binary as the floor server of its kind.
+    let floor = match scenario.name {
+        scenarios::FLOOR_NAME => Some("raw"),
+        scenarios::FLOOR_NEW_NAME => Some("new"),
+        scenarios::FLOOR_EXISTING_NAME => Some("existing"),
+        _ => None,
+    };
+    if let Some(kind) = floor {
         command = Command::new(std::env::current_exe().expect("bench binary"));
         command
             .arg("--serve-floor")
             .arg(port.to_string())
-            .arg(&work);
-        if scenario.name == scenarios::FLOOR_NEW_NAME {
-            command.arg("new");
-        }
-        if scenario.name == scenarios::FLOOR_EXISTING_NAME {
-            command.arg("existing");
-        }
+            .arg(&work)
+            .arg(kind);
     } else {
         command.arg("--config").arg(&config).arg("serve");
     }
