@@ -21,6 +21,7 @@ pub mod leads;
 pub mod locks;
 mod migrate;
 pub mod search;
+pub mod sql;
 pub mod view;
 mod writer;
 
@@ -68,6 +69,37 @@ impl From<rusqlite::Error> for DbError {
                 | ErrorCode::PermissionDenied,
             ) => DbError::Unavailable(e.to_string()),
             _ => DbError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
+        let transient = match e.code() {
+            // Connection trouble, too many clients, shutdown, a cancelled
+            // (timed-out) statement, lock timeouts, serialization conflicts
+            // and a standby after failover all pass: the sender should retry.
+            Some(code) => {
+                matches!(&code.code()[..2], "08" | "53" | "57" | "58" | "40")
+                    || *code == SqlState::LOCK_NOT_AVAILABLE
+                    || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+            }
+            // No server error: the connection failed, closed or timed out,
+            // unless a value could not be converted (a bug).
+            None => {
+                let text = e.to_string();
+                e.is_closed() || !(text.contains("serializ") || text.contains("deserializ"))
+            }
+        };
+        let text = match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => e.to_string(),
+        };
+        if transient {
+            DbError::Unavailable(text)
+        } else {
+            DbError::Internal(text)
         }
     }
 }
