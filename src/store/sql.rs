@@ -49,6 +49,11 @@ pub trait Sql {
     ) -> Result<(), DbError>;
     /// Runs several statements without parameters (schema, transaction control).
     fn batch(&self, sql: &str) -> Result<(), DbError>;
+    /// The SQLite connection underneath, for what only SQLite has (its
+    /// `data_version`, WAL checkpoints, query plans); `None` on PostgreSQL.
+    fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
+        None
+    }
 }
 
 impl dyn Sql + '_ {
@@ -457,6 +462,10 @@ impl Sql for rusqlite::Connection {
 
     fn batch(&self, sql: &str) -> Result<(), DbError> {
         Ok(self.execute_batch(sql)?)
+    }
+
+    fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
+        Some(self)
     }
 }
 
