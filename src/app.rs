@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::spool::Spool;
-use crate::store::Db;
+use crate::store::{Db, Location};
 
 /// How often the spool is checked for deliveries to apply.
 const SPOOL_INTERVAL: Duration = Duration::from_secs(1);
@@ -28,10 +28,10 @@ pub struct Application {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The database could not be opened or migrated.
-    #[error("database {path}: {source}")]
+    #[error("database ({store}): {source}")]
     Database {
-        /// The configured path.
-        path: PathBuf,
+        /// The configured store, password redacted.
+        store: String,
         /// What went wrong.
         source: crate::store::DbError,
     },
@@ -56,15 +56,12 @@ pub enum StartError {
 impl Application {
     /// Opens the database (creating and migrating it) and binds the listener.
     pub async fn build(config: Config) -> Result<Application, StartError> {
-        let path = config.database.path.clone();
-        let busy = Duration::from_millis(config.database.busy_timeout_ms);
-        let db = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || Db::open(&path, busy))
-                .await
-                .expect("database open task panicked")
-        }
-        .map_err(|source| StartError::Database { path, source })?;
+        let location = Location::of(&config.database);
+        let store = config.database.describe();
+        let db = tokio::task::spawn_blocking(move || Db::connect(&location))
+            .await
+            .expect("database open task panicked")
+            .map_err(|source| StartError::Database { store, source })?;
         // Load phone metadata now, not on the first request.
         let _ = phonenumber::parse(Some(config.merge.default_region), "+14084987855");
         let spool_dir = config.database.spool_dir();

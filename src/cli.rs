@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::app::Application;
 use crate::config::Config;
-use crate::store::Db;
 use crate::store::apply::Policy;
+use crate::store::{Db, Location};
 
 /// Webhook responder and CRM for JivoChat, Rocket.Chat and LiveChat.
 #[derive(Debug, Parser)]
@@ -223,6 +223,15 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            if let crate::config::Store::Postgres(url) = config.database.store() {
+                eprintln!(
+                    "error: backup copies the SQLite file; on PostgreSQL use pg_dump:\n  \
+                     pg_dump --format=custom --file={} '{}'",
+                    path.display(),
+                    url.redacted()
+                );
+                return ExitCode::from(2);
+            }
             match crate::ops::backup::run(&config.database.path, &path, force) {
                 Ok(report) => {
                     println!("backup {}: integrity_check {report}", path.display());
@@ -254,12 +263,14 @@ where
             return ExitCode::from(1);
         }
     };
-    let busy = std::time::Duration::from_millis(config.database.busy_timeout_ms);
-    let db = match Db::open(&config.database.path, busy) {
-        Ok(db) => db,
-        Err(e) => {
-            eprintln!("error: database {}: {e}", config.database.path.display());
-            return ExitCode::from(1);
+    let db = {
+        let _runtime = runtime.enter();
+        match Db::connect(&Location::of(&config.database)) {
+            Ok(db) => db,
+            Err(e) => {
+                eprintln!("error: database ({}): {e}", config.database.describe());
+                return ExitCode::from(1);
+            }
         }
     };
     let result = runtime.block_on(f(db.clone(), Policy::of(&config)));
@@ -307,8 +318,38 @@ fn check_config(path: &Path) -> ExitCode {
         "# Jivo webhook URL: {}/webhooks/jivo/[jivo.token]",
         config.server.public_url
     );
+    let answered = answers(&config);
+    match &answered {
+        Ok(()) => println!("# store: {} (answers)", config.database.describe()),
+        Err(e) => println!(
+            "# store: {} (does NOT answer: {e})",
+            config.database.describe()
+        ),
+    }
     print!("{}", config.redacted());
+    if answered.is_err() {
+        return ExitCode::from(1);
+    }
     ExitCode::SUCCESS
+}
+
+/// Whether the configured store answers a query, changing nothing (no
+/// file created, no migration). A SQLite file not created yet answers: the
+/// service creates it.
+fn answers(config: &Config) -> Result<(), String> {
+    let location = Location::of(&config.database);
+    if let Location::Sqlite { path, .. } = &location
+        && !path.exists()
+    {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        tokio::task::spawn_blocking(move || Db::ping(&location))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    })
 }
 
 fn hash_password() -> ExitCode {
@@ -392,10 +433,11 @@ async fn reload_on_sighup(path: PathBuf, state: std::sync::Arc<crate::http::AppS
         match Config::load(&path) {
             Ok(new) => {
                 let old = state.config();
-                if new.server.listen != old.server.listen || new.database.path != old.database.path
+                if new.server.listen != old.server.listen
+                    || new.database.store() != old.database.store()
                 {
                     tracing::warn!(
-                        "server.listen and database.path take effect only after a restart"
+                        "server.listen and the database (path or url) take effect only after a restart"
                     );
                 }
                 state.set_config(new);

@@ -75,7 +75,7 @@ impl Serialize for Secret {
 pub struct Config {
     /// `[server]`: listening and limits.
     pub server: ServerConfig,
-    /// `[database]`: where the SQLite file lives.
+    /// `[database]`: which store, and where.
     pub database: DatabaseConfig,
     /// `[jivo]`: the Jivo webhook.
     pub jivo: JivoConfig,
@@ -119,7 +119,12 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// Path of the SQLite file; created (with its directory) if missing.
+    #[serde(default = "defaults::database_path")]
     pub path: PathBuf,
+    /// `postgres://…` selects PostgreSQL (`sqlite:PATH` names the SQLite
+    /// file); the environment variable `CRM_DATABASE_URL` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<DatabaseUrl>,
     /// How long a write waits for a lock held by another process.
     #[serde(default = "defaults::busy_timeout_ms")]
     pub busy_timeout_ms: u64,
@@ -127,17 +132,107 @@ pub struct DatabaseConfig {
     /// applied; default: `spool/` beside the database file.
     #[serde(default)]
     pub spool_dir: Option<PathBuf>,
+    /// PostgreSQL: most connections one instance opens (one of them writes).
+    #[serde(default = "defaults::pool_size")]
+    pub pool_size: usize,
+    /// PostgreSQL: longest wait for a new connection, or for a free one.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// PostgreSQL: longest one statement may run before the server cancels it.
+    #[serde(default = "defaults::statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+}
+
+/// Which store the service uses, as `[database]` and the environment say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// The embedded SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server, by its connection URL.
+    Postgres(DatabaseUrl),
+}
+
+/// A database URL; its password never reaches a log or `check-config`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        DatabaseUrl(url.into())
+    }
+    /// The URL itself, to connect with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// The URL with its password replaced by `[redacted]`.
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+            return url.clone();
+        };
+        let rest = &url[scheme_end..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        match rest[..authority_end].rfind('@') {
+            Some(at) => {
+                let userinfo = &rest[..at];
+                let user = userinfo.split(':').next().unwrap_or_default();
+                let hidden = if userinfo.contains(':') {
+                    format!("{user}:[redacted]")
+                } else {
+                    user.to_owned()
+                };
+                format!("{}{hidden}{}", &url[..scheme_end], &rest[at..])
+            }
+            None => url.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
 }
 
 impl DatabaseConfig {
     /// The spool directory in force.
     pub fn spool_dir(&self) -> PathBuf {
-        self.spool_dir.clone().unwrap_or_else(|| {
-            self.path
-                .parent()
-                .map(|p| p.join("spool"))
-                .unwrap_or_else(|| PathBuf::from("spool"))
-        })
+        self.spool_dir
+            .clone()
+            .unwrap_or_else(|| match self.store() {
+                Store::Sqlite(path) => path
+                    .parent()
+                    .map(|p| p.join("spool"))
+                    .unwrap_or_else(|| PathBuf::from("spool")),
+                Store::Postgres(_) => PathBuf::from("data/spool"),
+            })
+    }
+
+    /// The store in force: `url` when set, else the SQLite file at `path`.
+    pub fn store(&self) -> Store {
+        match &self.url {
+            Some(url) => match url.expose().strip_prefix("sqlite:") {
+                Some(path) => Store::Sqlite(PathBuf::from(path.trim_start_matches("//"))),
+                None => Store::Postgres(url.clone()),
+            },
+            None => Store::Sqlite(self.path.clone()),
+        }
+    }
+
+    /// What `check-config` and logs say of the store, password redacted.
+    pub fn describe(&self) -> String {
+        match self.store() {
+            Store::Sqlite(path) => format!("SQLite file {}", path.display()),
+            Store::Postgres(url) => format!("PostgreSQL {}", url.redacted()),
+        }
     }
 }
 
@@ -413,6 +508,8 @@ pub struct SalesUser {
 }
 
 mod defaults {
+    use std::path::PathBuf;
+
     use super::{CustomDataRow, RowSource};
 
     pub fn header_timeout_ms() -> u64 {
@@ -425,6 +522,18 @@ mod defaults {
         1024
     }
     pub fn busy_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn database_path() -> PathBuf {
+        PathBuf::from("data/crm.sqlite3")
+    }
+    pub fn pool_size() -> usize {
+        16
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        3_000
+    }
+    pub fn statement_timeout_ms() -> u64 {
         5_000
     }
     pub fn answer_deadline_ms() -> u64 {
@@ -448,19 +557,31 @@ mod defaults {
 }
 
 impl Config {
-    /// Reads and validates a file.
+    /// Reads and validates a file; `CRM_DATABASE_URL`, when set, overrides
+    /// `[database]` so that a password need not sit in the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text)
+        let mut config = Config::parse_unchecked(&text)?;
+        if let Some(url) = std::env::var("CRM_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+        {
+            config.database.url = Some(DatabaseUrl::new(url.trim()));
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn parse_unchecked(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))
     }
 
     /// Parses and validates the text of a config file.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let mut config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let mut config = Config::parse_unchecked(text)?;
         config.validate()?;
         Ok(config)
     }
@@ -492,8 +613,39 @@ impl Config {
                 "must be greater than zero",
             ));
         }
+        // `url = "sqlite:PATH"` is `path = "PATH"`: one place names the file.
+        if self.database.url.is_some()
+            && let Store::Sqlite(path) = self.database.store()
+        {
+            self.database.path = path;
+            self.database.url = None;
+        }
         if self.database.path.as_os_str().is_empty() {
             return Err(invalid("database.path", "must not be empty"));
+        }
+        if let Store::Postgres(url) = self.database.store() {
+            let text = url.expose();
+            if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "database.url",
+                    "must start with postgres://, postgresql:// or sqlite:",
+                ));
+            }
+            if let Err(e) = text.parse::<tokio_postgres::Config>() {
+                return Err(invalid("database.url", format!("is not a valid URL: {e}")));
+            }
+        }
+        if self.database.pool_size < 2 {
+            return Err(invalid(
+                "database.pool_size",
+                "must be at least 2 (one connection writes, the others read)",
+            ));
+        }
+        if self.database.connect_timeout_ms == 0 || self.database.statement_timeout_ms == 0 {
+            return Err(invalid(
+                "database.connect_timeout_ms",
+                "timeouts must be greater than zero",
+            ));
         }
         check_secret("jivo.token", &self.jivo.token)?;
         if !self

@@ -35,13 +35,7 @@ fn healthz(
         .then(|state: Arc<AppState>| async move {
             let read = state
                 .db
-                .read(|conn| {
-                    Ok(
-                        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-                            r.get::<_, i64>(0)
-                        })?,
-                    )
-                })
+                .read(|conn| conn.query_row("SELECT 1", &[], |r| r.get::<i64>(0)))
                 .await;
             let stuck = Duration::from_millis(state.config().jivo.answer_deadline_ms);
             let mut fault = state.db.write_fault(stuck);
@@ -79,12 +73,20 @@ fn metrics(
         .and(warp::get())
         .and(with_state(state))
         .map(|state: Arc<AppState>| {
-            let path = state.db.path();
-            let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-            let mut wal = path.as_os_str().to_owned();
-            wal.push("-wal");
-            let bytes = size(path) + size(std::path::Path::new(&wal));
+            // The SQLite file and its WAL; PostgreSQL's size is the server's to report.
+            let bytes = state.db.sqlite_path().map_or(0, |path| {
+                let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                let mut wal = path.as_os_str().to_owned();
+                wal.push("-wal");
+                size(path) + size(std::path::Path::new(&wal))
+            });
             let mut text = state.metrics.render(bytes);
+            if let Some((busy, open)) = state.db.pool_status() {
+                text.push_str("# HELP crm_db_pool_connections PostgreSQL connections of this instance, by state.\n");
+                text.push_str("# TYPE crm_db_pool_connections gauge\n");
+                text.push_str(&format!("crm_db_pool_connections{{state=\"busy\"}} {busy}\n"));
+                text.push_str(&format!("crm_db_pool_connections{{state=\"open\"}} {open}\n"));
+            }
             text.push_str("# HELP crm_spool_depth Deliveries acknowledged during a storage fault, not yet applied.\n");
             text.push_str("# TYPE crm_spool_depth gauge\n");
             text.push_str(&format!("crm_spool_depth {}\n", state.spool.depth()));

@@ -9,11 +9,12 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use rusqlite::Connection;
 use serde::Serialize;
 
+use crate::args;
 use crate::crm::merge::ContactKind;
 use crate::store::leads;
+use crate::store::sql::{Dialect, Sql};
 use crate::store::{Db, DbError};
 
 /// Output format.
@@ -40,26 +41,30 @@ struct Exported {
 /// Writes every lead to `out`; returns how many.
 pub async fn run(db: &Db, format: Format, out: Box<dyn Write + Send>) -> Result<u64, DbError> {
     db.read(move |conn| {
+        let conn: &dyn Sql = conn;
         // One read transaction: the export is a snapshot even while the
-        // service keeps writing.
-        conn.execute_batch("BEGIN")?;
+        // service keeps writing. A PostgreSQL read runs in one already (a
+        // repeatable-read transaction the gateway opens and ends).
+        let own = conn.dialect() == Dialect::Sqlite;
+        if own {
+            conn.batch("BEGIN")?;
+        }
         let result = write_all(conn, format, out);
-        let _ = conn.execute_batch("COMMIT");
+        if own {
+            let _ = conn.batch("COMMIT");
+        }
         result
     })
     .await
 }
 
-fn write_all(
-    conn: &Connection,
-    format: Format,
-    out: Box<dyn Write + Send>,
-) -> Result<u64, DbError> {
+fn write_all(conn: &dyn Sql, format: Format, out: Box<dyn Write + Send>) -> Result<u64, DbError> {
     let io = |e: std::io::Error| DbError::Internal(format!("cannot write the export: {e}"));
-    let keys: Vec<String> = conn
-        .prepare("SELECT DISTINCT key FROM lead_fields ORDER BY key")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let keys: Vec<String> = conn.query_all(
+        "SELECT DISTINCT key FROM lead_fields ORDER BY key",
+        &[],
+        |r| r.get(0),
+    )?;
     let mut csv = None;
     let mut json = None;
     match format {
@@ -72,44 +77,46 @@ fn write_all(
         }
         Format::Jsonl => json = Some(std::io::BufWriter::with_capacity(1 << 16, out)),
     }
-    let mut leads_stmt = conn.prepare(
-        "SELECT id, name, status, description FROM leads WHERE merged_into IS NULL ORDER BY id",
-    )?;
-    let mut rows = leads_stmt.query([])?;
     let mut n = 0;
     let mut record = Vec::with_capacity(6 + keys.len());
-    while let Some(r) = rows.next()? {
-        let id: i64 = r.get(0)?;
-        let lead = Exported {
-            id,
-            name: r.get(1)?,
-            status: r.get(2)?,
-            description: r.get(3)?,
-            emails: values(conn, ContactKind::Email, id)?,
-            phones: values(conn, ContactKind::Phone, id)?,
-            fields: fields(conn, id)?,
-        };
-        n += 1;
-        let Some(csv) = csv.as_mut() else {
-            if let Some(out) = json.as_mut() {
-                serde_json::to_writer(&mut *out, &lead)
-                    .map_err(|e| DbError::Internal(e.to_string()))?;
-                out.write_all(b"\n").map_err(io)?;
+    // Streamed: one lead in memory at a time, its contacts and fields read
+    // while the scan of leads goes on.
+    conn.each_row(
+        "SELECT id, name, status, description FROM leads WHERE merged_into IS NULL ORDER BY id",
+        &[],
+        &mut |r| {
+            let id: i64 = r.get(0)?;
+            let lead = Exported {
+                id,
+                name: r.get(1)?,
+                status: r.get(2)?,
+                description: r.get(3)?,
+                emails: values(conn, ContactKind::Email, id)?,
+                phones: values(conn, ContactKind::Phone, id)?,
+                fields: fields(conn, id)?,
+            };
+            n += 1;
+            let Some(csv) = csv.as_mut() else {
+                if let Some(out) = json.as_mut() {
+                    serde_json::to_writer(&mut *out, &lead)
+                        .map_err(|e| DbError::Internal(e.to_string()))?;
+                    out.write_all(b"\n").map_err(io)?;
+                }
+                return Ok(());
+            };
+            record.clear();
+            record.push(id.to_string());
+            record.push(lead.name.unwrap_or_default());
+            record.push(lead.status);
+            record.push(lead.description.unwrap_or_default());
+            record.push(lead.emails.join(";"));
+            record.push(lead.phones.join(";"));
+            for key in &keys {
+                record.push(lead.fields.get(key).cloned().unwrap_or_default());
             }
-            continue;
-        };
-        record.clear();
-        record.push(id.to_string());
-        record.push(lead.name.unwrap_or_default());
-        record.push(lead.status);
-        record.push(lead.description.unwrap_or_default());
-        record.push(lead.emails.join(";"));
-        record.push(lead.phones.join(";"));
-        for key in &keys {
-            record.push(lead.fields.get(key).cloned().unwrap_or_default());
-        }
-        csv.write_record(&record).map_err(csv_error)?;
-    }
+            csv.write_record(&record).map_err(csv_error)
+        },
+    )?;
     if let Some(mut csv) = csv {
         csv.flush().map_err(io)?;
     }
@@ -123,16 +130,22 @@ fn csv_error(e: csv::Error) -> DbError {
     DbError::Internal(format!("cannot write the export: {e}"))
 }
 
-fn values(conn: &Connection, kind: ContactKind, id: i64) -> Result<Vec<String>, DbError> {
+fn values(conn: &dyn Sql, kind: ContactKind, id: i64) -> Result<Vec<String>, DbError> {
     Ok(leads::contacts(conn, kind, id)?
         .into_iter()
         .map(|c| c.value)
         .collect())
 }
 
-fn fields(conn: &Connection, id: i64) -> Result<BTreeMap<String, String>, DbError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT key, value FROM lead_fields WHERE lead_id = ?1 ORDER BY key")?;
-    let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn fields(conn: &dyn Sql, id: i64) -> Result<BTreeMap<String, String>, DbError> {
+    let mut out = BTreeMap::new();
+    conn.each_row(
+        "SELECT key, value FROM lead_fields WHERE lead_id = ?1 ORDER BY key",
+        args![id],
+        &mut |r| {
+            out.insert(r.get(0)?, r.get(1)?);
+            Ok(())
+        },
+    )?;
+    Ok(out)
 }

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use crate::crm::identity::{Email, Phone};
@@ -26,6 +25,7 @@ use crate::store::bulk;
 use crate::store::inbox::{self, Inserted, NewDelivery};
 use crate::store::leads::{self, Source};
 use crate::store::locks::OtherProcesses;
+use crate::store::sql::Sql;
 use crate::store::{Db, DbError};
 
 /// The inbox platform name of imported rows.
@@ -173,7 +173,7 @@ fn squash(s: &str) -> String {
 /// idempotency key `key` ([`Row::key`]); the status then fills a lead still
 /// at `new`.
 pub fn apply_row(
-    conn: &Connection,
+    conn: &dyn Sql,
     policy: &Policy,
     row: &Row,
     key: &str,
@@ -193,7 +193,7 @@ pub fn apply_row(
 
 /// The step after applying a row: its status fills a lead still at `new`.
 fn fill_status(
-    conn: &Connection,
+    conn: &dyn Sql,
     row: &Row,
     mut outcome: Outcome,
     received_at: &str,
@@ -217,7 +217,7 @@ fn fill_status(
 /// `mirror` holds the duplicate-detection indexes (read when stale) and
 /// follows every change made here.
 pub fn apply_parsed(
-    conn: &Connection,
+    conn: &dyn Sql,
     policy: &Policy,
     parsed: &Parsed,
     received_at: &str,
@@ -519,9 +519,20 @@ pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, Strin
     let mut summary = Summary::default();
     let mirror = Arc::new(Mutex::new(bulk::Mirror::default()));
     // Without a probe (the file cannot be opened a second time), jobs stay
-    // short, as if the service were running.
-    let others = Arc::new(OtherProcesses::of(db.path()).ok());
-    log_pace(&others);
+    // short, as if the service were running. PostgreSQL has no file to
+    // probe and is shared by the service's instances: jobs are always short.
+    let others = Arc::new(
+        db.sqlite_path()
+            .and_then(|path| OtherProcesses::of(path).ok()),
+    );
+    if db.sqlite_path().is_some() {
+        log_pace(&others);
+    } else {
+        tracing::info!(
+            job_ms = JOB_TIME.as_millis() as u64,
+            "PostgreSQL: the import writes in short transactions"
+        );
+    }
 
     let (pieces_tx, mut pieces) = tokio::sync::mpsc::channel::<Piece>(BULK / PIECE + 2 * PARSERS);
     let producer = {
@@ -766,9 +777,13 @@ async fn write_bulk(
             let mirror = mirror.clone();
             let others = others.clone();
             db.write(move |conn| {
+                let conn: &dyn Sql = conn;
                 let started = Instant::now();
                 let (_, limit) = pace(&others);
-                conn.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB)?;
+                if let Some(sqlite) = conn.as_sqlite() {
+                    // The page cache is SQLite's; a PostgreSQL server sizes its own.
+                    sqlite.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB)?;
+                }
                 let mut mirror = mirror.lock().unwrap();
                 let mut applied = Vec::new();
                 let mut run = || -> Result<(), DbError> {
@@ -826,16 +841,17 @@ async fn write_batch(
     received_at: String,
 ) -> Result<Applied, DbError> {
     db.write(move |conn| {
+        let conn: &dyn Sql = conn;
         let mut out = Vec::with_capacity(rows.len());
         for (line, row, key) in rows {
-            conn.execute_batch("SAVEPOINT import_row")?;
+            conn.batch("SAVEPOINT import_row")?;
             let result = apply_row(conn, &policy, &row, &key, &received_at);
             let end = if result.is_ok() {
                 "RELEASE import_row"
             } else {
                 "ROLLBACK TO import_row; RELEASE import_row"
             };
-            conn.execute_batch(end)?;
+            conn.batch(end)?;
             out.push((line, result.map_err(|e| e.to_string())));
         }
         Ok(out)

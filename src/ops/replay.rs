@@ -7,18 +7,21 @@
 //! body would have had. `--all` takes every delivery; those already applied
 //! are recognised redeliveries, so replaying twice changes nothing. With
 //! `--from OTHER.sqlite3` deliveries are read from another database, e.g.
-//! to rebuild a fresh database under a new merge policy.
+//! to rebuild a fresh database under a new merge policy; that source is
+//! always a SQLite file (opened by path), whatever store the target is.
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags};
 
 use super::import::{self, Row};
+use crate::args;
 use crate::event::Platform;
 use crate::platforms;
 use crate::store::apply::{self, Outcome, Policy};
 use crate::store::inbox::{self, NewDelivery};
+use crate::store::sql::Sql;
 use crate::store::{Db, DbError};
 
 /// Deliveries read and applied per write job.
@@ -100,16 +103,17 @@ pub async fn run(db: &Db, policy: &Policy, selection: &Selection) -> Result<Summ
         let policy = policy.clone();
         let results = db
             .write(move |conn| {
+                let conn: &dyn Sql = conn;
                 let mut out = Vec::with_capacity(page.len());
                 for stored in page {
-                    conn.execute_batch("SAVEPOINT replay_one")?;
+                    conn.batch("SAVEPOINT replay_one")?;
                     let result = replay_one(conn, &policy, &stored, same_db);
                     let end = if result.is_ok() {
                         "RELEASE replay_one"
                     } else {
                         "ROLLBACK TO replay_one; RELEASE replay_one"
                     };
-                    conn.execute_batch(end)?;
+                    conn.batch(end)?;
                     out.push((stored.id, result));
                 }
                 Ok(out)
@@ -137,7 +141,7 @@ pub async fn run(db: &Db, policy: &Policy, selection: &Selection) -> Result<Summ
 
 /// Applies one stored delivery. `Ok(Err(reason))`: it still does not translate.
 fn replay_one(
-    conn: &Connection,
+    conn: &dyn Sql,
     policy: &Policy,
     stored: &Stored,
     same_db: bool,
@@ -159,8 +163,10 @@ fn replay_one(
         Ok(parsed) => parsed,
         Err(reason) => {
             if same_db {
-                conn.prepare_cached("UPDATE deliveries SET error = ?2 WHERE id = ?1")?
-                    .execute(params![stored.id, reason])?;
+                conn.execute(
+                    "UPDATE deliveries SET error = ?2 WHERE id = ?1",
+                    args![stored.id, reason],
+                )?;
             } else {
                 let delivery = NewDelivery::failed(platform, body, stored.received_at.clone());
                 inbox::insert_failed(conn, &delivery, &reason)?;
@@ -179,17 +185,18 @@ fn replay_one(
         // Give the failed row the key a live delivery of this body has, so
         // the inbox turns it into the applied one (its retry path) instead
         // of storing a second row beside it.
-        let rekeyed = conn
-            .prepare_cached(
-                "UPDATE deliveries SET idem_key = ?2 WHERE id = ?1
-                 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE idem_key = ?2)",
-            )?
-            .execute(params![stored.id, delivery.idem_key])?;
+        let rekeyed = conn.execute(
+            "UPDATE deliveries SET idem_key = ?2 WHERE id = ?1
+             AND NOT EXISTS (SELECT 1 FROM deliveries WHERE idem_key = ?2)",
+            args![stored.id, delivery.idem_key],
+        )?;
         if rekeyed == 0 {
             // The same body has arrived again since and was applied: the
             // failed copy is redundant.
-            conn.prepare_cached("DELETE FROM deliveries WHERE id = ?1 AND status = 'failed'")?
-                .execute([stored.id])?;
+            conn.execute(
+                "DELETE FROM deliveries WHERE id = ?1 AND status = 'failed'",
+                args![stored.id],
+            )?;
         }
     }
     apply::apply(conn, policy, &delivery, &event).map(Ok)
@@ -202,7 +209,7 @@ async fn count(db: &Db, selection: &Selection) -> Result<u64, DbError> {
     let since = selection.since.clone().unwrap_or_default();
     on_source(db, selection, move |conn| {
         let sql = format!("SELECT count(*) FROM deliveries WHERE {WHERE}");
-        Ok(conn.query_row(&sql, params![failed_only, since], |r| r.get::<_, i64>(0))? as u64)
+        Ok(conn.query_row(&sql, args![failed_only, since], |r| r.get::<i64>(0))? as u64)
     })
     .await
 }
@@ -217,7 +224,7 @@ async fn start_of_last(db: &Db, selection: &Selection, n: u64) -> Result<(String
              ORDER BY received_at DESC, id DESC LIMIT 1 OFFSET ?3"
         );
         Ok(
-            conn.query_row(&sql, params![failed_only, since, n as i64], |r| {
+            conn.query_row(&sql, args![failed_only, since, n as i64], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?,
         )
@@ -238,9 +245,9 @@ async fn read_page(
              WHERE {WHERE} AND (received_at, id) > (?3, ?4)
              ORDER BY received_at, id LIMIT ?5"
         );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(
-            params![failed_only, since, after.0, after.1, PAGE as i64],
+        conn.query_all(
+            &sql,
+            args![failed_only, since, after.0, after.1, PAGE as i64],
             |r| {
                 Ok(Stored {
                     id: r.get(0)?,
@@ -248,16 +255,16 @@ async fn read_page(
                     idem_key: r.get(2)?,
                     received_at: r.get(3)?,
                     body: r.get(4)?,
-                    failed: r.get::<_, String>(5)? == "failed",
+                    failed: r.get::<String>(5)? == "failed",
                 })
             },
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        )
     })
     .await
 }
 
-/// Opens another database only to read it. Read-write but `query_only`
+/// Opens another SQLite database file only to read it (`replay --from`,
+/// `preview`, `explain`). Read-write but `query_only`
 /// where possible: a read-only connection to a WAL database nobody else has
 /// open leaves an empty `-wal` file behind, while the last ordinary
 /// connection removes it on close, so the files stay as they were.
@@ -272,11 +279,11 @@ pub fn open_source(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 /// Runs a read on the database deliveries come from: the target through its
-/// gateway, or another file opened read-only off the async runtime.
+/// gateway, or another (SQLite) file opened read-only off the async runtime.
 async fn on_source<R, F>(db: &Db, selection: &Selection, f: F) -> Result<R, DbError>
 where
     R: Send + 'static,
-    F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+    F: FnOnce(&dyn Sql) -> Result<R, DbError> + Send + 'static,
 {
     let Some(path) = selection.from.clone() else {
         return db.read(f).await;

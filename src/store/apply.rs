@@ -1,13 +1,12 @@
 //! Applying one translated delivery, inside the writer's transaction:
 //! inbox first, then identity and merge, then what the event carries.
 
-use rusqlite::Connection;
-
 use super::DbError;
 use super::conversations;
 use super::duplicates::{self, Profile};
 use super::inbox::{self, Inserted, NewDelivery};
 use super::leads::{self, Source};
+use super::sql::Sql;
 use super::view::{self, LeadCard};
 use crate::config::{DuplicatesConfig, MergePolicy};
 use crate::crm::explain::{Explanation, Flag, Seen};
@@ -105,7 +104,7 @@ impl Identifiers {
 /// Stores `delivery` and applies `event` once. A redelivery changes nothing
 /// and answers with the lead as it is now.
 pub fn apply(
-    conn: &Connection,
+    conn: &dyn Sql,
     policy: &Policy,
     delivery: &NewDelivery,
     event: &Event,
@@ -116,7 +115,7 @@ pub fn apply(
 /// [`apply`], with the event's identifiers already normalised under
 /// `policy` by [`Identifiers::of`] (they are, when `None`).
 pub fn apply_identified(
-    conn: &Connection,
+    conn: &dyn Sql,
     policy: &Policy,
     delivery: &NewDelivery,
     event: &Event,
@@ -144,7 +143,7 @@ pub fn apply_identified(
 /// [`apply_identified`] for a delivery [`inbox::insert`] has just stored
 /// (new, or failed before) as `delivery_id`, in this transaction.
 pub fn apply_stored(
-    conn: &Connection,
+    conn: &dyn Sql,
     policy: &Policy,
     delivery: &NewDelivery,
     delivery_id: i64,
@@ -268,7 +267,7 @@ struct Identified {
 /// visitor into it. `None` when the event identifies nobody and carries
 /// nothing to keep; else the lead and what is known of it.
 fn identify(
-    conn: &Connection,
+    conn: &dyn Sql,
     policy: &Policy,
     platform: &str,
     event: &Event,
@@ -427,7 +426,7 @@ fn identify(
 /// The lead the platform already knows this visitor as: by visitor id, else
 /// by the chat the event belongs to, else by the lead id the platform echoes.
 fn known_lead(
-    conn: &Connection,
+    conn: &dyn Sql,
     platform: &str,
     event: &Event,
     visitor: &Visitor,
@@ -500,16 +499,14 @@ fn non_empty(s: Option<&str>) -> Option<String> {
 }
 
 /// Stores a delivery that could not be parsed, marked failed.
-pub fn record_failed(
-    conn: &Connection,
-    delivery: &NewDelivery,
-    error: &str,
-) -> Result<(), DbError> {
+pub fn record_failed(conn: &dyn Sql, delivery: &NewDelivery, error: &str) -> Result<(), DbError> {
     inbox::insert_failed(conn, delivery, error)
 }
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::Connection;
+
     use super::*;
     use crate::event::ConversationUpdate;
 

@@ -5,17 +5,21 @@
 //! (`resolve`, `merge::plan`, `Explanation`) and the same storage functions
 //! as [`super::apply::apply`], in the same order: the stored result is the
 //! one the general path gives. Any other row takes the general path.
+//!
+//! The in-memory [`Mirror`] of the duplicate-detection indexes is kept in
+//! step through SQLite's `PRAGMA data_version`. PostgreSQL has no such
+//! counter: there the mirror stays stale, and ownership and neighbours are
+//! asked of the database, as the general path asks them.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-
-use rusqlite::Connection;
 
 use super::DbError;
 use super::apply::{Outcome, Policy};
 use super::duplicates::{self, Index, NEIGHBOURS, Profile};
 use super::inbox::{self, NewDelivery};
 use super::leads::{self, Source};
+use super::sql::Sql;
 use crate::crm::duplicates::reversed;
 use crate::crm::explain::{Explanation, Flag, Seen};
 use crate::crm::identity::name_key;
@@ -41,7 +45,7 @@ pub struct Person<'a> {
 /// Whether a lead owns any of the person's emails or phones (then the row
 /// takes the general path). Answered by `mirror` while it is in step with
 /// the database (debug builds ask the database too), else by the database.
-pub fn owned(conn: &Connection, person: &Person, mirror: &Mirror) -> Result<bool, DbError> {
+pub fn owned(conn: &dyn Sql, person: &Person, mirror: &Mirror) -> Result<bool, DbError> {
     if !mirror.is_stale() {
         let owned = (person.emails.iter()).any(|(v, _)| mirror.emails.contains_key(&Key::new(v)))
             || (person.phones.iter()).any(|(v, _)| mirror.phones.contains_key(&Key::new(v)));
@@ -51,7 +55,7 @@ pub fn owned(conn: &Connection, person: &Person, mirror: &Mirror) -> Result<bool
     owned_in_database(conn, person)
 }
 
-fn owned_in_database(conn: &Connection, person: &Person) -> Result<bool, DbError> {
+fn owned_in_database(conn: &dyn Sql, person: &Person) -> Result<bool, DbError> {
     for (value, _) in person.emails {
         if leads::contact_owner(conn, ContactKind::Email, value)?.is_some() {
             return Ok(true);
@@ -69,7 +73,7 @@ fn owned_in_database(conn: &Connection, person: &Person) -> Result<bool, DbError
 /// `delivery_id`, for a person no lead owns an identifier of ([`owned`] said
 /// no): creates the lead exactly as [`super::apply::apply`] would.
 pub fn create(
-    conn: &Connection,
+    conn: &dyn Sql,
     policy: &Policy,
     delivery: &NewDelivery,
     delivery_id: i64,
@@ -114,20 +118,35 @@ pub fn create(
             emails: after.emails.into_iter().map(|c| c.value).collect(),
             phones: after.phones.into_iter().map(|c| c.value).collect(),
         };
-        similar = duplicates::candidates(
-            conn,
-            lead,
-            &profile,
-            policy.duplicates.threshold,
-            |index, key, visit| {
-                mirror.visit_neighbours(index, key, &mut |lead, value| {
-                    visit(duplicates::Owner::Lead(lead), value)
-                });
-                Ok(())
-            },
-        )?;
-        // A new lead has no links yet: each of these is a new one.
-        mirror.link_later(lead, &similar, &source.at);
+        if mirror.is_stale() {
+            // No mirror to ask (always so on PostgreSQL, which has no
+            // `data_version` to keep one in step): the database's indexes
+            // answer and the links are made now, as the general path does,
+            // after the ones held (none, unless the mirror was dropped).
+            mirror.flush_links(conn)?;
+            similar = duplicates::detect(
+                conn,
+                lead,
+                &profile,
+                policy.duplicates.threshold,
+                &source.at,
+            )?;
+        } else {
+            similar = duplicates::candidates(
+                conn,
+                lead,
+                &profile,
+                policy.duplicates.threshold,
+                |index, key, visit| {
+                    mirror.visit_neighbours(index, key, &mut |lead, value| {
+                        visit(duplicates::Owner::Lead(lead), value)
+                    });
+                    Ok(())
+                },
+            )?;
+            // A new lead has no links yet: each of these is a new one.
+            mirror.link_later(lead, &similar, &source.at);
+        }
     }
     let flagged = similar.len();
     let similar = similar
@@ -193,7 +212,9 @@ fn non_empty(s: Option<&str>) -> Option<String> {
 /// order the index scans of [`duplicates::detect`] give them: every change
 /// the import makes is applied to it as it is written, and it is read again
 /// whenever another connection has written in between (`PRAGMA
-/// data_version`) or a change could not be followed.
+/// data_version`) or a change could not be followed. On PostgreSQL, which
+/// has no `data_version`, it is never read and stays stale: the database
+/// answers instead.
 ///
 /// It also holds the possible-duplicate links of the leads the bulk path
 /// created, written by [`Mirror::flush_links`] before the job commits and
@@ -231,40 +252,43 @@ struct Link {
 impl Mirror {
     /// Makes sure the mirror matches the database: read again if it was
     /// never read, was invalidated, or another connection has committed
-    /// since [`Mirror::settle`].
-    pub fn refresh(&mut self, conn: &Connection) -> Result<(), DbError> {
-        let version = data_version(conn)?;
+    /// since [`Mirror::settle`]. On PostgreSQL it is left stale (nothing
+    /// would tell when another session writes).
+    pub fn refresh(&mut self, conn: &dyn Sql) -> Result<(), DbError> {
+        let Some(version) = data_version(conn)? else {
+            return Ok(());
+        };
         if self.version == Some(version) {
             return Ok(());
         }
         self.flush_links(conn)?;
         *self = Mirror::default();
-        let mut stmt = conn.prepare(
+        conn.each_row(
             "SELECT id, name_key, name_rev FROM leads
              WHERE merged_into IS NULL AND (name_key IS NOT NULL OR name_rev IS NOT NULL)",
+            &[],
+            &mut |row| {
+                let id: i64 = row.get(0)?;
+                if let Some(key) = row.get::<Option<String>>(1)? {
+                    self.names.entry(Key::from(key)).or_default().push(id);
+                }
+                if let Some(rev) = row.get::<Option<String>>(2)? {
+                    self.revs.entry(Key::from(rev)).or_default().push(id);
+                }
+                Ok(())
+            },
         )?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let id: i64 = row.get(0)?;
-            if let Some(key) = row.get::<_, Option<String>>(1)? {
-                self.names.entry(Key::from(key)).or_default().push(id);
-            }
-            if let Some(rev) = row.get::<_, Option<String>>(2)? {
-                self.revs.entry(Key::from(rev)).or_default().push(id);
-            }
-        }
         for ids in self.names.values_mut().chain(self.revs.values_mut()) {
             ids.sort_unstable();
         }
-        for (table, map) in [
-            ("lead_emails", &mut self.emails),
-            ("lead_phones", &mut self.phones),
+        for (sql, map) in [
+            ("SELECT lead_id, value FROM lead_emails", &mut self.emails),
+            ("SELECT lead_id, value FROM lead_phones", &mut self.phones),
         ] {
-            let mut stmt = conn.prepare(&format!("SELECT lead_id, value FROM {table}"))?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                map.insert(Key::from(row.get::<_, String>(1)?), row.get(0)?);
-            }
+            conn.each_row(sql, &[], &mut |row| {
+                map.insert(Key::from(row.get::<String>(1)?), row.get(0)?);
+                Ok(())
+            })?;
         }
         self.version = Some(version);
         Ok(())
@@ -273,9 +297,9 @@ impl Mirror {
     /// Invalidates the mirror if another connection has committed since
     /// [`Mirror::settle`] (it is read again by [`Mirror::refresh`] when next
     /// needed).
-    pub fn check(&mut self, conn: &Connection) -> Result<(), DbError> {
+    pub fn check(&mut self, conn: &dyn Sql) -> Result<(), DbError> {
         if let Some(known) = self.version
-            && known != data_version(conn)?
+            && Some(known) != data_version(conn)?
         {
             self.invalidate();
         }
@@ -285,9 +309,9 @@ impl Mirror {
     /// Records, at the end of a job, that the mirror matches the database
     /// as this connection sees it (its own commit does not change
     /// `data_version`; another connection's does).
-    pub fn settle(&mut self, conn: &Connection) -> Result<(), DbError> {
+    pub fn settle(&mut self, conn: &dyn Sql) -> Result<(), DbError> {
         if self.version.is_some() {
-            self.version = Some(data_version(conn)?);
+            self.version = data_version(conn)?;
         }
         Ok(())
     }
@@ -319,7 +343,7 @@ impl Mirror {
     /// by the bulk path had none, and [`duplicates::candidates`] names a
     /// lead once): one that is not fails the job, whose rows are then
     /// applied the general way.
-    pub fn flush_links(&mut self, conn: &Connection) -> Result<(), DbError> {
+    pub fn flush_links(&mut self, conn: &dyn Sql) -> Result<(), DbError> {
         let mut links = std::mem::take(&mut self.links);
         links.sort_unstable_by_key(|l| l.pair);
         for Link {
@@ -501,13 +525,22 @@ impl From<String> for Key {
     }
 }
 
-fn data_version(conn: &Connection) -> Result<i64, DbError> {
-    Ok(conn.pragma_query_value(None, "data_version", |r| r.get(0))?)
+/// SQLite's `PRAGMA data_version` (changes when another connection
+/// commits); `None` on PostgreSQL, which has no such counter.
+fn data_version(conn: &dyn Sql) -> Result<Option<i64>, DbError> {
+    let Some(sqlite) = conn.as_sqlite() else {
+        return Ok(None);
+    };
+    Ok(Some(sqlite.pragma_query_value(
+        None,
+        "data_version",
+        |r| r.get(0),
+    )?))
 }
 
 #[cfg(test)]
 mod tests {
-    use rusqlite::params;
+    use rusqlite::{Connection, params};
 
     use super::*;
 

@@ -324,7 +324,7 @@ mod tests {
             db.write(move |conn| {
                 conn.execute(
                     "INSERT INTO leads (description, created_at, updated_at) VALUES (?1, 'now', 'now')",
-                    [description],
+                    crate::args![description],
                 )?;
                 Ok(())
             })

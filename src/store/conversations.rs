@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use super::DbError;
+use super::sql::Sql;
+use crate::args;
 use crate::event::{ConversationUpdate, Message, Note};
 
 /// Stores a conversation update on `lead`: the conversation is created on
@@ -13,7 +14,7 @@ use crate::event::{ConversationUpdate, Message, Note};
 /// platform id, or same content when the platform gives none) are skipped.
 /// Returns how many messages were new.
 pub fn store(
-    conn: &Connection,
+    conn: &dyn Sql,
     lead: i64,
     platform: &str,
     update: &ConversationUpdate,
@@ -28,36 +29,52 @@ pub fn store(
     // Looked up, then updated or inserted: the same as an upsert with
     // `RETURNING id`, which cost SQLite three times as much (inside the
     // writer's transaction nothing can come in between).
-    let existing: Option<i64> = conn
-        .prepare_cached("SELECT id FROM conversations WHERE platform = ?1 AND chat_id = ?2")?
-        .query_row(params![platform, update.chat_id], |r| r.get(0))
-        .optional()?;
+    let existing: Option<i64> = conn.query_opt(
+        "SELECT id FROM conversations WHERE platform = ?1 AND chat_id = ?2",
+        args![platform, update.chat_id],
+        |r| r.get(0),
+    )?;
     let conversation = match existing {
         Some(id) => {
-            conn.prepare_cached(
-                "UPDATE conversations SET
+            // Scalar max and min are GREATEST and LEAST in PostgreSQL (both
+            // columns are NOT NULL, where the two agree).
+            conn.execute(
+                conn.dialect().pick(
+                    "UPDATE conversations SET
                     agent = coalesce(?2, agent),
                     closed = max(closed, ?3),
                     started_at = min(started_at, ?4),
                     updated_at = ?5
                  WHERE id = ?1",
-            )?
-            .execute(params![id, update.agent, update.closed, started, at])?;
+                    "UPDATE conversations SET
+                    agent = coalesce(?2, agent),
+                    closed = GREATEST(closed, ?3),
+                    started_at = LEAST(started_at, ?4),
+                    updated_at = ?5
+                 WHERE id = ?1",
+                ),
+                args![id, update.agent, update.closed, started, at],
+            )?;
             id
         }
         None => {
-            conn.prepare_cached(
+            let args = args![
+                lead,
+                platform,
+                update.chat_id,
+                update.agent,
+                update.closed,
+                started,
+                at
+            ];
+            conn.insert_id(
                 "INSERT INTO conversations (lead_id, platform, chat_id, agent, closed, started_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                args,
             )?
-            .execute(params![lead, platform, update.chat_id, update.agent, update.closed, started, at])?;
-            conn.last_insert_rowid()
+            .ok_or_else(|| DbError::Internal("conversation not inserted".into()))?
         }
     };
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO messages (conversation_id, ext_id, sender, author, text, at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-    )?;
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut added = 0;
     for message in &update.messages {
@@ -72,14 +89,18 @@ pub fn store(
                 format!("{digest}#{n}")
             }
         };
-        added += insert.execute(params![
-            conversation,
-            ext_id,
-            message.from.as_str(),
-            message.author,
-            message.text,
-            message.at
-        ])?;
+        added += conn.execute(
+            "INSERT INTO messages (conversation_id, ext_id, sender, author, text, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            args![
+                conversation,
+                ext_id,
+                message.from.as_str(),
+                message.author,
+                message.text,
+                message.at
+            ],
+        )?;
     }
     Ok(added)
 }
@@ -97,24 +118,23 @@ fn content_id(message: &Message) -> String {
 
 /// Stores a note once per platform, kind and id. Returns whether it was new.
 pub fn store_note(
-    conn: &Connection,
+    conn: &dyn Sql,
     lead: i64,
     platform: &str,
     note: &Note,
     at: &str,
 ) -> Result<bool, DbError> {
-    let n = conn
-        .prepare_cached(
-            "INSERT INTO notes (lead_id, platform, ext_id, kind, text, at)
+    let n = conn.execute(
+        "INSERT INTO notes (lead_id, platform, ext_id, kind, text, at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-        )?
-        .execute(params![
+        args![
             lead,
             platform,
             note.ext_id,
             note.kind,
             note.text,
             note.at.as_deref().unwrap_or(at)
-        ])?;
+        ],
+    )?;
     Ok(n > 0)
 }

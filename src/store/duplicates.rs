@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, params};
-
 use super::DbError;
 use super::leads;
+use super::sql::{CellRef, Dialect, Row, Sql};
+use crate::args;
 use crate::crm::duplicates::{
     Attribute, email_similarity, name_similarity, phone_similarity, push_quoted, reverse_into,
     reversed,
@@ -47,7 +47,7 @@ pub struct Similar {
 /// Finds and links the possible duplicates of `lead`. Returns the links
 /// made.
 pub fn detect(
-    conn: &Connection,
+    conn: &dyn Sql,
     lead: i64,
     profile: &Profile,
     threshold: f64,
@@ -69,7 +69,7 @@ pub fn detect(
 /// [`candidates`] for the order), each with the lead it belongs to.
 #[cfg(test)]
 pub fn index_neighbours(
-    conn: &Connection,
+    conn: &dyn Sql,
     index: Index,
     key: &str,
 ) -> Result<Vec<(i64, String)>, DbError> {
@@ -99,7 +99,7 @@ pub enum Owner {
 impl Owner {
     /// The lead, read from the contact table behind `index` for a
     /// [`Owner::Contact`].
-    fn lead(self, conn: &Connection, index: Index) -> Result<i64, DbError> {
+    fn lead(self, conn: &dyn Sql, index: Index) -> Result<i64, DbError> {
         let (id, sql) = match (self, index) {
             (Owner::Lead(lead), _) => return Ok(lead),
             (Owner::Contact(id), Index::Email) => {
@@ -107,38 +107,55 @@ impl Owner {
             }
             (Owner::Contact(id), _) => (id, "SELECT lead_id FROM lead_phones WHERE id = ?1"),
         };
-        Ok(conn.prepare_cached(sql)?.query_row([id], |r| r.get(0))?)
+        conn.query_row(sql, args![id], |r| r.get(0))
     }
 }
 
 /// Calls `visit` with each neighbour of `key` in `index`, in the order of
-/// [`candidates`], the value borrowed from the row as SQLite holds it.
+/// [`candidates`], the value borrowed from the row as the store holds it.
 fn visit_neighbours(
-    conn: &Connection,
+    conn: &dyn Sql,
     index: Index,
     key: &str,
     visit: &mut dyn FnMut(Owner, &str),
 ) -> Result<(), DbError> {
-    let (below, above) = match index {
-        Index::Name => (NAME_BELOW, NAME_ABOVE),
-        Index::NameRev => (REV_BELOW, REV_ABOVE),
-        Index::Email => (EMAIL_BELOW, EMAIL_ABOVE),
-        Index::Phone => (PHONE_BELOW, PHONE_ABOVE),
+    let (below, above) = match (index, conn.dialect()) {
+        (Index::Name, Dialect::Sqlite) => (NAME_BELOW, NAME_ABOVE),
+        (Index::Name, Dialect::Postgres) => (PG_NAME_BELOW, PG_NAME_ABOVE),
+        (Index::NameRev, Dialect::Sqlite) => (REV_BELOW, REV_ABOVE),
+        (Index::NameRev, Dialect::Postgres) => (PG_REV_BELOW, PG_REV_ABOVE),
+        // Values are unique: no ties to order.
+        (Index::Email, _) => (EMAIL_BELOW, EMAIL_ABOVE),
+        (Index::Phone, _) => (PHONE_BELOW, PHONE_ABOVE),
     };
     let owner = match index {
         Index::Name | Index::NameRev => Owner::Lead,
         Index::Email | Index::Phone => Owner::Contact,
     };
     for sql in [below, above] {
-        let mut stmt = conn.prepare_cached(sql)?;
-        let mut rows = stmt.query(params![key])?;
-        while let Some(row) = rows.next()? {
-            let value = row.get_ref(1)?;
-            let value = value.as_str().map_err(rusqlite::Error::from)?;
+        conn.each_row(sql, args![key], &mut |row| {
+            let value = borrowed_text(row, 1)?;
             visit(owner(row.get(0)?), value);
-        }
+            Ok(())
+        })?;
     }
     Ok(())
+}
+
+/// Column `i` of `row` as text borrowed from the row: [`Row::get`] gives an
+/// owned `String`, a copy per neighbour where only a candidate's best value
+/// is ever kept.
+fn borrowed_text<'r>(row: &'r Row<'_>, i: usize) -> Result<&'r str, DbError> {
+    let cell = match row {
+        Row::Sqlite(row) => CellRef::from(row.get_ref(i)?),
+        Row::Postgres(row) => row.try_get::<_, CellRef<'_>>(i)?,
+    };
+    match cell {
+        CellRef::Text(text) => Ok(text),
+        other => Err(DbError::Internal(format!(
+            "column {i}: expected text, found {other:?}"
+        ))),
+    }
 }
 
 /// The sorted indexes whose neighbours are candidates.
@@ -181,7 +198,7 @@ struct Best {
 /// given as an [`Owner::Contact`] is turned into its lead once it has
 /// reached the threshold.
 pub fn candidates(
-    conn: &Connection,
+    conn: &dyn Sql,
     lead: i64,
     profile: &Profile,
     threshold: f64,
@@ -301,10 +318,17 @@ const PHONE_BELOW: &str =
     "SELECT id, value FROM lead_phones WHERE value < ?1 ORDER BY value DESC LIMIT 6";
 const PHONE_ABOVE: &str =
     "SELECT id, value FROM lead_phones WHERE value > ?1 ORDER BY value LIMIT 6";
+// PostgreSQL's name indexes do not hold equal names in lead id order (its
+// index entries follow the rows' physical places, which an update moves),
+// so the order of equal names is spelt out; in SQLite the index gives it.
+const PG_NAME_BELOW: &str = "SELECT id, name_key FROM leads WHERE name_key < ?1 AND merged_into IS NULL ORDER BY name_key DESC, id DESC LIMIT 6";
+const PG_NAME_ABOVE: &str = "SELECT id, name_key FROM leads WHERE name_key >= ?1 AND merged_into IS NULL ORDER BY name_key, id LIMIT 6";
+const PG_REV_BELOW: &str = "SELECT id, name_rev FROM leads WHERE name_rev < ?1 AND merged_into IS NULL ORDER BY name_rev DESC, id DESC LIMIT 6";
+const PG_REV_ABOVE: &str = "SELECT id, name_rev FROM leads WHERE name_rev >= ?1 AND merged_into IS NULL ORDER BY name_rev, id LIMIT 6";
 
 #[cfg(test)]
 mod tests {
-    use rusqlite::StatementStatus;
+    use rusqlite::{Connection, StatementStatus, params};
 
     use super::*;
 

@@ -1,9 +1,9 @@
 //! The raw delivery inbox: every authenticated delivery, stored before it is
 //! applied, keyed so that a redelivery is recognised.
 
-use rusqlite::{Connection, params};
-
 use super::DbError;
+use super::sql::Sql;
+use crate::args;
 use crate::event::Platform;
 use crate::platforms;
 
@@ -66,59 +66,55 @@ pub enum Inserted {
 }
 
 /// Stores a delivery about to be applied.
-pub fn insert(conn: &Connection, d: &NewDelivery) -> Result<Inserted, DbError> {
-    // `execute` and the last rowid rather than `RETURNING id`, which makes
-    // SQLite do several times the work for one row.
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO deliveries (platform, event, idem_key, received_at, body, status)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'applied')
-             ON CONFLICT (idem_key) DO NOTHING",
-        )?
-        .execute(params![
-            d.platform,
-            d.event,
-            d.idem_key,
-            d.received_at,
-            &d.body[..]
-        ])?;
-    if inserted == 1 {
-        return Ok(Inserted::New(conn.last_insert_rowid()));
+pub fn insert(conn: &dyn Sql, d: &NewDelivery) -> Result<Inserted, DbError> {
+    let args = args![d.platform, d.event, d.idem_key, d.received_at, d.body];
+    let new = conn.insert_id(
+        "INSERT INTO deliveries (platform, event, idem_key, received_at, body, status)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'applied')
+         ON CONFLICT (idem_key) DO NOTHING",
+        args,
+    )?;
+    if let Some(id) = new {
+        return Ok(Inserted::New(id));
     }
-    let (id, status, lead): (i64, String, Option<i64>) = conn
-        .prepare_cached("SELECT id, status, lead_id FROM deliveries WHERE idem_key = ?1")?
-        .query_row([&d.idem_key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let (id, status, lead): (i64, String, Option<i64>) = conn.query_row(
+        "SELECT id, status, lead_id FROM deliveries WHERE idem_key = ?1",
+        args![d.idem_key],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
     if status == "failed" {
-        conn.prepare_cached(
+        conn.execute(
             "UPDATE deliveries SET status = 'applied', error = NULL, event = ?2 WHERE id = ?1",
-        )?
-        .execute(params![id, d.event])?;
+            args![id, d.event],
+        )?;
         return Ok(Inserted::Retry(id));
     }
     Ok(Inserted::Applied(lead))
 }
 
 /// Records which lead a delivery was applied to.
-pub fn set_lead(conn: &Connection, id: i64, lead: Option<i64>) -> Result<(), DbError> {
-    conn.prepare_cached("UPDATE deliveries SET lead_id = ?2 WHERE id = ?1")?
-        .execute(params![id, lead])?;
+pub fn set_lead(conn: &dyn Sql, id: i64, lead: Option<i64>) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE deliveries SET lead_id = ?2 WHERE id = ?1",
+        args![id, lead],
+    )?;
     Ok(())
 }
 
 /// Stores an authenticated delivery that could not be parsed, so that a
 /// fixed version can replay it. A repeat of the same body is stored once.
-pub fn insert_failed(conn: &Connection, d: &NewDelivery, error: &str) -> Result<(), DbError> {
-    conn.prepare_cached(
+pub fn insert_failed(conn: &dyn Sql, d: &NewDelivery, error: &str) -> Result<(), DbError> {
+    conn.execute(
         "INSERT INTO deliveries (platform, event, idem_key, received_at, body, status, error)
          VALUES (?1, ?2, ?3, ?4, ?5, 'failed', ?6) ON CONFLICT (idem_key) DO NOTHING",
-    )?
-    .execute(params![
-        d.platform,
-        d.event,
-        d.idem_key,
-        d.received_at,
-        &d.body[..],
-        error
-    ])?;
+        args![
+            d.platform,
+            d.event,
+            d.idem_key,
+            d.received_at,
+            d.body,
+            error
+        ],
+    )?;
     Ok(())
 }

@@ -3,9 +3,9 @@
 
 use std::borrow::Cow;
 
-use rusqlite::{Connection, OptionalExtension, params};
-
 use super::DbError;
+use super::sql::Sql;
+use crate::args;
 use crate::crm::duplicates::reversed;
 use crate::crm::explain::Explanation;
 use crate::crm::identity::name_key;
@@ -27,10 +27,13 @@ pub struct Source {
 }
 
 /// The lead a possibly folded id now lives on.
-pub fn survivor(conn: &Connection, mut id: i64) -> Result<i64, DbError> {
-    let mut stmt = conn.prepare_cached("SELECT merged_into FROM leads WHERE id = ?1")?;
+pub fn survivor(conn: &dyn Sql, mut id: i64) -> Result<i64, DbError> {
     for _ in 0..MAX_FOLD_HOPS {
-        let next: Option<Option<i64>> = stmt.query_row([id], |r| r.get(0)).optional()?;
+        let next: Option<Option<i64>> = conn.query_opt(
+            "SELECT merged_into FROM leads WHERE id = ?1",
+            args![id],
+            |r| r.get(0),
+        )?;
         match next.flatten() {
             Some(into) => id = into,
             None => return Ok(id),
@@ -40,9 +43,8 @@ pub fn survivor(conn: &Connection, mut id: i64) -> Result<i64, DbError> {
 }
 
 /// Whether the lead exists.
-pub fn exists(conn: &Connection, id: i64) -> Result<bool, DbError> {
-    let mut stmt = conn.prepare_cached("SELECT 1 FROM leads WHERE id = ?1")?;
-    Ok(stmt.exists([id])?)
+pub fn exists(conn: &dyn Sql, id: i64) -> Result<bool, DbError> {
+    conn.exists("SELECT 1 FROM leads WHERE id = ?1", args![id])
 }
 
 fn table(kind: ContactKind) -> &'static str {
@@ -54,7 +56,7 @@ fn table(kind: ContactKind) -> &'static str {
 
 /// The lead owning a normalised email or phone.
 pub fn contact_owner(
-    conn: &Connection,
+    conn: &dyn Sql,
     kind: ContactKind,
     value: &str,
 ) -> Result<Option<i64>, DbError> {
@@ -62,51 +64,40 @@ pub fn contact_owner(
         ContactKind::Email => "SELECT lead_id FROM lead_emails WHERE value = ?1",
         ContactKind::Phone => "SELECT lead_id FROM lead_phones WHERE value = ?1",
     };
-    Ok(conn
-        .prepare_cached(sql)?
-        .query_row([value], |r| r.get(0))
-        .optional()?)
+    conn.query_opt(sql, args![value], |r| r.get(0))
 }
 
 /// The lead linked to a platform's visitor id.
 pub fn visitor_owner(
-    conn: &Connection,
+    conn: &dyn Sql,
     platform: &str,
     visitor_id: &str,
 ) -> Result<Option<i64>, DbError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT lead_id FROM lead_visitors WHERE platform = ?1 AND visitor_id = ?2",
-        )?
-        .query_row([platform, visitor_id], |r| r.get(0))
-        .optional()?)
+    conn.query_opt(
+        "SELECT lead_id FROM lead_visitors WHERE platform = ?1 AND visitor_id = ?2",
+        args![platform, visitor_id],
+        |r| r.get(0),
+    )
 }
 
 /// The lead owning a platform's chat.
-pub fn chat_owner(
-    conn: &Connection,
-    platform: &str,
-    chat_id: &str,
-) -> Result<Option<i64>, DbError> {
-    Ok(conn
-        .prepare_cached("SELECT lead_id FROM conversations WHERE platform = ?1 AND chat_id = ?2")?
-        .query_row([platform, chat_id], |r| r.get(0))
-        .optional()?)
+pub fn chat_owner(conn: &dyn Sql, platform: &str, chat_id: &str) -> Result<Option<i64>, DbError> {
+    conn.query_opt(
+        "SELECT lead_id FROM conversations WHERE platform = ?1 AND chat_id = ?2",
+        args![platform, chat_id],
+        |r| r.get(0),
+    )
 }
 
 /// Whether the lead has neither email nor phone.
-pub fn is_anonymous(conn: &Connection, id: i64) -> Result<bool, DbError> {
-    let has_email = conn
-        .prepare_cached("SELECT 1 FROM lead_emails WHERE lead_id = ?1")?
-        .exists([id])?;
-    let has_phone = conn
-        .prepare_cached("SELECT 1 FROM lead_phones WHERE lead_id = ?1")?
-        .exists([id])?;
+pub fn is_anonymous(conn: &dyn Sql, id: i64) -> Result<bool, DbError> {
+    let has_email = conn.exists("SELECT 1 FROM lead_emails WHERE lead_id = ?1", args![id])?;
+    let has_phone = conn.exists("SELECT 1 FROM lead_phones WHERE lead_id = ?1", args![id])?;
     Ok(!has_email && !has_phone)
 }
 
 /// A lead's emails or phones, primary first.
-pub fn contacts(conn: &Connection, kind: ContactKind, id: i64) -> Result<Vec<Contact>, DbError> {
+pub fn contacts(conn: &dyn Sql, kind: ContactKind, id: i64) -> Result<Vec<Contact>, DbError> {
     let sql = match kind {
         ContactKind::Email => {
             "SELECT value, raw, is_primary FROM lead_emails WHERE lead_id = ?1 ORDER BY is_primary DESC, id"
@@ -115,22 +106,22 @@ pub fn contacts(conn: &Connection, kind: ContactKind, id: i64) -> Result<Vec<Con
             "SELECT value, raw, is_primary FROM lead_phones WHERE lead_id = ?1 ORDER BY is_primary DESC, id"
         }
     };
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map([id], |r| {
+    conn.query_all(sql, args![id], |r| {
         Ok(Contact {
             value: r.get(0)?,
             raw: r.get(1)?,
             primary: r.get(2)?,
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    })
 }
 
 /// What the merge policy needs to know about a lead.
-pub fn current(conn: &Connection, id: i64) -> Result<Current, DbError> {
-    let (name, description) = conn
-        .prepare_cached("SELECT name, description FROM leads WHERE id = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+pub fn current(conn: &dyn Sql, id: i64) -> Result<Current, DbError> {
+    let (name, description) = conn.query_row(
+        "SELECT name, description FROM leads WHERE id = ?1",
+        args![id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     Ok(Current {
         name,
         description,
@@ -140,15 +131,17 @@ pub fn current(conn: &Connection, id: i64) -> Result<Current, DbError> {
 }
 
 /// Creates an empty lead; the caller fills it through [`apply_changes`].
-pub fn create(conn: &Connection, at: &str) -> Result<i64, DbError> {
-    conn.prepare_cached("INSERT INTO leads (created_at, updated_at) VALUES (?1, ?1)")?
-        .execute([at])?;
-    Ok(conn.last_insert_rowid())
+pub fn create(conn: &dyn Sql, at: &str) -> Result<i64, DbError> {
+    conn.insert_id(
+        "INSERT INTO leads (created_at, updated_at) VALUES (?1, ?1)",
+        args![at],
+    )?
+    .ok_or_else(|| DbError::Internal("lead not inserted".into()))
 }
 
 /// Writes a history row; `why`, when given, is the decision behind it.
 pub fn history(
-    conn: &Connection,
+    conn: &dyn Sql,
     lead: i64,
     field: &str,
     old: Option<&str>,
@@ -173,34 +166,36 @@ pub fn history(
 /// The history row itself: `(field, old, new)`, the decision's id and the
 /// row's own `explanation` column.
 fn insert_history(
-    conn: &Connection,
+    conn: &dyn Sql,
     lead: i64,
     (field, old, new): (&str, Option<&str>, Option<&str>),
     source: &Source,
     decision: Option<i64>,
     explanation: Option<&str>,
 ) -> Result<(), DbError> {
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO history (lead_id, at, field, old, new, delivery_id, source, explanation, decision_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        lead,
-        source.at,
-        field,
-        old,
-        new,
-        source.delivery_id,
-        source.label,
-        explanation,
-        decision
-    ])?;
+        args![
+            lead,
+            source.at,
+            field,
+            old,
+            new,
+            source.delivery_id,
+            source.label,
+            explanation,
+            decision
+        ],
+    )?;
     Ok(())
 }
 
-fn touch(conn: &Connection, lead: i64, at: &str) -> Result<(), DbError> {
-    conn.prepare_cached("UPDATE leads SET updated_at = ?2 WHERE id = ?1")?
-        .execute(params![lead, at])?;
+fn touch(conn: &dyn Sql, lead: i64, at: &str) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE leads SET updated_at = ?2 WHERE id = ?1",
+        args![lead, at],
+    )?;
     Ok(())
 }
 
@@ -243,13 +238,16 @@ impl Decision {
     /// The `decisions` row, written the first time it is asked for. The
     /// caller's transaction holds it; a `Decision` never outlives the
     /// delivery (and the transaction) it was made for.
-    fn id(&self, conn: &Connection) -> Result<i64, DbError> {
+    fn id(&self, conn: &dyn Sql) -> Result<i64, DbError> {
         if let Some(id) = self.id.get() {
             return Ok(id);
         }
-        conn.prepare_cached("INSERT INTO decisions (explanation) VALUES (?1)")?
-            .execute([&self.text])?;
-        let id = conn.last_insert_rowid();
+        let id = conn
+            .insert_id(
+                "INSERT INTO decisions (explanation) VALUES (?1)",
+                args![self.text],
+            )?
+            .ok_or_else(|| DbError::Internal("decision not inserted".into()))?;
         self.id.set(Some(id));
         Ok(id)
     }
@@ -528,7 +526,7 @@ impl Created {
     }
 
     /// Stores the row.
-    pub fn write(self, conn: &Connection, source: &Source) -> Result<(), DbError> {
+    pub fn write(self, conn: &dyn Sql, source: &Source) -> Result<(), DbError> {
         let text = serde_json::to_string(&Packed {
             entries: self.entries,
         })
@@ -557,7 +555,7 @@ type Pending<'a> = (Cow<'static, str>, Option<String>, Option<&'a str>);
 /// back for each change; `current` of a new lead is empty, so its changes
 /// only insert.
 pub fn apply_changes(
-    conn: &Connection,
+    conn: &dyn Sql,
     lead: i64,
     current: &Current,
     changes: &[Change],
@@ -588,20 +586,22 @@ pub fn apply_changes(
         match change {
             Change::Name { old, new, .. } => {
                 let key = name_key(new);
-                conn.prepare_cached(
+                conn.execute(
                     "UPDATE leads SET name = ?2, name_key = ?3, name_rev = ?4 WHERE id = ?1",
-                )?
-                .execute(params![
-                    lead,
-                    new,
-                    (!key.is_empty()).then(|| key.clone()),
-                    (!key.is_empty()).then(|| reversed(&key))
-                ])?;
+                    args![
+                        lead,
+                        new,
+                        (!key.is_empty()).then(|| key.clone()),
+                        (!key.is_empty()).then(|| reversed(&key))
+                    ],
+                )?;
                 pending.push(("name".into(), old.clone(), Some(new)));
             }
             Change::Description { old, new, .. } => {
-                conn.prepare_cached("UPDATE leads SET description = ?2 WHERE id = ?1")?
-                    .execute(params![lead, new])?;
+                conn.execute(
+                    "UPDATE leads SET description = ?2 WHERE id = ?1",
+                    args![lead, new],
+                )?;
                 pending.push(("description".into(), old.clone(), Some(new)));
             }
             Change::Add {
@@ -622,8 +622,7 @@ pub fn apply_changes(
                     "INSERT INTO {} (lead_id, value, raw, is_primary, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     table(*kind)
                 );
-                conn.prepare_cached(&sql)?
-                    .execute(params![lead, value, raw, primary, source.at])?;
+                conn.execute(&sql, args![lead, value, raw, primary, source.at])?;
                 let old = if *primary { old_primary } else { None };
                 pending.push((kind.as_str().into(), old, Some(value)));
             }
@@ -632,7 +631,7 @@ pub fn apply_changes(
                     "DELETE FROM {} WHERE lead_id = ?1 AND value = ?2",
                     table(*kind)
                 );
-                conn.prepare_cached(&sql)?.execute(params![lead, value])?;
+                conn.execute(&sql, args![lead, value])?;
                 if primaries[slot(*kind)].as_ref() == Some(value) {
                     primaries[slot(*kind)] = None;
                 }
@@ -649,7 +648,7 @@ pub fn apply_changes(
                     "UPDATE {} SET is_primary = 1 WHERE lead_id = ?1 AND value = ?2",
                     table(*kind)
                 );
-                conn.prepare_cached(&sql)?.execute(params![lead, value])?;
+                conn.execute(&sql, args![lead, value])?;
                 let field = format!("primary {}", kind.as_str());
                 pending.push((field.into(), old.clone(), Some(value)));
             }
@@ -733,51 +732,44 @@ struct PackedEntry<'a> {
 /// Read back only to check, in debug builds, the primaries `apply_changes`
 /// follows.
 #[cfg(debug_assertions)]
-fn primary_value(
-    conn: &Connection,
-    kind: ContactKind,
-    lead: i64,
-) -> Result<Option<String>, DbError> {
+fn primary_value(conn: &dyn Sql, kind: ContactKind, lead: i64) -> Result<Option<String>, DbError> {
     let sql = format!(
         "SELECT value FROM {} WHERE lead_id = ?1 AND is_primary = 1",
         table(kind)
     );
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row([lead], |r| r.get(0))
-        .optional()?)
+    conn.query_opt(&sql, args![lead], |r| r.get(0))
 }
 
-fn clear_primary(conn: &Connection, kind: ContactKind, lead: i64) -> Result<(), DbError> {
+fn clear_primary(conn: &dyn Sql, kind: ContactKind, lead: i64) -> Result<(), DbError> {
     let sql = format!(
         "UPDATE {} SET is_primary = 0 WHERE lead_id = ?1 AND is_primary = 1",
         table(kind)
     );
-    conn.prepare_cached(&sql)?.execute([lead])?;
+    conn.execute(&sql, args![lead])?;
     Ok(())
 }
 
 /// Links a platform visitor id to a lead, unless it is linked already
 /// (an identifier owned by one lead is never moved to another).
 pub fn link_visitor(
-    conn: &Connection,
+    conn: &dyn Sql,
     platform: &str,
     visitor_id: &str,
     lead: i64,
     at: &str,
 ) -> Result<(), DbError> {
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO lead_visitors (platform, visitor_id, lead_id, created_at)
          VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-    )?
-    .execute(params![platform, visitor_id, lead, at])?;
+        args![platform, visitor_id, lead, at],
+    )?;
     Ok(())
 }
 
 /// Links two leads as possible duplicates (once per pair; the first reason stays).
 /// Returns whether a new link was made.
 pub fn link_duplicate(
-    conn: &Connection,
+    conn: &dyn Sql,
     a: i64,
     b: i64,
     score: f64,
@@ -788,12 +780,11 @@ pub fn link_duplicate(
         return Ok(false);
     }
     let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-    let n = conn
-        .prepare_cached(
-            "INSERT INTO duplicate_links (lead_a, lead_b, score, reason, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-        )?
-        .execute(params![lo, hi, score, reason, at])?;
+    let n = conn.execute(
+        "INSERT INTO duplicate_links (lead_a, lead_b, score, reason, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+        args![lo, hi, score, reason, at],
+    )?;
     Ok(n > 0)
 }
 
@@ -801,36 +792,75 @@ pub fn link_duplicate(
 /// notes, tags and fields move; `from` keeps answering with a pointer.
 /// `explanation` is the decision the history rows point at.
 pub fn fold(
-    conn: &Connection,
+    conn: &dyn Sql,
     from: i64,
     into: i64,
     source: &Source,
     explanation: Option<Why<'_>>,
 ) -> Result<(), DbError> {
+    // Each statement with how many of the leading parameters ?1..?n of
+    // (from, into, at) it uses: PostgreSQL takes exactly as many as the
+    // statement has. `?2` in a select list is cast, as PostgreSQL cannot
+    // infer its type there; the select's `WHERE` keeps SQLite from reading
+    // `ON CONFLICT` as a join's `ON`.
     let moves = [
-        "UPDATE lead_visitors SET lead_id = ?2 WHERE lead_id = ?1",
-        "UPDATE conversations SET lead_id = ?2 WHERE lead_id = ?1",
-        "UPDATE notes SET lead_id = ?2 WHERE lead_id = ?1",
-        "INSERT OR IGNORE INTO lead_tags (lead_id, tag) SELECT ?2, tag FROM lead_tags WHERE lead_id = ?1",
-        "DELETE FROM lead_tags WHERE lead_id = ?1",
-        "INSERT OR IGNORE INTO lead_fields (lead_id, key, value, updated_at)
-         SELECT ?2, key, value, updated_at FROM lead_fields WHERE lead_id = ?1",
-        "DELETE FROM lead_fields WHERE lead_id = ?1",
-        "UPDATE duplicate_links SET lead_a = ?2 WHERE lead_a = ?1 AND lead_b > ?2",
-        "UPDATE duplicate_links SET lead_b = ?2 WHERE lead_b = ?1 AND lead_a < ?2",
-        "DELETE FROM duplicate_links WHERE lead_a = ?1 OR lead_b = ?1",
-        "UPDATE leads SET merged_into = ?2, updated_at = ?3 WHERE id = ?1",
+        (
+            "UPDATE lead_visitors SET lead_id = ?2 WHERE lead_id = ?1",
+            2,
+        ),
+        (
+            "UPDATE conversations SET lead_id = ?2 WHERE lead_id = ?1",
+            2,
+        ),
+        ("UPDATE notes SET lead_id = ?2 WHERE lead_id = ?1", 2),
+        (
+            "INSERT INTO lead_tags (lead_id, tag)
+             SELECT CAST(?2 AS BIGINT), tag FROM lead_tags WHERE lead_id = ?1
+             ON CONFLICT DO NOTHING",
+            2,
+        ),
+        ("DELETE FROM lead_tags WHERE lead_id = ?1", 1),
+        (
+            "INSERT INTO lead_fields (lead_id, key, value, updated_at)
+             SELECT CAST(?2 AS BIGINT), key, value, updated_at FROM lead_fields WHERE lead_id = ?1
+             ON CONFLICT DO NOTHING",
+            2,
+        ),
+        ("DELETE FROM lead_fields WHERE lead_id = ?1", 1),
+        (
+            "UPDATE duplicate_links SET lead_a = ?2 WHERE lead_a = ?1 AND lead_b > ?2",
+            2,
+        ),
+        (
+            "UPDATE duplicate_links SET lead_b = ?2 WHERE lead_b = ?1 AND lead_a < ?2",
+            2,
+        ),
+        (
+            "DELETE FROM duplicate_links WHERE lead_a = ?1 OR lead_b = ?1",
+            1,
+        ),
+        (
+            "UPDATE leads SET merged_into = ?2, updated_at = ?3 WHERE id = ?1",
+            3,
+        ),
     ];
-    let all: [&dyn rusqlite::ToSql; 3] = [&from, &into, &source.at];
-    for sql in moves {
-        let mut stmt = conn.prepare_cached(sql)?;
-        // Each statement uses the leading parameters ?1..?n of (from, into, at).
-        let n = stmt.parameter_count();
-        stmt.execute(&all[..n])?;
+    let all = args![from, into, source.at];
+    for (sql, n) in moves {
+        #[cfg(debug_assertions)]
+        if let Some(sqlite) = conn.as_sqlite() {
+            debug_assert_eq!(
+                sqlite.prepare_cached(sql)?.parameter_count(),
+                n,
+                "parameters of {sql}"
+            );
+        }
+        conn.execute(sql, &all[..n])?;
     }
-    let (name, description): (Option<String>, Option<String>) = conn
-        .prepare_cached("SELECT name, description FROM leads WHERE id = ?1")?
-        .query_row([from], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (name, description): (Option<String>, Option<String>) = conn.query_row(
+        "SELECT name, description FROM leads WHERE id = ?1",
+        args![from],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     let note = format!(
         "lead {from} folded in{}",
         name.map(|n| format!(" (was named {n:?})"))
@@ -869,12 +899,13 @@ pub fn fold(
 }
 
 /// Adds tags; returns how many were new.
-pub fn add_tags(conn: &Connection, lead: i64, tags: &[String]) -> Result<usize, DbError> {
-    let mut stmt =
-        conn.prepare_cached("INSERT OR IGNORE INTO lead_tags (lead_id, tag) VALUES (?1, ?2)")?;
+pub fn add_tags(conn: &dyn Sql, lead: i64, tags: &[String]) -> Result<usize, DbError> {
     let mut added = 0;
     for tag in tags.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
-        added += stmt.execute(params![lead, tag])?;
+        added += conn.execute(
+            "INSERT INTO lead_tags (lead_id, tag) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            args![lead, tag],
+        )?;
     }
     Ok(added)
 }
@@ -882,7 +913,7 @@ pub fn add_tags(conn: &Connection, lead: i64, tags: &[String]) -> Result<usize, 
 /// Records `new` under `field` (tags, an event: no decision): an entry of
 /// the open `created` row of a lead this delivery made, else a history row.
 pub fn entry(
-    conn: &Connection,
+    conn: &dyn Sql,
     lead: i64,
     created: Option<&mut Created>,
     field: &str,
@@ -903,7 +934,7 @@ pub fn entry(
 /// delivery made: the lead has no fields yet, so the previous values need
 /// not be read, and each change is an entry of that row.
 pub fn set_fields(
-    conn: &Connection,
+    conn: &dyn Sql,
     lead: i64,
     fields: &[(String, String)],
     mut created: Option<&mut Created>,
@@ -936,11 +967,11 @@ pub fn set_fields(
         if old.as_deref() == Some(value) {
             continue;
         }
-        conn.prepare_cached(
+        conn.execute(
             "INSERT INTO lead_fields (lead_id, key, value, updated_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (lead_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        )?
-        .execute(params![lead, key, value, source.at])?;
+            args![lead, key, value, source.at],
+        )?;
         let field = format!("field {key}");
         match created.as_deref_mut() {
             Some(created) => created.add(field, old, Some(value.to_owned())),
@@ -960,30 +991,29 @@ pub fn set_fields(
 }
 
 /// The value of custom field `key` of `lead`, if set.
-fn field_value(conn: &Connection, lead: i64, key: &str) -> Result<Option<String>, DbError> {
-    Ok(conn
-        .prepare_cached("SELECT value FROM lead_fields WHERE lead_id = ?1 AND key = ?2")?
-        .query_row(params![lead, key], |r| r.get(0))
-        .optional()?)
+fn field_value(conn: &dyn Sql, lead: i64, key: &str) -> Result<Option<String>, DbError> {
+    conn.query_opt(
+        "SELECT value FROM lead_fields WHERE lead_id = ?1 AND key = ?2",
+        args![lead, key],
+        |r| r.get(0),
+    )
 }
 
 /// Sets the status when the lead still has the default one (`new`): an
 /// empty field is always filled, a status someone chose is kept. Returns
 /// whether it changed.
 pub fn fill_status(
-    conn: &Connection,
+    conn: &dyn Sql,
     lead: i64,
     status: &str,
     source: &Source,
 ) -> Result<bool, DbError> {
     let status = status.trim();
-    let changed = conn
-        .prepare_cached(
-            "UPDATE leads SET status = ?2, updated_at = ?3
-             WHERE id = ?1 AND status = 'new' AND ?2 <> 'new' AND ?2 <> ''",
-        )?
-        .execute(params![lead, status, source.at])?
-        > 0;
+    let changed = conn.execute(
+        "UPDATE leads SET status = ?2, updated_at = ?3
+         WHERE id = ?1 AND status = 'new' AND ?2 <> 'new' AND ?2 <> ''",
+        args![lead, status, source.at],
+    )? > 0;
     if changed {
         history(
             conn,
@@ -1001,6 +1031,7 @@ pub fn fill_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
 
     #[test]
     fn a_decision_stored_once_reads_as_one_json_object_per_row() {

@@ -1,8 +1,10 @@
-//! Storage: synchronous SQL functions on `&Connection`, reached from async
+//! Storage: synchronous SQL functions on [`sql::Sql`] (a SQLite connection
+//! or a PostgreSQL session: the same code serves both), reached from async
 //! code only through [`Db`], the one gateway.
 //!
 //! Writes go to a single writer thread (`writer.rs`) that owns the write
-//! connection. It takes whatever jobs are queued (group commit), runs them in
+//! connection (on PostgreSQL, one per instance, and instances take turns
+//! through an advisory lock: see `postgres.rs`). It takes whatever jobs are queued (group commit), runs them in
 //! one `BEGIN IMMEDIATE` transaction (each in its own savepoint; jobs that
 //! may run twice without one, and again in savepoints if one of them fails),
 //! commits, and only then answers every job: a job that fails rolls back
@@ -20,12 +22,14 @@ pub mod inbox;
 pub mod leads;
 pub mod locks;
 mod migrate;
+mod postgres;
 pub mod search;
 pub mod sql;
 pub mod view;
 mod writer;
 
 pub use migrate::latest_version;
+pub use postgres::Settings as PostgresSettings;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -34,6 +38,9 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::oneshot;
+
+use postgres::Postgres;
+use sql::Sql;
 
 use writer::{Job, JobEnd, WriteJob, Writer, open_writer, writer_loop};
 
@@ -110,11 +117,53 @@ pub struct Db {
     shared: Arc<Shared>,
 }
 
+/// Where the data lives, and how to reach it.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A SQLite file, with the busy timeout of its connections.
+    Sqlite {
+        /// The file (created if missing).
+        path: PathBuf,
+        /// How long a statement waits for another process's lock.
+        busy_timeout: Duration,
+    },
+    /// A PostgreSQL database.
+    Postgres(PostgresSettings),
+}
+
+impl Location {
+    /// The location `[database]` names.
+    pub fn of(config: &crate::config::DatabaseConfig) -> Location {
+        match config.store() {
+            crate::config::Store::Sqlite(path) => Location::Sqlite {
+                path,
+                busy_timeout: Duration::from_millis(config.busy_timeout_ms),
+            },
+            crate::config::Store::Postgres(url) => Location::Postgres(PostgresSettings {
+                url: url.expose().to_owned(),
+                pool_size: config.pool_size,
+                connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+                statement_timeout: Duration::from_millis(config.statement_timeout_ms),
+            }),
+        }
+    }
+}
+
+/// What serves reads, per store.
+enum Engine {
+    /// Read-only connections to the file, kept for reuse.
+    Sqlite {
+        path: PathBuf,
+        readers: Mutex<Vec<Connection>>,
+    },
+    /// The connection pool.
+    Postgres(Arc<Postgres>),
+}
+
 struct Shared {
-    path: PathBuf,
+    engine: Engine,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    readers: Mutex<Vec<Connection>>,
     /// The last write failure and when it happened, cleared by the next
     /// successful commit.
     write_fault: Mutex<Option<(String, Instant)>>,
@@ -132,47 +181,125 @@ impl Db {
     /// write after the fault is gone. Anything else (a newer schema, a
     /// corrupt file) is an error.
     pub fn open(path: &Path, busy_timeout: Duration) -> Result<Db, DbError> {
-        let (conn, fault) = match open_writer(path, busy_timeout) {
-            Ok(conn) => (Some(conn), None),
-            Err(DbError::Unavailable(cause)) => {
-                tracing::error!(%cause, path = %path.display(), "database unavailable at start; answering 503 until it returns");
-                (None, Some(format!("storage unavailable: {cause}")))
+        Db::connect(&Location::Sqlite {
+            path: path.to_owned(),
+            busy_timeout,
+        })
+    }
+
+    /// Opens the store at `location`: [`Db::open`] for a SQLite file; for
+    /// PostgreSQL, the pool (on the current runtime, so call it from
+    /// `spawn_blocking` or a thread that entered the runtime) and the
+    /// migrations. An unreachable server is a fault, not a failed start, as
+    /// a missing SQLite directory is.
+    pub fn connect(location: &Location) -> Result<Db, DbError> {
+        let (engine, writer, fault) = match location {
+            Location::Sqlite { path, busy_timeout } => {
+                let (conn, fault) = match open_writer(path, *busy_timeout) {
+                    Ok(conn) => (Some(conn), None),
+                    Err(DbError::Unavailable(cause)) => {
+                        tracing::error!(%cause, path = %path.display(), "database unavailable at start; answering 503 until it returns");
+                        (None, Some(format!("storage unavailable: {cause}")))
+                    }
+                    Err(e) => return Err(e),
+                };
+                let engine = Engine::Sqlite {
+                    path: path.clone(),
+                    readers: Mutex::new(Vec::new()),
+                };
+                let writer = Writer::Sqlite {
+                    conn,
+                    path: path.clone(),
+                    busy_timeout: *busy_timeout,
+                };
+                (engine, writer, fault)
             }
-            Err(e) => return Err(e),
+            Location::Postgres(settings) => {
+                let pg = Arc::new(Postgres::new(settings)?);
+                let fault = match pg.migrate() {
+                    Ok(()) => None,
+                    Err(DbError::Unavailable(cause)) => {
+                        tracing::error!(%cause, "database unavailable at start; answering 503 until it returns");
+                        Some(format!("storage unavailable: {cause}"))
+                    }
+                    Err(e) => return Err(e),
+                };
+                let writer = Writer::Postgres {
+                    pg: pg.clone(),
+                    client: None,
+                    migrated: fault.is_none(),
+                };
+                (Engine::Postgres(pg), writer, fault)
+            }
         };
         let degraded = fault.is_some();
 
         let (tx, rx) = mpsc::channel::<Job>();
         let shared = Arc::new(Shared {
-            path: path.to_owned(),
+            engine,
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(None),
-            readers: Mutex::new(Vec::new()),
             write_fault: Mutex::new(fault.map(|f| (f, Instant::now()))),
             batch_started: Mutex::new(None),
         });
         let weak = Arc::downgrade(&shared);
-        let writer = Writer {
-            conn,
-            path: path.to_owned(),
-            busy_timeout,
-        };
         let handle = std::thread::Builder::new()
             .name("crm-writer".into())
             .spawn(move || writer_loop(writer, rx, weak))
             .map_err(|e| DbError::Internal(format!("cannot start writer thread: {e}")))?;
         *shared.writer_thread.lock().unwrap() = Some(handle);
         let db = Db { shared };
-        if !degraded {
+        if !degraded && let Engine::Sqlite { .. } = db.shared.engine {
             // Fail now, not on the first request, if reads cannot work.
             drop(db.reader()?);
         }
         Ok(db)
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.shared.path
+    /// Asks the store at `location` a trivial query, changing nothing: no
+    /// file is created, no schema migrated. PostgreSQL needs the runtime, as
+    /// for [`Db::connect`].
+    pub fn ping(location: &Location) -> Result<(), DbError> {
+        match location {
+            Location::Sqlite { path, busy_timeout } => {
+                let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                conn.busy_timeout(*busy_timeout)?;
+                (&conn as &dyn Sql).query_row("SELECT 1", &[], |r| r.get::<i64>(0))?;
+            }
+            Location::Postgres(settings) => {
+                let pg = Postgres::new(settings)?;
+                let client = pg.connection()?;
+                (&pg.session(&client) as &dyn Sql)
+                    .query_row("SELECT 1", &[], |r| r.get::<i64>(0))?;
+                drop(client);
+                pg.close();
+            }
+        }
+        Ok(())
+    }
+
+    /// The SQLite file, when the store is one; `None` on PostgreSQL.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match &self.shared.engine {
+            Engine::Sqlite { path, .. } => Some(path),
+            Engine::Postgres(_) => None,
+        }
+    }
+
+    /// Which store this is.
+    pub fn dialect(&self) -> sql::Dialect {
+        match &self.shared.engine {
+            Engine::Sqlite { .. } => sql::Dialect::Sqlite,
+            Engine::Postgres(_) => sql::Dialect::Postgres,
+        }
+    }
+
+    /// PostgreSQL connections in use and open; `None` on SQLite.
+    pub fn pool_status(&self) -> Option<(usize, usize)> {
+        match &self.shared.engine {
+            Engine::Sqlite { .. } => None,
+            Engine::Postgres(pg) => Some(pg.pool_status()),
+        }
     }
 
     /// Runs `f` in the writer's transaction (inside a savepoint when other
@@ -180,7 +307,7 @@ impl Db {
     pub async fn write<R, F>(&self, f: F) -> Result<R, DbError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+        F: FnOnce(&dyn Sql) -> Result<R, DbError> + Send + 'static,
     {
         let mut f = Some(f);
         self.submit(false, move |conn| match f.take() {
@@ -199,7 +326,7 @@ impl Db {
     pub async fn write_repeatable<R, F>(&self, f: F) -> Result<R, DbError>
     where
         R: Send + 'static,
-        F: FnMut(&Connection) -> Result<R, DbError> + Send + 'static,
+        F: FnMut(&dyn Sql) -> Result<R, DbError> + Send + 'static,
     {
         self.submit(true, f).await
     }
@@ -207,7 +334,7 @@ impl Db {
     async fn submit<R, F>(&self, repeatable: bool, f: F) -> Result<R, DbError>
     where
         R: Send + 'static,
-        F: FnMut(&Connection) -> Result<R, DbError> + Send + 'static,
+        F: FnMut(&dyn Sql) -> Result<R, DbError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(Task {
@@ -234,17 +361,25 @@ impl Db {
     pub async fn read<R, F>(&self, f: F) -> Result<R, DbError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+        F: FnOnce(&dyn Sql) -> Result<R, DbError> + Send + 'static,
     {
         let db = self.clone();
         let span = tracing::Span::current();
         let joined = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let conn = db.reader()?;
-            let result = catch_unwind(AssertUnwindSafe(|| f(&conn)))
-                .unwrap_or_else(|panic| Err(DbError::Internal(panic_message(&panic))));
-            db.give_back(conn);
-            result
+            let guarded = |conn: &dyn Sql| {
+                catch_unwind(AssertUnwindSafe(|| f(conn)))
+                    .unwrap_or_else(|panic| Err(DbError::Internal(panic_message(&panic))))
+            };
+            match &db.shared.engine {
+                Engine::Sqlite { .. } => {
+                    let conn = db.reader()?;
+                    let result = guarded(&conn);
+                    db.give_back(conn);
+                    result
+                }
+                Engine::Postgres(pg) => pg.read(guarded),
+            }
         })
         .await;
         match joined {
@@ -285,14 +420,20 @@ impl Db {
         if let Some(handle) = self.shared.writer_thread.lock().unwrap().take() {
             let _ = handle.join();
         }
+        if let Engine::Postgres(pg) = &self.shared.engine {
+            pg.close();
+        }
     }
 
     fn reader(&self) -> Result<Connection, DbError> {
-        if let Some(conn) = self.shared.readers.lock().unwrap().pop() {
+        let Engine::Sqlite { path, readers } = &self.shared.engine else {
+            return Err(DbError::Internal("no SQLite file to read".into()));
+        };
+        if let Some(conn) = readers.lock().unwrap().pop() {
             return Ok(conn);
         }
         let conn = Connection::open_with_flags(
-            &self.shared.path,
+            path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         configure(&conn, Duration::from_secs(2))?;
@@ -300,7 +441,10 @@ impl Db {
     }
 
     fn give_back(&self, conn: Connection) {
-        let mut idle = self.shared.readers.lock().unwrap();
+        let Engine::Sqlite { readers, .. } = &self.shared.engine else {
+            return;
+        };
+        let mut idle = readers.lock().unwrap();
         if idle.len() < MAX_IDLE_READERS {
             idle.push(conn);
         }
@@ -335,13 +479,13 @@ struct Task<F, R> {
 impl<F, R> WriteJob for Task<F, R>
 where
     R: Send + 'static,
-    F: FnMut(&Connection) -> Result<R, DbError> + Send + 'static,
+    F: FnMut(&dyn Sql) -> Result<R, DbError> + Send + 'static,
 {
     fn repeatable(&self) -> bool {
         self.repeatable
     }
 
-    fn run(&mut self, conn: &Connection) -> JobEnd {
+    fn run(&mut self, conn: &dyn Sql) -> JobEnd {
         let _entered = self.span.enter();
         let f = &mut self.f;
         let result = catch_unwind(AssertUnwindSafe(|| f(conn)))
@@ -468,9 +612,9 @@ mod tests {
             .unwrap();
         let mut answers = Vec::new();
         for (repeatable, x, fail, runs) in jobs {
-            let job = move |conn: &Connection| {
+            let job = move |conn: &dyn Sql| {
                 runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                conn.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+                conn.execute("INSERT INTO t (x) VALUES (?1)", crate::args![x])?;
                 if fail {
                     return Err(DbError::Internal(format!("job {x} refused")));
                 }
@@ -502,16 +646,14 @@ mod tests {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("crm.sqlite3"), Duration::from_secs(5)).unwrap();
-        db.write(|conn| Ok(conn.execute_batch("CREATE TABLE t (x INTEGER UNIQUE)")?))
+        db.write(|conn| conn.batch("CREATE TABLE t (x INTEGER UNIQUE)"))
             .await
             .unwrap();
         let rows = |db: &Db| {
             let db = db.clone();
             async move {
                 db.read(|conn| {
-                    let mut stmt = conn.prepare("SELECT x FROM t ORDER BY x")?;
-                    let xs = stmt.query_map([], |r| r.get::<_, i64>(0))?;
-                    Ok(xs.collect::<Result<Vec<_>, _>>()?)
+                    conn.query_all("SELECT x FROM t ORDER BY x", &[], |r| r.get::<i64>(0))
                 })
                 .await
                 .unwrap()

@@ -13,11 +13,12 @@ mod rank;
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, params};
 use strsim::jaro_winkler;
 
 use super::DbError;
 use super::leads;
+use super::sql::Sql;
+use crate::args;
 use crate::crm::duplicates::{email_similarity, phone_similarity, reversed};
 use crate::crm::identity::{Email, Phone, name_key};
 use crate::crm::merge::ContactKind;
@@ -49,7 +50,7 @@ pub struct Query {
 
 /// One page of hits, best first, and the cursor of the next page.
 pub fn search(
-    conn: &Connection,
+    conn: &dyn Sql,
     query: &Query,
     region: phonenumber::country::Id,
 ) -> Result<(Vec<Hit>, Option<Cursor>), DbError> {
@@ -106,14 +107,14 @@ fn listed(id: i64) -> Hit {
 }
 
 /// The newest leads below `before`: one more than a page, to know if another follows.
-fn newest(conn: &Connection, before: i64, limit: usize) -> Result<Vec<Hit>, DbError> {
-    let mut stmt = conn.prepare_cached(NEWEST)?;
-    let rows = stmt.query_map(params![before, limit as i64 + 1], |r| r.get(0))?;
-    rows.map(|id| Ok(listed(id?))).collect()
+fn newest(conn: &dyn Sql, before: i64, limit: usize) -> Result<Vec<Hit>, DbError> {
+    conn.query_all(NEWEST, args![before, limit as i64 + 1], |r| {
+        Ok(listed(r.get(0)?))
+    })
 }
 
 fn owner_of(
-    conn: &Connection,
+    conn: &dyn Sql,
     kind: ContactKind,
     value: Option<String>,
 ) -> Result<Option<i64>, DbError> {
@@ -125,7 +126,7 @@ fn owner_of(
 
 /// Every lead the query may mean, each with its best match.
 fn candidates(
-    conn: &Connection,
+    conn: &dyn Sql,
     q: &str,
     region: phonenumber::country::Id,
 ) -> Result<Vec<Hit>, DbError> {
@@ -136,13 +137,15 @@ fn candidates(
             *entry = hit;
         }
     };
+    // The prefix seeks differ by dialect (see `NAME_PREFIX_PG`).
+    let pick = |sqlite, postgres| conn.dialect().pick(sqlite, postgres);
     let key = name_key(q);
     if !key.is_empty() {
-        for (id, theirs) in rows(conn, NAME_PREFIX, &key, PREFIX_MAX)? {
+        for (id, theirs) in rows(conn, pick(NAME_PREFIX, NAME_PREFIX_PG), &key, PREFIX_MAX)? {
             offer(rank_name(id, &key, &theirs));
         }
         let rev = reversed(&key);
-        for (id, theirs_rev) in rows(conn, REV_PREFIX, &rev, PREFIX_MAX)? {
+        for (id, theirs_rev) in rows(conn, pick(REV_PREFIX, REV_PREFIX_PG), &rev, PREFIX_MAX)? {
             offer(rank_name(id, &key, &reversed(&theirs_rev)));
         }
         for sql in [NAME_BELOW, NAME_ABOVE] {
@@ -168,7 +171,7 @@ fn candidates(
             }
         }
     }
-    for (id, theirs) in rows(conn, EMAIL_PREFIX, &text, PREFIX_MAX)? {
+    for (id, theirs) in rows(conn, pick(EMAIL_PREFIX, EMAIL_PREFIX_PG), &text, PREFIX_MAX)? {
         offer(prefix(
             id,
             jaro_winkler(&text, &theirs),
@@ -193,7 +196,12 @@ fn candidates(
         .all(|c| c.is_ascii_digit() || " +-().".contains(c));
     if phone_like && digits.len() >= 3 {
         let start = format!("+{digits}");
-        for (id, theirs) in rows(conn, PHONE_PREFIX, &start, PREFIX_MAX)? {
+        for (id, theirs) in rows(
+            conn,
+            pick(PHONE_PREFIX, PHONE_PREFIX_PG),
+            &start,
+            PREFIX_MAX,
+        )? {
             offer(prefix(
                 id,
                 jaro_winkler(&start, &theirs),
@@ -218,25 +226,28 @@ const EMAIL_BELOW: &str =
 const EMAIL_ABOVE: &str =
     "SELECT lead_id, value FROM lead_emails WHERE value > ?1 ORDER BY value LIMIT ?2";
 const PHONE_PREFIX: &str = "SELECT lead_id, value FROM lead_phones WHERE value >= ?1 AND value < ?1 || x'f48fbfbf' ORDER BY value LIMIT ?2";
+// A prefix seek bounds the range above with the prefix followed by the
+// greatest character, U+10FFFF (UTF-8 f4 8f bf bf). SQLite appends its bytes
+// as a blob; in PostgreSQL `x'..'` is a bit string, so the character is
+// written `chr(1114111)` there. Both compare the bytes (COLLATE "C").
+const NAME_PREFIX_PG: &str = "SELECT id, name_key FROM leads WHERE name_key >= ?1 AND name_key < ?1 || chr(1114111) AND merged_into IS NULL ORDER BY name_key LIMIT ?2";
+const REV_PREFIX_PG: &str = "SELECT id, name_rev FROM leads WHERE name_rev >= ?1 AND name_rev < ?1 || chr(1114111) AND merged_into IS NULL ORDER BY name_rev LIMIT ?2";
+const EMAIL_PREFIX_PG: &str = "SELECT lead_id, value FROM lead_emails WHERE value >= ?1 AND value < ?1 || chr(1114111) ORDER BY value LIMIT ?2";
+const PHONE_PREFIX_PG: &str = "SELECT lead_id, value FROM lead_phones WHERE value >= ?1 AND value < ?1 || chr(1114111) ORDER BY value LIMIT ?2";
 const PHONE_BELOW: &str =
     "SELECT lead_id, value FROM lead_phones WHERE value < ?1 ORDER BY value DESC LIMIT ?2";
 const PHONE_ABOVE: &str =
     "SELECT lead_id, value FROM lead_phones WHERE value > ?1 ORDER BY value LIMIT ?2";
 
 /// Runs one index seek: `sql` takes the value and a row limit.
-fn rows(
-    conn: &Connection,
-    sql: &str,
-    value: &str,
-    limit: i64,
-) -> Result<Vec<(i64, String)>, DbError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(params![value, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn rows(conn: &dyn Sql, sql: &str, value: &str, limit: i64) -> Result<Vec<(i64, String)>, DbError> {
+    conn.query_all(sql, args![value, limit], |r| Ok((r.get(0)?, r.get(1)?)))
 }
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::{Connection, params};
+
     use super::*;
 
     const US: phonenumber::country::Id = phonenumber::country::Id::US;

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::DbError;
 use super::leads;
+use super::sql::Sql;
+use crate::args;
 use crate::crm::merge::{Contact, ContactKind, Current};
 
 /// The lead as a chat agent sees it beside the chat.
@@ -39,7 +40,7 @@ pub struct LeadCard {
 
 /// Loads the card of `id`; `current_chat` is left out of "last chat".
 pub fn card(
-    conn: &Connection,
+    conn: &dyn Sql,
     id: i64,
     current_chat: Option<(&str, &str)>,
 ) -> Result<LeadCard, DbError> {
@@ -49,22 +50,25 @@ pub fn card(
 /// [`card`], given the lead's name, description and contacts when they
 /// were just read in the same transaction.
 pub fn card_of(
-    conn: &Connection,
+    conn: &dyn Sql,
     id: i64,
     current_chat: Option<(&str, &str)>,
     known: Option<Current>,
 ) -> Result<LeadCard, DbError> {
     let (status, known) = match known {
         Some(known) => {
-            let status = conn
-                .prepare_cached("SELECT status FROM leads WHERE id = ?1")?
-                .query_row([id], |r| r.get(0))?;
+            let status =
+                conn.query_row("SELECT status FROM leads WHERE id = ?1", args![id], |r| {
+                    r.get(0)
+                })?;
             (status, known)
         }
         None => {
-            let (name, description, status) = conn
-                .prepare_cached("SELECT name, description, status FROM leads WHERE id = ?1")?
-                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            let (name, description, status) = conn.query_row(
+                "SELECT name, description, status FROM leads WHERE id = ?1",
+                args![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
             let known = Current {
                 name,
                 description,
@@ -74,20 +78,19 @@ pub fn card_of(
             (status, known)
         }
     };
-    let chats: i64 = conn
-        .prepare_cached("SELECT count(*) FROM conversations WHERE lead_id = ?1")?
-        .query_row([id], |r| r.get(0))?;
+    let chats: i64 = conn.query_row(
+        "SELECT count(*) FROM conversations WHERE lead_id = ?1",
+        args![id],
+        |r| r.get(0),
+    )?;
     let (platform, chat) = current_chat.unwrap_or(("", ""));
-    let last_chat = conn
-        .prepare_cached(
-            "SELECT platform, chat_id, started_at FROM conversations
-             WHERE lead_id = ?1 AND NOT (platform = ?2 AND chat_id = ?3)
-             ORDER BY started_at DESC LIMIT 1",
-        )?
-        .query_row(params![id, platform, chat], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .optional()?;
+    let last_chat = conn.query_opt(
+        "SELECT platform, chat_id, started_at FROM conversations
+         WHERE lead_id = ?1 AND NOT (platform = ?2 AND chat_id = ?3)
+         ORDER BY started_at DESC LIMIT 1",
+        args![id, platform, chat],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
     let duplicates = duplicate_links(conn, id)?
         .into_iter()
         .take(3)
@@ -127,11 +130,7 @@ pub struct NewLead<'a> {
 }
 
 /// [`card`] of a lead created in this transaction, built from `new`.
-pub fn new_lead_card<'a>(
-    conn: &Connection,
-    id: i64,
-    new: NewLead<'a>,
-) -> Result<LeadCard, DbError> {
+pub fn new_lead_card<'a>(conn: &dyn Sql, id: i64, new: NewLead<'a>) -> Result<LeadCard, DbError> {
     let NewLead {
         values,
         chatted,
@@ -146,11 +145,16 @@ pub fn new_lead_card<'a>(
     };
     // The order of `duplicate_links`: best score first, then lead id.
     links.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut name = conn.prepare_cached("SELECT name FROM leads WHERE id = ?1")?;
     let duplicates = links
         .into_iter()
         .take(3)
-        .map(|(other, _)| Ok((other, name.query_row([other], |r| r.get(0))?)))
+        .map(|(other, _)| {
+            let name =
+                conn.query_row("SELECT name FROM leads WHERE id = ?1", args![other], |r| {
+                    r.get(0)
+                })?;
+            Ok((other, name))
+        })
         .collect::<Result<_, DbError>>()?;
     let trimmed = |s: &'a str| Some(s.trim()).filter(|s| !s.is_empty());
     let tags: std::collections::BTreeSet<&str> = tags.iter().filter_map(|t| trimmed(t)).collect();
@@ -176,18 +180,25 @@ pub fn new_lead_card<'a>(
 /// The status of a new lead (the column's default).
 const NEW_STATUS: &str = "new";
 
-fn tags(conn: &Connection, id: i64) -> Result<Vec<String>, DbError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT tag FROM lead_tags WHERE lead_id = ?1 ORDER BY tag")?;
-    let rows = stmt.query_map([id], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn tags(conn: &dyn Sql, id: i64) -> Result<Vec<String>, DbError> {
+    conn.query_all(
+        "SELECT tag FROM lead_tags WHERE lead_id = ?1 ORDER BY tag",
+        args![id],
+        |r| r.get(0),
+    )
 }
 
-fn fields(conn: &Connection, id: i64) -> Result<BTreeMap<String, String>, DbError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT key, value FROM lead_fields WHERE lead_id = ?1 ORDER BY key")?;
-    let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn fields(conn: &dyn Sql, id: i64) -> Result<BTreeMap<String, String>, DbError> {
+    let mut out = BTreeMap::new();
+    conn.each_row(
+        "SELECT key, value FROM lead_fields WHERE lead_id = ?1 ORDER BY key",
+        args![id],
+        &mut |r| {
+            out.insert(r.get(0)?, r.get(1)?);
+            Ok(())
+        },
+    )?;
+    Ok(out)
 }
 
 /// A possible duplicate of a lead, and why.
@@ -203,8 +214,8 @@ pub struct DuplicateLink {
     pub reason: String,
 }
 
-fn duplicate_links(conn: &Connection, id: i64) -> Result<Vec<DuplicateLink>, DbError> {
-    let mut stmt = conn.prepare_cached(
+fn duplicate_links(conn: &dyn Sql, id: i64) -> Result<Vec<DuplicateLink>, DbError> {
+    conn.query_all(
         // Two index seeks (pairs are stored once, lead_a < lead_b); an OR
         // across both columns would cost several times more on every answer.
         "SELECT l.id, l.name, d.score, d.reason FROM (
@@ -213,16 +224,16 @@ fn duplicate_links(conn: &Connection, id: i64) -> Result<Vec<DuplicateLink>, DbE
              SELECT lead_a, score, reason FROM duplicate_links WHERE lead_b = ?1
          ) d JOIN leads l ON l.id = d.other
          ORDER BY d.score DESC, l.id",
-    )?;
-    let rows = stmt.query_map([id], |r| {
-        Ok(DuplicateLink {
-            id: r.get(0)?,
-            name: r.get(1)?,
-            score: r.get(2)?,
-            reason: r.get(3)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        args![id],
+        |r| {
+            Ok(DuplicateLink {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                score: r.get(2)?,
+                reason: r.get(3)?,
+            })
+        },
+    )
 }
 
 /// An email or phone in the JSON lead.
@@ -347,22 +358,21 @@ pub enum Found {
 }
 
 /// Loads the whole lead.
-pub fn lead(conn: &Connection, id: i64) -> Result<Found, DbError> {
-    let row = conn
-        .prepare_cached(
-            "SELECT name, description, status, merged_into, created_at, updated_at FROM leads WHERE id = ?1",
-        )?
-        .query_row([id], |r| {
+pub fn lead(conn: &dyn Sql, id: i64) -> Result<Found, DbError> {
+    let row = conn.query_opt(
+        "SELECT name, description, status, merged_into, created_at, updated_at FROM leads WHERE id = ?1",
+        args![id],
+        |r| {
             Ok((
-                r.get::<_, Option<String>>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<i64>>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
+                r.get::<Option<String>>(0)?,
+                r.get::<Option<String>>(1)?,
+                r.get::<String>(2)?,
+                r.get::<Option<i64>>(3)?,
+                r.get::<String>(4)?,
+                r.get::<String>(5)?,
             ))
-        })
-        .optional()?;
+        },
+    )?;
     let Some((name, description, status, merged_into, created_at, updated_at)) = row else {
         return Ok(Found::Missing);
     };
@@ -400,25 +410,20 @@ pub fn lead(conn: &Connection, id: i64) -> Result<Found, DbError> {
     })))
 }
 
-fn visitor_ids(conn: &Connection, id: i64) -> Result<Vec<String>, DbError> {
-    let mut stmt = conn.prepare_cached(
+fn visitor_ids(conn: &dyn Sql, id: i64) -> Result<Vec<String>, DbError> {
+    conn.query_all(
         "SELECT platform || ':' || visitor_id FROM lead_visitors WHERE lead_id = ?1 ORDER BY created_at",
-    )?;
-    let rows = stmt.query_map([id], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        args![id],
+        |r| r.get(0),
+    )
 }
 
-fn conversations(conn: &Connection, id: i64) -> Result<Vec<ConversationView>, DbError> {
-    let mut stmt = conn.prepare_cached(
+fn conversations(conn: &dyn Sql, id: i64) -> Result<Vec<ConversationView>, DbError> {
+    let rows: Vec<(i64, ConversationView)> = conn.query_all(
         "SELECT id, platform, chat_id, agent, closed, started_at FROM conversations
          WHERE lead_id = ?1 ORDER BY started_at, id",
-    )?;
-    let mut messages = conn.prepare_cached(
-        "SELECT sender, author, text, at FROM messages WHERE conversation_id = ?1
-         ORDER BY coalesce(at, ''), id",
-    )?;
-    let rows: Vec<(i64, ConversationView)> = stmt
-        .query_map([id], |r| {
+        args![id],
+        |r| {
             Ok((
                 r.get(0)?,
                 ConversationView {
@@ -430,69 +435,71 @@ fn conversations(conn: &Connection, id: i64) -> Result<Vec<ConversationView>, Db
                     messages: Vec::new(),
                 },
             ))
-        })?
-        .collect::<Result<_, _>>()?;
+        },
+    )?;
     let mut out = Vec::with_capacity(rows.len());
     for (conversation_id, mut view) in rows {
-        view.messages = messages
-            .query_map([conversation_id], |r| {
+        view.messages = conn.query_all(
+            "SELECT sender, author, text, at FROM messages WHERE conversation_id = ?1
+             ORDER BY coalesce(at, ''), id",
+            args![conversation_id],
+            |r| {
                 Ok(MessageView {
                     from: r.get(0)?,
                     author: r.get(1)?,
                     text: r.get(2)?,
                     at: r.get(3)?,
                 })
-            })?
-            .collect::<Result<_, _>>()?;
+            },
+        )?;
         out.push(view);
     }
     Ok(out)
 }
 
-fn notes(conn: &Connection, id: i64) -> Result<Vec<NoteView>, DbError> {
-    let mut stmt = conn.prepare_cached(
+fn notes(conn: &dyn Sql, id: i64) -> Result<Vec<NoteView>, DbError> {
+    conn.query_all(
         "SELECT platform, kind, text, at FROM notes WHERE lead_id = ?1 ORDER BY at, id",
-    )?;
-    let rows = stmt.query_map([id], |r| {
-        Ok(NoteView {
-            platform: r.get(0)?,
-            kind: r.get(1)?,
-            text: r.get(2)?,
-            at: r.get(3)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        args![id],
+        |r| {
+            Ok(NoteView {
+                platform: r.get(0)?,
+                kind: r.get(1)?,
+                text: r.get(2)?,
+                at: r.get(3)?,
+            })
+        },
+    )
 }
 
-fn history(conn: &Connection, id: i64) -> Result<Vec<HistoryView>, DbError> {
-    let mut stmt = conn.prepare_cached(
+fn history(conn: &dyn Sql, id: i64) -> Result<Vec<HistoryView>, DbError> {
+    let mut out = Vec::new();
+    conn.each_row(
         "SELECT h.at, h.field, h.old, h.new, h.source, h.delivery_id, h.explanation, d.explanation
          FROM history h LEFT JOIN decisions d ON d.id = h.decision_id
          WHERE h.lead_id = ?1 ORDER BY h.id",
+        args![id],
+        &mut |r| {
+            let row: Option<String> = r.get(6)?;
+            let decision: Option<String> = r.get(7)?;
+            let (at, source, delivery_id): (String, String, Option<i64>) =
+                (r.get(0)?, r.get(4)?, r.get(5)?);
+            let entries = leads::entries(
+                (r.get(1)?, r.get(2)?, r.get(3)?),
+                row.as_deref(),
+                decision.as_deref(),
+            );
+            out.extend(entries.into_iter().map(|e| HistoryView {
+                at: at.clone(),
+                field: e.field,
+                old: e.old,
+                new: e.new,
+                source: source.clone(),
+                delivery_id,
+                explanation: e.explanation,
+            }));
+            Ok(())
+        },
     )?;
-    let rows = stmt.query_map([id], |r| {
-        let row: Option<String> = r.get(6)?;
-        let decision: Option<String> = r.get(7)?;
-        let (at, source, delivery_id): (String, String, Option<i64>) =
-            (r.get(0)?, r.get(4)?, r.get(5)?);
-        let entries = leads::entries(
-            (r.get(1)?, r.get(2)?, r.get(3)?),
-            row.as_deref(),
-            decision.as_deref(),
-        );
-        Ok(entries.into_iter().map(move |e| HistoryView {
-            at: at.clone(),
-            field: e.field,
-            old: e.old,
-            new: e.new,
-            source: source.clone(),
-            delivery_id,
-            explanation: e.explanation,
-        }))
-    })?;
-    let mut out = Vec::new();
-    for entries in rows {
-        out.extend(entries?);
-    }
     Ok(out)
 }

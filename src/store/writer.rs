@@ -5,12 +5,14 @@
 //! after recording any fault for `/healthz`.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Weak, mpsc};
+use std::sync::{Arc, Weak, mpsc};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
 use super::checkpoint::{self, Checkpointer};
+use super::postgres::{self, Postgres};
+use super::sql::{Dialect, Sql};
 use super::{DbError, MAX_BATCH, Shared, configure, migrate};
 
 /// A write job as the writer sees it.
@@ -20,7 +22,7 @@ pub(super) trait WriteJob: Send {
     /// Runs the job on the connection, keeping its result for [`finish`].
     ///
     /// [`finish`]: WriteJob::finish
-    fn run(&mut self, conn: &Connection) -> JobEnd;
+    fn run(&mut self, conn: &dyn Sql) -> JobEnd;
     /// Answers the caller once the batch's fate is known: with the last
     /// run's result, unless `batch_error` (the commit failed, or the job
     /// never ran) says otherwise.
@@ -42,24 +44,89 @@ pub(super) enum JobEnd {
 }
 
 /// The write connection, and what it takes to open it again.
-pub(super) struct Writer {
-    /// `None` while the database could not be opened.
-    pub(super) conn: Option<Connection>,
-    /// The database file.
-    pub(super) path: PathBuf,
-    /// For the connection's busy handler.
-    pub(super) busy_timeout: Duration,
+pub(super) enum Writer {
+    /// The SQLite file's one write connection.
+    Sqlite {
+        /// `None` while the database could not be opened.
+        conn: Option<Connection>,
+        /// The database file.
+        path: PathBuf,
+        /// For the connection's busy handler.
+        busy_timeout: Duration,
+    },
+    /// This instance's write connection to PostgreSQL.
+    Postgres {
+        /// The pool it comes from.
+        pg: Arc<Postgres>,
+        /// `None` until the first batch, and after the connection broke.
+        client: Option<deadpool_postgres::Object>,
+        /// Whether the schema is known to be up to date (the server may
+        /// have been unreachable at start).
+        migrated: bool,
+    },
 }
 
 impl Writer {
-    /// The connection, opening it first if storage was unavailable so far.
-    fn conn(&mut self) -> Result<&Connection, DbError> {
-        if self.conn.is_none() {
-            let conn = open_writer(&self.path, self.busy_timeout)?;
-            tracing::info!(path = %self.path.display(), "database opened: storage is back");
-            self.conn = Some(conn);
+    /// Runs `batch` on the connection, opening it first if storage was
+    /// unavailable so far (or the connection broke).
+    fn run(&mut self, batch: &mut Vec<Job>) -> Settled {
+        match self {
+            Writer::Sqlite {
+                conn,
+                path,
+                busy_timeout,
+            } => {
+                if conn.is_none() {
+                    match open_writer(path, *busy_timeout) {
+                        Ok(opened) => {
+                            tracing::info!(path = %path.display(), "database opened: storage is back");
+                            *conn = Some(opened);
+                        }
+                        Err(err) => return fail_batch(batch, err),
+                    }
+                }
+                run_batch(conn.as_ref().expect("just opened"), batch)
+            }
+            Writer::Postgres {
+                pg,
+                client,
+                migrated,
+            } => {
+                if client.as_ref().is_some_and(|c| c.is_closed()) {
+                    tracing::warn!("database connection lost; opening another");
+                    *client = None;
+                }
+                if client.is_none() {
+                    let opened = if *migrated {
+                        pg.connection()
+                    } else {
+                        pg.migrate().and_then(|()| pg.connection())
+                    };
+                    match opened {
+                        Ok(opened) => {
+                            *migrated = true;
+                            *client = Some(opened);
+                        }
+                        Err(err) => return fail_batch(batch, err),
+                    }
+                }
+                let client_ref = client.as_ref().expect("just opened");
+                let session = pg.session(client_ref);
+                let settled = run_batch(&session, batch);
+                if session.is_closed() {
+                    *client = None;
+                }
+                settled
+            }
         }
-        Ok(self.conn.as_ref().expect("just opened"))
+    }
+
+    /// The SQLite connection, for checkpoints.
+    fn sqlite(&self) -> Option<&Connection> {
+        match self {
+            Writer::Sqlite { conn, .. } => conn.as_ref(),
+            Writer::Postgres { .. } => None,
+        }
     }
 }
 
@@ -88,7 +155,10 @@ pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connect
 /// Runs batches until every sender is gone, then checkpoints.
 pub(super) fn writer_loop(mut writer: Writer, rx: mpsc::Receiver<Job>, shared: Weak<Shared>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    let mut checkpointer = Checkpointer::start(&writer.path);
+    let mut checkpointer = match &writer {
+        Writer::Sqlite { path, .. } => Some(Checkpointer::start(path)),
+        Writer::Postgres { .. } => None,
+    };
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -100,10 +170,7 @@ pub(super) fn writer_loop(mut writer: Writer, rx: mpsc::Receiver<Job>, shared: W
         if let Some(shared) = shared.upgrade() {
             *shared.batch_started.lock().unwrap() = Some(Instant::now());
         }
-        let settled = match writer.conn() {
-            Ok(conn) => run_batch(conn, &mut batch),
-            Err(err) => fail_batch(&mut batch, err),
-        };
+        let settled = writer.run(&mut batch);
         let fault = settled.fault.clone();
         // Recorded before anyone hears back: a sender told 503 must find
         // `/healthz` unhealthy too.
@@ -119,14 +186,16 @@ pub(super) fn writer_loop(mut writer: Writer, rx: mpsc::Receiver<Job>, shared: W
         }
         let committed = settled.error.is_none();
         settled.finish();
-        if committed && let Some(conn) = &writer.conn {
+        if committed && let (Some(conn), Some(checkpointer)) = (writer.sqlite(), &checkpointer) {
             checkpointer.kick();
-            checkpoint::restart_if_due(conn, &checkpointer);
+            checkpoint::restart_if_due(conn, checkpointer);
         }
     }
-    checkpointer.stop();
+    if let Some(mut checkpointer) = checkpointer.take() {
+        checkpointer.stop();
+    }
     // All senders are gone: checkpoint so the WAL does not outlive us.
-    if let Some(conn) = &writer.conn {
+    if let Some(conn) = writer.sqlite() {
         let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
     }
 }
@@ -161,10 +230,36 @@ fn fail_batch(batch: &mut Vec<Job>, err: DbError) -> Settled {
     }
 }
 
-/// Runs a transaction-control statement through the statement cache: these
-/// run twice per job, and `execute_batch` would parse them every time.
-fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.execute([]).map(drop)
+/// Runs a transaction-control statement; on SQLite through the statement
+/// cache (these run twice per job, and `execute_batch` would parse them
+/// every time).
+fn control(conn: &dyn Sql, sql: &str) -> Result<(), DbError> {
+    match conn.as_sqlite() {
+        Some(lite) => Ok(lite.prepare_cached(sql)?.execute([]).map(drop)?),
+        None => conn.batch(sql),
+    }
+}
+
+/// Opens the batch's transaction. On PostgreSQL the instances take turns
+/// through an advisory lock, so that one writer at a time decides identity.
+fn begin(conn: &dyn Sql) -> Result<(), DbError> {
+    match conn.dialect() {
+        Dialect::Sqlite => conn.batch("BEGIN IMMEDIATE"),
+        Dialect::Postgres => {
+            conn.batch("BEGIN")?;
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(?1)",
+                crate::args![postgres::WRITE_LOCK],
+            )
+            .map(drop)
+        }
+    }
+}
+
+/// Whether the transaction is still open after a failed job (SQLite rolls
+/// back by itself on a full disk; PostgreSQL keeps it open, aborted).
+fn in_transaction(conn: &dyn Sql) -> bool {
+    conn.as_sqlite().is_none_or(|lite| !lite.is_autocommit())
 }
 
 /// Runs one batch; returns the failure, if the batch could not be committed
@@ -176,9 +271,12 @@ fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// alone is answered with its error; a batch of several runs again, each
 /// job in its own savepoint, as a batch with a one-off job runs at once, so
 /// that a failing job is the only one that fails.
-fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Settled {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        return fail_batch(batch, DbError::from(e));
+fn run_batch(conn: &dyn Sql, batch: &mut Vec<Job>) -> Settled {
+    if let Err(e) = begin(conn) {
+        if conn.dialect() == Dialect::Postgres {
+            let _ = conn.batch("ROLLBACK");
+        }
+        return fail_batch(batch, e);
     }
     if batch.len() == 1 || batch.iter().all(|job| job.repeatable()) {
         // The first job to fail, with the storage fault under it if any.
@@ -191,7 +289,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Settled {
             return commit(conn, batch.drain(..).map(|job| (job, None)).collect(), None);
         };
         // SQLite may have rolled back already (a full disk does).
-        if !conn.is_autocommit()
+        if in_transaction(conn)
             && let Err(e) = control(conn, "ROLLBACK")
         {
             tracing::error!(error = %e, "cannot roll back a failed write job");
@@ -203,15 +301,18 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Settled {
                 error: None,
             };
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            return fail_batch(batch, DbError::from(e));
+        if let Err(e) = begin(conn) {
+            if conn.dialect() == Dialect::Postgres {
+                let _ = conn.batch("ROLLBACK");
+            }
+            return fail_batch(batch, e);
         }
     }
     let mut jobs = Vec::with_capacity(batch.len());
     let mut job_fault = None;
     for mut job in batch.drain(..) {
         if let Err(e) = control(conn, "SAVEPOINT job") {
-            jobs.push((job, Some(DbError::from(e))));
+            jobs.push((job, Some(e)));
             continue;
         }
         let undo = match job.run(conn) {
@@ -236,17 +337,21 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Settled {
 }
 
 /// Commits the batch's transaction.
-fn commit(
-    conn: &Connection,
-    jobs: Vec<(Job, Option<DbError>)>,
-    job_fault: Option<String>,
-) -> Settled {
-    let commit_error = conn.execute_batch("COMMIT").err().map(|e| {
-        let err = DbError::from(e);
-        tracing::error!(error = %err, "commit failed; batch rolled back");
-        let _ = conn.execute_batch("ROLLBACK");
-        err
-    });
+fn commit(conn: &dyn Sql, jobs: Vec<(Job, Option<DbError>)>, job_fault: Option<String>) -> Settled {
+    // PostgreSQL answers COMMIT of an aborted transaction by rolling it
+    // back without an error: ask first whether it still takes statements.
+    let healthy = match conn.dialect() {
+        Dialect::Sqlite => Ok(()),
+        Dialect::Postgres => conn.batch("SELECT 1"),
+    };
+    let commit_error = healthy
+        .and_then(|()| conn.batch("COMMIT"))
+        .err()
+        .map(|err| {
+            tracing::error!(error = %err, "commit failed; batch rolled back");
+            let _ = conn.batch("ROLLBACK");
+            err
+        });
     Settled {
         fault: commit_error.as_ref().map(ToString::to_string).or(job_fault),
         jobs,

@@ -1,11 +1,18 @@
 //! `spawn_app()`: the real service on a real socket (port 0) with a fresh
-//! SQLite file in a temporary directory, and a client that talks to it.
+//! database, and a client that talks to it.
+//!
+//! The store is chosen by the environment, so that no test is written
+//! twice: a SQLite file in a temporary directory by default, or, when
+//! `CRM_TEST_POSTGRES` names a PostgreSQL server
+//! (`postgres://postgres@127.0.0.1:55432/postgres`), a new database on it
+//! for each test.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crm_responder::app::Application;
 use crm_responder::config::Config;
+use crm_responder::store::sql::{Cell, Sql};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -69,12 +76,73 @@ password_hash = "{SALES_HASH}"
     )
 }
 
+/// The PostgreSQL server the suite runs against, if any.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("CRM_TEST_POSTGRES")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+}
+
+/// Whether this run is on PostgreSQL; a test of what only a SQLite file
+/// has (its file on disk, its locks, a read-only filesystem) calls this
+/// first and returns when it says so, printing why.
+pub fn skipped_on_postgres(what: &str) -> bool {
+    let skip = postgres_server().is_some();
+    if skip {
+        eprintln!("skipped on PostgreSQL: {what}");
+    }
+    skip
+}
+
+/// A fresh, empty database on the test PostgreSQL server; its URL.
+pub async fn fresh_postgres_database(server: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "crm_test_{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let (client, connection) = tokio_postgres::connect(server, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("CRM_TEST_POSTGRES={server}: {e}"));
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    drop(client);
+    let _ = driver.await;
+    let (base, query) = match server.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (server, String::new()),
+    };
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    format!("{base}/{name}{query}")
+}
+
+/// The test config text for `db`, with the database URL set when the run
+/// is on PostgreSQL.
+pub fn store_config_text(db: &Path, url: Option<&str>) -> String {
+    let text = config_text(db);
+    match url {
+        Some(url) => text.replacen("[database]\n", &format!("[database]\nurl = \"{url}\"\n"), 1),
+        None => text,
+    }
+}
+
 /// A running service.
 pub struct TestApp {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// The SQLite file.
+    /// The SQLite file (unused when `db_url` is set).
     pub db_path: PathBuf,
+    /// The PostgreSQL database, when the run is on PostgreSQL.
+    pub db_url: Option<String>,
     /// An HTTP client.
     pub client: reqwest::Client,
     /// The temporary directory (removed on drop).
@@ -92,7 +160,13 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let db_path = dir.path().join("crm.sqlite3");
-    let mut config = Config::parse(&config_text(&db_path)).expect("test config parses");
+    let db_url = match postgres_server() {
+        Some(server) => Some(fresh_postgres_database(&server).await),
+        None => None,
+    };
+    let mut config =
+        Config::parse(&store_config_text(&db_path, db_url.as_deref())).expect("test config parses");
+    config.database.spool_dir = Some(dir.path().join("spool"));
     adjust(&mut config);
     let app = Application::build(config).await.expect("app starts");
     let addr = app.addr();
@@ -107,6 +181,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     TestApp {
         addr,
         db_path,
+        db_url,
         client: reqwest::Client::new(),
         dir: Some(dir),
         shutdown: Some(tx),
@@ -210,10 +285,11 @@ impl TestApp {
         body
     }
 
-    /// Runs a query on the database file directly.
-    pub fn sql<T: rusqlite::types::FromSql>(&self, sql: &str) -> T {
-        let conn = rusqlite::Connection::open(&self.db_path).expect("open db");
-        conn.query_row(sql, [], |r| r.get(0)).expect("query")
+    /// Runs a query on the database directly (the SQLite file, or the
+    /// PostgreSQL database on its own connection); the first column of the
+    /// first row.
+    pub fn sql<T: Cell + Send + 'static>(&self, sql: &str) -> T {
+        query_store(&self.db_path, self.db_url.as_deref(), sql)
     }
 
     /// Whether the server task is still running (it ends on a panic that escapes a request).
@@ -238,6 +314,44 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+    }
+}
+
+/// The first column of the first row of `sql`, on the SQLite file at `path`
+/// or, when `url` is given, on that PostgreSQL database. Callable from async
+/// tests: PostgreSQL is asked on a thread of its own.
+pub fn query_store<T: Cell + Send + 'static>(path: &Path, url: Option<&str>, sql: &str) -> T {
+    match url {
+        None => {
+            let conn = rusqlite::Connection::open(path).expect("open db");
+            (&conn as &dyn Sql)
+                .query_row(sql, &[], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        }
+        Some(url) => {
+            let (url, sql) = (url.to_owned(), sql.to_owned());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                        .await
+                        .expect("connect");
+                    tokio::spawn(connection);
+                    let row = client
+                        .query_one(sql.as_str(), &[])
+                        .await
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                    crm_responder::store::sql::Row::Postgres(&row)
+                        .get(0)
+                        .expect("column 0")
+                })
+            })
+            .join()
+            .expect("query thread")
         }
     }
 }

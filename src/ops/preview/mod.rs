@@ -7,6 +7,9 @@
 //! Leads are matched across the replays by the delivery that created them
 //! (its idempotency key), not by row id, and reported with their id in the
 //! live database when it has the same lead.
+//!
+//! The live database and the scratch ones are SQLite files: a preview
+//! reads the live file by path and replays into files of its own.
 
 mod diff;
 
@@ -16,12 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rusqlite::Connection;
-
 pub use self::diff::{Counts, LeadDiff, LeadState, Preview, SAMPLE, compare, print};
 use super::replay::{self, Selection};
 use crate::config::Config;
 use crate::store::apply::Policy;
+use crate::store::sql::Sql;
 use crate::store::{Db, DbError};
 
 /// A scratch directory removed when dropped, whatever happens.
@@ -102,27 +104,28 @@ async fn replay_into(
 
 /// Each lead's anchor: the idempotency key of the first delivery applied to
 /// it (the one that created it), else its id for leads no delivery made.
-fn anchors(conn: &Connection) -> Result<BTreeMap<i64, String>, DbError> {
-    let mut stmt = conn.prepare(
+fn anchors(conn: &dyn Sql) -> Result<BTreeMap<i64, String>, DbError> {
+    let mut out = BTreeMap::new();
+    conn.each_row(
         "SELECT l.id, (SELECT d.idem_key FROM deliveries d WHERE d.lead_id = l.id ORDER BY d.id LIMIT 1)
          FROM leads l",
+        &[],
+        &mut |r| {
+            let id: i64 = r.get(0)?;
+            let key: Option<String> = r.get(1)?;
+            out.insert(id, key.unwrap_or_else(|| format!("lead {id}")));
+            Ok(())
+        },
     )?;
-    let rows = stmt.query_map([], |r| {
-        let id: i64 = r.get(0)?;
-        let key: Option<String> = r.get(1)?;
-        Ok((id, key.unwrap_or_else(|| format!("lead {id}"))))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(out)
 }
 
 /// Every lead of a replayed database, by anchor.
-fn states(conn: &Connection) -> Result<BTreeMap<String, LeadState>, DbError> {
+fn states(conn: &dyn Sql) -> Result<BTreeMap<String, LeadState>, DbError> {
     let anchor = anchors(conn)?;
     let name = |id: i64| anchor.get(&id).cloned().unwrap_or_default();
     let mut out: BTreeMap<i64, LeadState> = BTreeMap::new();
-    let mut stmt = conn.prepare("SELECT id, name, merged_into FROM leads")?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
+    conn.each_row("SELECT id, name, merged_into FROM leads", &[], &mut |r| {
         let into: Option<i64> = r.get(2)?;
         out.insert(
             r.get(0)?,
@@ -132,15 +135,16 @@ fn states(conn: &Connection) -> Result<BTreeMap<String, LeadState>, DbError> {
                 ..LeadState::default()
             },
         );
-    }
-    for (table, is_email) in [("lead_emails", true), ("lead_phones", false)] {
-        let sql = format!("SELECT lead_id, value, is_primary FROM {table}");
-        let mut stmt = conn.prepare(&sql)?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
+        Ok(())
+    })?;
+    for (sql, is_email) in [
+        ("SELECT lead_id, value, is_primary FROM lead_emails", true),
+        ("SELECT lead_id, value, is_primary FROM lead_phones", false),
+    ] {
+        conn.each_row(sql, &[], &mut |r| {
             let (id, value, primary): (i64, String, bool) = (r.get(0)?, r.get(1)?, r.get(2)?);
             let Some(lead) = out.get_mut(&id) else {
-                continue;
+                return Ok(());
             };
             let (all, first) = if is_email {
                 (&mut lead.emails, &mut lead.email)
@@ -151,19 +155,23 @@ fn states(conn: &Connection) -> Result<BTreeMap<String, LeadState>, DbError> {
                 *first = Some(value.clone());
             }
             all.insert(value);
-        }
+            Ok(())
+        })?;
     }
-    let mut stmt = conn.prepare("SELECT lead_a, lead_b FROM duplicate_links")?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let (a, b): (i64, i64) = (r.get(0)?, r.get(1)?);
-        if let Some(lead) = out.get_mut(&a) {
-            lead.duplicates.insert(name(b));
-        }
-        if let Some(lead) = out.get_mut(&b) {
-            lead.duplicates.insert(name(a));
-        }
-    }
+    conn.each_row(
+        "SELECT lead_a, lead_b FROM duplicate_links",
+        &[],
+        &mut |r| {
+            let (a, b): (i64, i64) = (r.get(0)?, r.get(1)?);
+            if let Some(lead) = out.get_mut(&a) {
+                lead.duplicates.insert(name(b));
+            }
+            if let Some(lead) = out.get_mut(&b) {
+                lead.duplicates.insert(name(a));
+            }
+            Ok(())
+        },
+    )?;
     Ok(out.into_iter().map(|(id, s)| (name(id), s)).collect())
 }
 

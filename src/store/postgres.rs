@@ -1,0 +1,246 @@
+//! The PostgreSQL engine: a pool of connections (`deadpool-postgres`), the
+//! [`Sql`] session over one of them, and the migrations.
+//!
+//! Store functions are synchronous; they run on the writer thread or on
+//! `spawn_blocking` threads, where a session waits for each statement on the
+//! runtime that drives the connections (`Handle::block_on`).
+//!
+//! Several instances share one database. Their writes are serialised by a
+//! transaction-level advisory lock taken when a write transaction begins, so
+//! that identity (find-or-create by email, phone, visitor id) is decided by
+//! one writer at a time across all of them, as SQLite's single writer does
+//! on one machine; unique indexes stay the backstop.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio::runtime::Handle;
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+use super::DbError;
+use super::sql::{Dialect, Row, Sql, Value, postgres_placeholders};
+
+/// Advisory-lock key every write transaction holds ("crm-wr").
+pub(super) const WRITE_LOCK: i64 = 0x63726d2d7772;
+/// Advisory-lock key held while migrating ("crm-mg").
+const MIGRATE_LOCK: i64 = 0x63726d2d6d67;
+
+/// Schema versions for PostgreSQL, numbered as SQLite's: the first file
+/// brings an empty database to version 6 at once.
+const MIGRATIONS: &[(i64, &str)] =
+    &[(6, include_str!("../../migrations/postgres/0006_schema.sql"))];
+
+/// How to reach the server.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `postgres://…`, as `tokio-postgres` reads it (several hosts,
+    /// `target_session_attrs`, `connect_timeout` …).
+    pub url: String,
+    /// Most connections open at once.
+    pub pool_size: usize,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Longest a statement may run on the server.
+    pub statement_timeout: Duration,
+}
+
+/// The pool and the runtime its connections run on.
+pub(super) struct Postgres {
+    pool: Pool,
+    handle: Handle,
+    /// Longest wait for a connection from the pool.
+    wait: Duration,
+}
+
+impl Postgres {
+    /// Builds the pool (connecting lazily) on the current runtime.
+    pub(super) fn new(settings: &Settings) -> Result<Postgres, DbError> {
+        let handle = Handle::try_current().map_err(|_| {
+            DbError::Internal("PostgreSQL needs the async runtime to be running".into())
+        })?;
+        let mut config: tokio_postgres::Config = settings
+            .url
+            .parse()
+            .map_err(|e| DbError::Internal(format!("database URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(settings.connect_timeout);
+        }
+        let options = format!(
+            "{} -c statement_timeout={} -c lock_timeout={}",
+            config.get_options().unwrap_or_default(),
+            settings.statement_timeout.as_millis(),
+            settings.statement_timeout.as_millis(),
+        );
+        config.options(options.trim());
+        config.application_name("crm-responder");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(settings.connect_timeout))
+            .create_timeout(Some(settings.connect_timeout))
+            .recycle_timeout(Some(settings.connect_timeout))
+            .build()
+            .map_err(|e| DbError::Internal(format!("connection pool: {e}")))?;
+        Ok(Postgres {
+            pool,
+            handle,
+            wait: settings.connect_timeout,
+        })
+    }
+
+    /// A connection from the pool, waiting at most the connect timeout.
+    pub(super) fn connection(&self) -> Result<Object, DbError> {
+        self.handle
+            .block_on(async { tokio::time::timeout(self.wait, self.pool.get()).await })
+            .map_err(|_| DbError::Unavailable("no database connection in time".into()))?
+            .map_err(|e| match e {
+                deadpool_postgres::PoolError::Backend(e) => DbError::from(e),
+                other => DbError::Unavailable(format!("database connection: {other}")),
+            })
+    }
+
+    /// A session over `client`.
+    pub(super) fn session<'a>(&'a self, client: &'a Object) -> Session<'a> {
+        Session {
+            client,
+            handle: &self.handle,
+        }
+    }
+
+    /// Runs `f` in a read-only transaction (one snapshot for all its reads).
+    pub(super) fn read<R>(
+        &self,
+        f: impl FnOnce(&dyn Sql) -> Result<R, DbError>,
+    ) -> Result<R, DbError> {
+        let client = self.connection()?;
+        let session = self.session(&client);
+        session.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        let result = f(&session);
+        // Nothing was written: ending the snapshot either way is the same.
+        let _ = session.batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+        result
+    }
+
+    /// Brings the schema up to date, once across every instance starting
+    /// at the same time (they wait on an advisory lock).
+    pub(super) fn migrate(&self) -> Result<(), DbError> {
+        let client = self.connection()?;
+        let session = self.session(&client);
+        session.execute("SELECT pg_advisory_lock(?1)", crate::args![MIGRATE_LOCK])?;
+        let result = migrate(&session);
+        let unlocked = session.execute("SELECT pg_advisory_unlock(?1)", crate::args![MIGRATE_LOCK]);
+        result.and(unlocked.map(drop))
+    }
+
+    /// Connections in use and open, for `/metrics`.
+    pub(super) fn pool_status(&self) -> (usize, usize) {
+        let status = self.pool.status();
+        (status.size - status.available, status.size)
+    }
+
+    /// Closes every idle connection; later use fails.
+    pub(super) fn close(&self) {
+        self.pool.close();
+    }
+}
+
+fn migrate(session: &dyn Sql) -> Result<(), DbError> {
+    session.batch("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")?;
+    let current: i64 = session
+        .query_opt("SELECT max(version) FROM schema_version", &[], |r| {
+            r.get::<Option<i64>>(0)
+        })?
+        .flatten()
+        .unwrap_or(0);
+    let latest = super::migrate::latest_version();
+    if current > latest {
+        return Err(DbError::Internal(format!(
+            "database schema version {current} is newer than this program ({latest}); \
+             refusing to run an older binary against it"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        session.batch("BEGIN")?;
+        let done = session
+            .batch(sql)
+            .and_then(|()| {
+                session.execute(
+                    "INSERT INTO schema_version (version) VALUES (?1)",
+                    crate::args![version],
+                )
+            })
+            .and_then(|_| session.batch("COMMIT"));
+        if let Err(e) = done {
+            let _ = session.batch("ROLLBACK");
+            return Err(DbError::Internal(format!(
+                "migration to version {version} failed: {e}"
+            )));
+        }
+        tracing::info!(version, "database schema migrated");
+    }
+    Ok(())
+}
+
+/// One PostgreSQL connection seen through [`Sql`].
+pub(super) struct Session<'a> {
+    client: &'a Object,
+    handle: &'a Handle,
+}
+
+impl Session<'_> {
+    fn prepared(&self, sql: &str) -> Result<tokio_postgres::Statement, DbError> {
+        let text = postgres_placeholders(sql);
+        Ok(self.handle.block_on(self.client.prepare_cached(&text))?)
+    }
+
+    /// Whether the connection is gone (the writer opens another).
+    pub(super) fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}
+
+fn params<'v>(args: &'v [Value<'v>]) -> Vec<&'v (dyn ToSql + Sync)> {
+    args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
+}
+
+impl Sql for Session<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn execute(&self, sql: &str, args: &[Value<'_>]) -> Result<usize, DbError> {
+        let statement = self.prepared(sql)?;
+        let changed = self
+            .handle
+            .block_on(self.client.execute(&statement, &params(args)))?;
+        Ok(changed as usize)
+    }
+
+    fn each_row(
+        &self,
+        sql: &str,
+        args: &[Value<'_>],
+        each: &mut dyn FnMut(&Row<'_>) -> Result<(), DbError>,
+    ) -> Result<(), DbError> {
+        let statement = self.prepared(sql)?;
+        let rows = self
+            .handle
+            .block_on(self.client.query(&statement, &params(args)))?;
+        for row in &rows {
+            each(&Row::Postgres(row))?;
+        }
+        Ok(())
+    }
+
+    fn batch(&self, sql: &str) -> Result<(), DbError> {
+        Ok(self.handle.block_on(self.client.batch_execute(sql))?)
+    }
+}
