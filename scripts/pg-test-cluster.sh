@@ -6,7 +6,8 @@
 #
 # The cluster runs as the `postgres` user (initdb refuses root), trusts
 # local connections, listens on 127.0.0.1:PORT only, and is tuned for tests
-# (no fsync: a crash of the machine loses the throwaway data, nothing else).
+# (no fsync: a crash of the machine loses the throwaway data; a crash of the
+# server alone loses nothing, as a test that kills it checks).
 set -euo pipefail
 
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
@@ -32,7 +33,17 @@ start)
     mkdir -p "$dir"
     if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
     as_postgres "'$bin/initdb' -D '$dir/data' -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >'$dir/initdb.log' 2>&1"
-    as_postgres "'$bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -o \"-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400\" start >/dev/null"
+    # In the cluster's own file, so that a plain `pg_ctl start` (a test
+    # restarting the server) brings it back the same.
+    cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir'
+fsync = off
+full_page_writes = off
+max_connections = 400
+CONF
+    as_postgres "'$bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w start >/dev/null"
     echo "postgres://postgres@127.0.0.1:$port/postgres"
     ;;
 stop)

@@ -1,4 +1,5 @@
-//! Black-box tests: the real service on a real socket with a real SQLite file.
+//! Black-box tests: the real service on a real socket with a real database: a
+//! SQLite file, or PostgreSQL when `CRM_TEST_POSTGRES` names a server.
 
 mod browser;
 mod clients;
@@ -9,6 +10,7 @@ mod faults;
 mod helpers;
 mod hostile;
 mod import;
+mod instances;
 mod jivo;
 mod leads_api;
 mod livechat;
