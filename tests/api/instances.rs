@@ -247,6 +247,49 @@ async fn three_instances_behind_nginx_make_one_lead_per_visitor_and_lose_nothing
         60
     );
 
+    // A redelivery to the other instances changes nothing.
+    let again = visit(1, 9_000);
+    for addr in &addrs {
+        let (_, answer) = deliver(&client, *addr, &again).await;
+        assert_eq!(lead_id(&answer), lead);
+    }
+    assert_eq!(
+        app_sql("SELECT count(*) FROM deliveries WHERE event = 'chat_accepted'"),
+        60
+    );
+
+    // Two visitors sharing a phone, at once on two instances, end as the
+    // merge policy says on one: the phone's lead takes the second email
+    // (keep_both), whichever came first.
+    let shared_phone = |v: usize, chat: usize| {
+        let mut body = accepted(
+            chat as u64,
+            &format!("share-{v}"),
+            &format!("Sharer{v}"),
+            Some(&format!("share{v}@instances.test")),
+            Some("+1 408 555 0199"),
+        );
+        body["user_token"] = Value::Null;
+        body.to_string()
+    };
+    let (one, two) = (shared_phone(1, 30_001), shared_phone(2, 30_002));
+    let (first, second) = tokio::join!(
+        deliver(&client, addrs[0], &one),
+        deliver(&client, addrs[2], &two),
+    );
+    assert_eq!(lead_id(&first.1), lead_id(&second.1));
+    let sharer = lead_id(&first.1);
+    assert_eq!(
+        app_sql(&format!(
+            "SELECT count(*) FROM lead_emails WHERE lead_id = {sharer} AND value LIKE 'share%'"
+        )),
+        2
+    );
+    assert_eq!(
+        app_sql("SELECT count(*) FROM lead_phones WHERE value = '+14085550199'"),
+        1
+    );
+
     // Load through nginx; one instance dies in the middle of it.
     let Some(nginx) = Nginx::start(dir.path(), &addrs) else {
         eprintln!("skipped the load balancer half: nginx is not installed");
@@ -297,7 +340,7 @@ async fn three_instances_behind_nginx_make_one_lead_per_visitor_and_lose_nothing
     }
     assert_eq!(
         app_sql("SELECT count(*) FROM leads WHERE merged_into IS NULL"),
-        1 + visitors as i64
+        2 + visitors as i64
     );
     assert_eq!(
         app_sql(
