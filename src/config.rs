@@ -706,7 +706,7 @@ impl Config {
                     "must be non-empty and contain no ':'",
                 ));
             }
-            if crate::http::auth::parse_hash(user.password_hash.expose()).is_err() {
+            if crate::password::parse_hash(user.password_hash.expose()).is_err() {
                 return Err(invalid(
                     &format!("sales.users[{i}].password_hash"),
                     "is not a password hash from `crm-responder hash-password`",

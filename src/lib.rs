@@ -15,8 +15,10 @@
 //! - [`event`]: the internal event model every platform translates into.
 //! - [`crm`]: identity, normalisation, merge policy, duplicate scoring, and the
 //!   explanation of each decision; pure.
-//! - [`store`]: SQL on `&Connection` and the one async gateway, [`store::Db`].
+//! - [`store`]: SQL written once over [`store::sql::Sql`] for SQLite and
+//!   PostgreSQL, and the one async gateway, [`store::Db`].
 //! - [`metrics`]: counters for `/metrics`.
+//! - [`password`]: argon2 hashes of `[[sales.users]]`.
 //! - [`ops`]: `import`, `export`, `replay`, `backup`, `explain`, `preview`, one file each.
 //! - [`spool`]: deliveries acknowledged during a storage fault, applied when it ends.
 
@@ -28,6 +30,7 @@ pub mod event;
 pub mod http;
 pub mod metrics;
 pub mod ops;
+pub mod password;
 pub mod platforms;
 pub mod spool;
 pub mod store;

@@ -9,8 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::PasswordVerifier;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -36,18 +35,7 @@ pub fn secret_eq(given: &[u8], expected: &[u8]) -> bool {
     a.ct_eq(&b).into()
 }
 
-/// Parses a stored PHC hash.
-pub fn parse_hash(hash: &str) -> Result<PasswordHash, String> {
-    PasswordHash::new(hash).map_err(|e| e.to_string())
-}
-
-/// Hashes a password for `[[sales.users]]` (argon2id, random salt).
-pub fn hash_password(password: &str) -> Result<String, String> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
-}
+pub use crate::password::{hash_password, parse_hash};
 
 /// Splits an `Authorization: Basic …` header into user and password.
 pub fn parse_basic(header: &str) -> Option<(String, String)> {

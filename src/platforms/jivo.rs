@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use super::lenient;
 use crate::config::{Config, RowSource};
+use crate::crm::card::LeadCard;
 use crate::event::{ConversationUpdate, Event, Message, Note, Sender, Visitor, unix_to_rfc3339};
-use crate::store::view::LeadCard;
 
 #[derive(Debug, Deserialize)]
 struct Body {
