@@ -1,10 +1,11 @@
 //! `explain`: runs one delivery through the CRM decision against the
 //! current database and says what would happen, writing nothing.
 //!
-//! The live file is opened `query_only` and copied into memory with the online
-//! backup API; the delivery is applied to the copy by the same code as a live
-//! one. The database file (and its WAL) stay byte-identical, and the service
-//! keeps serving meanwhile.
+//! On SQLite the live file is opened `query_only` and copied into memory
+//! with the online backup API; the delivery is applied to the copy by the
+//! same code as a live one. The database file (and its WAL) stay
+//! byte-identical, and the service keeps serving meanwhile. On PostgreSQL
+//! the delivery is applied inside a transaction that is always rolled back.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -14,12 +15,13 @@ use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::Config;
+use crate::config::{Config, Store};
 use crate::crm::explain::Explanation;
 use crate::event::{Platform, now_rfc3339};
 use crate::platforms::{self, lenient};
 use crate::store::apply::{self, Policy};
 use crate::store::inbox::NewDelivery;
+use crate::store::{Db, Location};
 
 /// What a delivery would do.
 #[derive(Debug, Serialize)]
@@ -53,7 +55,7 @@ pub fn guess_platform(body: &[u8]) -> Result<Platform, String> {
     }
 }
 
-/// Explains `body` against the database at `config.database.path`.
+/// Explains `body` against the configured database.
 pub fn run(config: &Config, body: &[u8], platform: Option<Platform>) -> Result<Report, String> {
     let platform = match platform {
         Some(p) => p,
@@ -61,7 +63,6 @@ pub fn run(config: &Config, body: &[u8], platform: Option<Platform>) -> Result<R
     };
     let (event, key) = platforms::translate(platform, body)
         .map_err(|e| format!("the body does not translate ({platform}): {e}"))?;
-    let conn = snapshot(&config.database.path)?;
     let delivery = NewDelivery::parsed(
         platform,
         &event.name,
@@ -69,8 +70,22 @@ pub fn run(config: &Config, body: &[u8], platform: Option<Platform>) -> Result<R
         Bytes::copy_from_slice(body),
         now_rfc3339(),
     );
-    let outcome =
-        apply::apply(&conn, &Policy::of(config), &delivery, &event).map_err(|e| e.to_string())?;
+    let policy = Policy::of(config);
+    let outcome = match config.database.store() {
+        Store::Sqlite(path) => {
+            let conn = snapshot(&path)?;
+            apply::apply(&conn, &policy, &delivery, &event).map_err(|e| e.to_string())?
+        }
+        Store::Postgres(_) => {
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            let _entered = runtime.enter();
+            let db = Db::connect(&Location::of(&config.database))
+                .map_err(|e| format!("database ({}): {e}", config.database.describe()))?;
+            let outcome = db.rehearse(|conn| apply::apply(conn, &policy, &delivery, &event));
+            db.close();
+            outcome.map_err(|e| e.to_string())?
+        }
+    };
     let answer = crate::http::webhooks::answer(platform, config, &event, &outcome);
     Ok(Report {
         platform: platform.as_str(),

@@ -34,10 +34,30 @@ pub struct Selection {
     pub failed_only: bool,
     /// Only deliveries received at or after this time (RFC 3339 UTC, as stored).
     pub since: Option<String>,
-    /// Read deliveries from this database instead of the target.
-    pub from: Option<PathBuf>,
+    /// Read deliveries from another database instead of the target.
+    pub from: Option<Source>,
     /// Only the last N of the deliveries selected otherwise.
     pub last: Option<u64>,
+}
+
+/// Where replayed deliveries are read from, when not from the target.
+#[derive(Clone)]
+pub enum Source {
+    /// Another SQLite file (`replay --from OLD.sqlite3`, a preview of a
+    /// SQLite deployment), opened read-only.
+    File(PathBuf),
+    /// An open store (a preview of a PostgreSQL deployment reads the live
+    /// database and replays into scratch files).
+    Store(Db),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(path) => write!(f, "File({})", path.display()),
+            Source::Store(db) => write!(f, "Store({})", db.dialect()),
+        }
+    }
 }
 
 /// A stored delivery.
@@ -285,8 +305,10 @@ where
     R: Send + 'static,
     F: FnOnce(&dyn Sql) -> Result<R, DbError> + Send + 'static,
 {
-    let Some(path) = selection.from.clone() else {
-        return db.read(f).await;
+    let path = match selection.from.clone() {
+        None => return db.read(f).await,
+        Some(Source::Store(source)) => return source.read(f).await,
+        Some(Source::File(path)) => path,
     };
     tokio::task::spawn_blocking(move || {
         let conn = open_source(&path)

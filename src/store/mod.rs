@@ -278,6 +278,27 @@ impl Db {
         Ok(())
     }
 
+    /// Runs `f` on this thread in a transaction that is always rolled
+    /// back: a what-if (`explain`) that sees the live data and leaves
+    /// nothing behind. PostgreSQL only: on SQLite it would hold the file's
+    /// write lock meanwhile, so `explain` works on an in-memory copy there.
+    pub fn rehearse<R>(
+        &self,
+        f: impl FnOnce(&dyn Sql) -> Result<R, DbError>,
+    ) -> Result<R, DbError> {
+        let Engine::Postgres(pg) = &self.shared.engine else {
+            return Err(DbError::Internal(
+                "rehearse runs on PostgreSQL; SQLite rehearses on a copy".into(),
+            ));
+        };
+        let client = pg.connection()?;
+        let session = pg.session(&client);
+        session.batch("BEGIN")?;
+        let result = f(&session);
+        session.batch("ROLLBACK")?;
+        result
+    }
+
     /// The SQLite file, when the store is one; `None` on PostgreSQL.
     pub fn sqlite_path(&self) -> Option<&Path> {
         match &self.shared.engine {

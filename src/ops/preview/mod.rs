@@ -8,8 +8,8 @@
 //! (its idempotency key), not by row id, and reported with their id in the
 //! live database when it has the same lead.
 //!
-//! The live database and the scratch ones are SQLite files: a preview
-//! reads the live file by path and replays into files of its own.
+//! The scratch databases are SQLite files. The live database is read where
+//! it is: a SQLite file by path (read-only), PostgreSQL through the store.
 
 mod diff;
 
@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub use self::diff::{Counts, LeadDiff, LeadState, Preview, SAMPLE, compare, print};
-use super::replay::{self, Selection};
+use super::replay::{self, Selection, Source};
 use crate::config::Config;
 use crate::store::apply::Policy;
 use crate::store::sql::Sql;
@@ -35,10 +35,18 @@ impl Drop for Scratch {
     }
 }
 
+/// The live database a preview reads.
+pub enum Live {
+    /// A SQLite file.
+    File(PathBuf),
+    /// An open store (PostgreSQL).
+    Store(Db),
+}
+
 /// Replays the deliveries selected from `live` under `current` and `new`
 /// and compares the two results.
 pub async fn run(
-    live: &Path,
+    live: &Live,
     busy: Duration,
     current: &Policy,
     new: &Policy,
@@ -53,7 +61,10 @@ pub async fn run(
     let scratch = Scratch(dir);
     let selection = Selection {
         failed_only: false,
-        from: Some(live.to_owned()),
+        from: Some(match live {
+            Live::File(path) => Source::File(path.clone()),
+            Live::Store(db) => Source::Store(db.clone()),
+        }),
         ..selection.clone()
     };
     // Two progress bars in turn; say which is which.
@@ -72,14 +83,20 @@ pub async fn run(
         eprintln!("replaying under the new policy");
     }
     let after = replay_into(&scratch.0.join("new.sqlite3"), busy, new, &selection).await?;
-    let path = live.to_owned();
-    let live_ids = tokio::task::spawn_blocking(move || {
-        let conn = replay::open_source(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let by_anchor = anchors(&conn).map_err(|e| e.to_string())?;
-        Ok::<_, String>(by_anchor.into_iter().map(|(id, a)| (a, id)).collect())
-    })
-    .await
-    .map_err(|e| format!("read task failed: {e}"))??;
+    let by_anchor = match live {
+        Live::File(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                let conn =
+                    replay::open_source(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                anchors(&conn).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| format!("read task failed: {e}"))??
+        }
+        Live::Store(db) => db.read(anchors).await.map_err(|e| e.to_string())?,
+    };
+    let live_ids = by_anchor.into_iter().map(|(id, a)| (a, id)).collect();
     Ok(compare(before.1, &after.1, &live_ids, before.0))
 }
 
@@ -197,13 +214,30 @@ pub fn command(
         ..Selection::default()
     };
     let busy = Duration::from_millis(current.database.busy_timeout_ms);
+    let live = match current.database.store() {
+        crate::config::Store::Sqlite(path) => Live::File(path),
+        crate::config::Store::Postgres(_) => {
+            let location = crate::store::Location::of(&current.database);
+            let _entered = runtime.enter();
+            match Db::connect(&location) {
+                Ok(db) => Live::Store(db),
+                Err(e) => {
+                    eprintln!("error: database ({}): {e}", current.database.describe());
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    };
     let result = runtime.block_on(run(
-        &current.database.path,
+        &live,
         busy,
         &Policy::of(current),
         &Policy::of(new),
         &selection,
     ));
+    if let Live::Store(db) = live {
+        db.close();
+    }
     match result {
         Ok(p) if json => {
             println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
