@@ -110,7 +110,8 @@ impl Application {
 async fn drain_spool_forever(state: Arc<AppState>) {
     loop {
         if state.spool.depth() > 0 {
-            http::webhooks::drain_spool(&state).await;
+            let config = state.config();
+            crate::ingest::drain_spool(&state.ingest(&config)).await;
         }
         tokio::time::sleep(SPOOL_INTERVAL).await;
     }

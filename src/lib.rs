@@ -11,6 +11,8 @@
 //! - [`config`]: typed `config.toml`, checked once; secrets redacted.
 //! - [`app`]: the service, bound on any port, run until a shutdown signal.
 //! - [`http`]: routes (one file per endpoint family), auth, errors, the serving loop.
+//! - [`ingest`]: one delivery from bytes to answer: translate, store and
+//!   apply (or spool), answer in the platform's terms.
 //! - [`platforms`]: one module per chat platform: wire types → [`event::Event`].
 //! - [`event`]: the internal event model every platform translates into.
 //! - [`crm`]: identity, normalisation, merge policy, duplicate scoring, and the
@@ -28,6 +30,7 @@ pub mod config;
 pub mod crm;
 pub mod event;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
 pub mod ops;
 pub mod password;

@@ -61,6 +61,15 @@ impl From<DbError> for ApiError {
     }
 }
 
+impl From<crate::ingest::Refused> for ApiError {
+    fn from(refused: crate::ingest::Refused) -> Self {
+        match refused {
+            crate::ingest::Refused::BadBody(reason) => ApiError::BadRequest(reason),
+            crate::ingest::Refused::Storage(e) => e.into(),
+        }
+    }
+}
+
 impl ApiError {
     /// The status code.
     pub fn status(&self) -> StatusCode {

@@ -69,6 +69,17 @@ impl AppState {
         self.config.read().unwrap().clone()
     }
 
+    /// What a delivery is handled with, under `config` (a snapshot of
+    /// [`AppState::config`]).
+    pub fn ingest<'a>(&'a self, config: &'a Config) -> crate::ingest::Ingest<'a> {
+        crate::ingest::Ingest {
+            config,
+            db: &self.db,
+            spool: &self.spool,
+            metrics: &self.metrics,
+        }
+    }
+
     /// Replaces the settings in force.
     pub fn set_config(&self, config: Config) {
         *self.config.write().unwrap() = Arc::new(config);

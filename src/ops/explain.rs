@@ -86,7 +86,7 @@ pub fn run(config: &Config, body: &[u8], platform: Option<Platform>) -> Result<R
             outcome.map_err(|e| e.to_string())?
         }
     };
-    let answer = crate::http::webhooks::answer(platform, config, &event, &outcome);
+    let answer = crate::ingest::answer(platform, config, &event, &outcome);
     Ok(Report {
         platform: platform.as_str(),
         event: event.name,

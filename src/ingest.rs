@@ -1,0 +1,281 @@
+//! One delivery, from the platform's bytes to the answer: translated into
+//! an [`Event`], stored raw and applied in one transaction by the writer,
+//! or spooled when storage cannot take it in time, and answered in the
+//! platform's terms. The HTTP layer only authenticates and reads the body;
+//! `explain` and the spool's drainer use the same path.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::event::{Event, Platform, now_rfc3339};
+use crate::metrics::Metrics;
+use crate::platforms::{self, jivo};
+use crate::spool::Spool;
+use crate::store::apply::{self, Outcome, Policy};
+use crate::store::inbox::NewDelivery;
+use crate::store::{Db, DbError};
+
+/// What a delivery is handled with.
+pub struct Ingest<'a> {
+    /// The settings in force for this delivery.
+    pub config: &'a Config,
+    /// The storage gateway.
+    pub db: &'a Db,
+    /// Where deliveries wait during a storage fault.
+    pub spool: &'a Spool,
+    /// Counters for `/metrics`.
+    pub metrics: &'a Metrics,
+}
+
+/// Why a delivery was not accepted.
+#[derive(Debug)]
+pub enum Refused {
+    /// The body is not one the platform sends (stored as failed for a
+    /// later replay): the sender gets 400.
+    BadBody(String),
+    /// Storage could not take it (nor the spool): 503 for a transient
+    /// fault, so the sender retries.
+    Storage(DbError),
+}
+
+/// Stores and applies one authenticated delivery. A body that does not parse
+/// is stored as failed (for a later replay) and answered 400; storage
+/// trouble is a 503 so the sender retries.
+pub async fn deliver(
+    state: &Ingest<'_>,
+    platform: Platform,
+    body: Bytes,
+) -> Result<(Event, Outcome), Refused> {
+    let started = Instant::now();
+    let config = state.config;
+    let parsed = platforms::translate(platform, &body);
+    let received_at = now_rfc3339();
+    let (event, idem_key) = match parsed {
+        Ok(parsed) => parsed,
+        Err(reason) => {
+            let delivery = NewDelivery::failed(platform, body, received_at);
+            let event = delivery.event.clone();
+            let error = reason.clone();
+            state
+                .db
+                .write(move |conn| apply::record_failed(conn, &delivery, &error))
+                .await
+                .map_err(Refused::Storage)?;
+            state
+                .metrics
+                .delivery(platform, &event, "rejected", started.elapsed());
+            state.metrics.inbox_failure();
+            tracing::info!(%platform, %event, outcome = "rejected", %reason, "delivery");
+            return Err(Refused::BadBody(reason));
+        }
+    };
+    let write = store_and_apply(
+        state,
+        platform,
+        &event,
+        &idem_key,
+        body.clone(),
+        received_at.clone(),
+    );
+    let result = if event.wants_card {
+        // The agent is looking at an empty panel until we answer.
+        let deadline = Duration::from_millis(config.jivo.answer_deadline_ms);
+        match tokio::time::timeout(deadline, write).await {
+            Ok(result) => result,
+            Err(_) => Err(DbError::Unavailable(format!(
+                "no answer from storage within {} ms",
+                deadline.as_millis()
+            ))),
+        }
+    } else {
+        write.await
+    };
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(DbError::Unavailable(cause)) if event.wants_card => {
+            let spool = state.spool.clone();
+            let put =
+                tokio::task::spawn_blocking(move || spool.put(platform, &received_at, &body)).await;
+            return match put {
+                Ok(Ok(_)) => {
+                    state
+                        .metrics
+                        .delivery(platform, &event.name, "spooled", started.elapsed());
+                    tracing::warn!(%platform, event = %event.name, outcome = "spooled", %cause, "delivery");
+                    Ok((
+                        event,
+                        Outcome {
+                            spooled: true,
+                            ..Outcome::default()
+                        },
+                    ))
+                }
+                failed => {
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "spool task failed".to_owned(),
+                    };
+                    state
+                        .metrics
+                        .delivery(platform, &event.name, "error", started.elapsed());
+                    tracing::error!(%platform, event = %event.name, outcome = "error", %cause, %error, "delivery not spooled");
+                    Err(Refused::Storage(DbError::Unavailable(format!(
+                        "{cause}; spool: {error}"
+                    ))))
+                }
+            };
+        }
+        Err(e) => {
+            state
+                .metrics
+                .delivery(platform, &event.name, "error", started.elapsed());
+            tracing::warn!(%platform, event = %event.name, outcome = "error", error = %e, "delivery");
+            return Err(Refused::Storage(e));
+        }
+    };
+    let label = if outcome.redelivery {
+        "redelivery"
+    } else {
+        "applied"
+    };
+    state
+        .metrics
+        .delivery(platform, &event.name, label, started.elapsed());
+    state.metrics.leads(&outcome);
+    tracing::info!(
+        %platform,
+        event = %event.name,
+        lead = outcome.lead_id,
+        outcome = label,
+        micros = started.elapsed().as_micros() as u64,
+        "delivery"
+    );
+    Ok((event, outcome))
+}
+
+/// Stores and applies an already translated delivery in one transaction.
+async fn store_and_apply(
+    state: &Ingest<'_>,
+    platform: Platform,
+    event: &Event,
+    idem_key: &str,
+    body: Bytes,
+    received_at: String,
+) -> Result<Outcome, DbError> {
+    let delivery = NewDelivery::parsed(platform, &event.name, idem_key, body, received_at);
+    let policy = Policy::of(state.config);
+    // Phones are parsed here, on the request's thread: the writer is the
+    // one thread every delivery waits for.
+    let identifiers = apply::Identifiers::of(event, &policy);
+    let event = event.clone();
+    state
+        .db
+        .write_repeatable(move |conn| {
+            let identifiers = Some(identifiers.clone());
+            apply::apply_identified(conn, &policy, &delivery, &event, identifiers)
+        })
+        .await
+}
+
+/// Applies spooled deliveries, oldest first, until the spool is empty or
+/// storage fails again. Returns how many were applied.
+pub async fn drain_spool(state: &Ingest<'_>) -> usize {
+    let spool = state.spool.clone();
+    let Ok(Ok(files)) = tokio::task::spawn_blocking(move || spool.list()).await else {
+        return 0;
+    };
+    let mut applied = 0;
+    for path in files {
+        let read = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || Spool::read(&path)).await
+        };
+        let record = match read {
+            Ok(Ok(record)) => record,
+            other => {
+                tracing::error!(file = %path.display(), ?other, "unreadable spool file left in place");
+                continue;
+            }
+        };
+        let (Some(platform), Ok(body)) = (record.platform(), record.body()) else {
+            tracing::error!(file = %path.display(), "malformed spool file left in place");
+            continue;
+        };
+        let result = match platforms::translate(platform, &body) {
+            Ok((event, key)) => store_and_apply(
+                state,
+                platform,
+                &event,
+                &key,
+                body.into(),
+                record.received_at,
+            )
+            .await
+            .map(|outcome| state.metrics.leads(&outcome)),
+            Err(reason) => {
+                let delivery = NewDelivery::failed(platform, body.into(), record.received_at);
+                state
+                    .db
+                    .write(move |conn| apply::record_failed(conn, &delivery, &reason))
+                    .await
+            }
+        };
+        match result {
+            Ok(()) => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::error!(file = %path.display(), error = %e, "cannot remove applied spool file");
+                    break;
+                }
+                applied += 1;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "spool not drained: storage still failing");
+                break;
+            }
+        }
+    }
+    if applied > 0 {
+        tracing::info!(applied, "spooled deliveries applied");
+    }
+    applied
+}
+
+/// The answer `platform` gets for an applied delivery (also what
+/// `crm-responder explain` prints).
+pub fn answer(platform: Platform, config: &Config, event: &Event, outcome: &Outcome) -> Value {
+    match platform {
+        Platform::Jivo => match &outcome.card {
+            Some(card) if event.wants_card => jivo::answer(card, config),
+            None if outcome.spooled => jivo::provisional_answer(event, config),
+            _ => json!({ "result": "ok" }),
+        },
+        Platform::RocketChat => {
+            let mut answer = lead_answer(config, outcome);
+            // Older servers keep only the `data` member of our answer as the
+            // room's crmData; newer ones keep it whole. Either way it comes back.
+            if answer.get("lead_id").is_some() {
+                answer["data"] = json!({
+                    "lead_id": answer["lead_id"].clone(),
+                    "crm_link": answer["crm_link"].clone(),
+                });
+            }
+            answer
+        }
+        Platform::LiveChat => lead_answer(config, outcome),
+    }
+}
+
+/// The small answer Rocket.Chat and LiveChat get.
+pub fn lead_answer(config: &Config, outcome: &Outcome) -> Value {
+    match outcome.lead_id {
+        Some(id) => json!({
+            "result": "ok",
+            "lead_id": id,
+            "crm_link": jivo::lead_link(config, id),
+        }),
+        None => json!({ "result": "ok" }),
+    }
+}
