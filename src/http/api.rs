@@ -11,8 +11,8 @@ use warp::{Filter, Rejection, Reply};
 use super::auth::Verdict;
 use super::error::ApiError;
 use super::{AppState, client_addr, raw_header, with_state};
-use crate::store::search::{self, Cursor, Query};
-use crate::store::view::{self, Found};
+use crate::store::search::{Cursor, Query};
+use crate::store::view::Found;
 
 /// `/api/leads/{id}` and `/api/leads`.
 pub fn routes(
@@ -65,7 +65,7 @@ fn lead(
                 .ok_or(ApiError::NotFound.reject())?;
             let found = state
                 .db
-                .read(move |conn| view::lead(conn, id))
+                .lead(id)
                 .await
                 .map_err(|e| ApiError::from(e).reject())?;
             match found {
@@ -130,16 +130,7 @@ fn search(
             let region = state.config().merge.default_region;
             let (leads, next) = state
                 .db
-                .read(move |conn| {
-                    let (hits, next) = search::search(conn, &query, region)?;
-                    let mut leads = Vec::with_capacity(hits.len());
-                    for hit in hits {
-                        if let Found::Lead(lead) = view::lead(conn, hit.id)? {
-                            leads.push(lead);
-                        }
-                    }
-                    Ok((leads, next))
-                })
+                .search_leads(query, region)
                 .await
                 .map_err(|e| ApiError::from(e).reject())?;
             let next = next.map(|n| n.to_string());

@@ -27,8 +27,7 @@ use warp::{Filter, Rejection, Reply};
 use super::AppState;
 use super::api::{SearchParams, sales_user};
 use super::error::ApiError;
-use crate::store::view::{self, Found};
-use crate::store::{leads, search};
+use crate::store::view::Found;
 use model::{ErrorPage, LeadPage, SearchPage};
 
 /// No script, no inline style, nothing from another origin, never framed.
@@ -110,18 +109,7 @@ async fn show_lead(
         return error_page(&ApiError::NotFound);
     };
     let from = params.from.and_then(|f| f.parse::<i64>().ok());
-    let read = state
-        .db
-        .read(move |conn| {
-            let found = view::lead(conn, id)?;
-            // Only a lead really folded into this one earns the notice.
-            let folded = match from {
-                Some(from) if from != id && leads::survivor(conn, from)? == id => Some(from),
-                _ => None,
-            };
-            Ok((found, folded))
-        })
-        .await;
+    let read = state.db.lead_page(id, from).await;
     let (found, merged_from) = match read {
         Ok(read) => read,
         Err(e) => return error_page(&ApiError::from(e)),
@@ -164,18 +152,7 @@ async fn show_search(user: Result<Arc<AppState>, Response>, params: SearchParams
         Err(rejection) => return rejection_page(&rejection),
     };
     let region = state.config().merge.default_region;
-    let found = state
-        .db
-        .read(move |conn| {
-            let (hits, next) = search::search(conn, &query, region)?;
-            let mut rows = Vec::with_capacity(hits.len());
-            for hit in hits {
-                let card = view::card(conn, hit.id, None)?;
-                rows.push((hit, card));
-            }
-            Ok((rows, next))
-        })
-        .await;
+    let found = state.db.search_cards(query, region).await;
     match found {
         Ok((rows, next)) => render(
             StatusCode::OK,

@@ -23,6 +23,7 @@ pub mod leads;
 pub mod locks;
 mod migrate;
 mod postgres;
+mod reads;
 pub mod search;
 pub mod sql;
 pub mod view;
