@@ -243,11 +243,9 @@ async fn start_of_last(db: &Db, selection: &Selection, n: u64) -> Result<(String
             "SELECT received_at, id FROM deliveries WHERE {WHERE}
              ORDER BY received_at DESC, id DESC LIMIT 1 OFFSET ?3"
         );
-        Ok(
-            conn.query_row(&sql, args![failed_only, since, n as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?,
-        )
+        conn.query_row(&sql, args![failed_only, since, n as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
     })
     .await
 }

@@ -277,6 +277,10 @@ impl tokio_postgres::types::ToSql for Value<'_> {
             Value::Text(s) => match *ty {
                 Type::BYTEA => s.as_bytes().to_sql(ty, out),
                 Type::INT8 => s.parse::<i64>()?.to_sql(ty, out),
+                // PostgreSQL text cannot hold U+0000, which JSON bodies may
+                // carry escaped: such a character is stored as U+FFFD (the
+                // raw delivery keeps the original bytes).
+                _ if s.contains('\0') => s.replace('\0', "\u{FFFD}").as_str().to_sql(ty, out),
                 _ => s.to_sql(ty, out),
             },
             Value::Blob(b) => match *ty {

@@ -144,6 +144,9 @@ fn spooled(dir: &Path) -> usize {
 #[tokio::test]
 #[ignore = "needs root to mount a tmpfs; .ci/run runs ignored tests"]
 async fn a_full_disk_gives_503_and_a_provisional_answer_spooled_elsewhere_then_recovers() {
+    if skipped_on_postgres("a full filesystem under the SQLite file") {
+        return;
+    }
     let fs = Tmpfs::mount("4m");
     let app = app_on(&fs, false).await;
     let spool_dir = spool_elsewhere(&fs);
@@ -204,6 +207,9 @@ async fn a_full_disk_gives_503_and_a_provisional_answer_spooled_elsewhere_then_r
 #[tokio::test]
 #[ignore = "needs root to mount a tmpfs; .ci/run runs ignored tests"]
 async fn a_full_disk_holding_the_spool_too_gives_503_for_chat_accepted() {
+    if skipped_on_postgres("a full filesystem under the SQLite file") {
+        return;
+    }
     let fs = Tmpfs::mount("4m");
     let app = app_on(&fs, true).await;
     let (status, _) = app
@@ -237,6 +243,9 @@ async fn a_full_disk_holding_the_spool_too_gives_503_for_chat_accepted() {
 #[tokio::test]
 #[ignore = "needs root to mount a tmpfs; .ci/run runs ignored tests"]
 async fn a_read_only_filesystem_at_start_keeps_the_service_up_with_503_until_it_is_writable() {
+    if skipped_on_postgres("a read-only filesystem under the SQLite file") {
+        return;
+    }
     let fs = Tmpfs::mount("4m");
     let app = app_on(&fs, false).await;
     let (status, _) = app
@@ -280,22 +289,27 @@ async fn a_read_only_filesystem_at_start_keeps_the_service_up_with_503_until_it_
 
 #[tokio::test]
 async fn a_storage_stall_past_the_request_timeout_is_503_not_408() {
+    // The write waits for the lock (SQLite's busy timeout, PostgreSQL's
+    // lock and statement timeout) far longer than a request may take.
     let app = spawn_app_with(|c| {
         c.database.busy_timeout_ms = 3_000;
+        c.database.statement_timeout_ms = 3_000;
         c.server.request_timeout_ms = 400;
     })
     .await;
-    let locker = rusqlite::Connection::open(&app.db_path).unwrap();
-    locker.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    let locker = app.lock_for_writes();
     let started = Instant::now();
     let (status, answer) = app.jivo(&fixture("jivo/chat_finished.json")).await;
     assert_eq!(status, 503, "the sender must retry: {answer}");
     assert!(started.elapsed() < Duration::from_millis(2000));
-    locker.execute_batch("ROLLBACK").unwrap();
+    locker.release();
 }
 
 #[tokio::test]
 async fn a_lock_held_by_another_process_gives_503_and_healthz_says_so_until_it_is_released() {
+    if skipped_on_postgres("a SQLite file lock held by another process") {
+        return;
+    }
     let app = spawn_app_with(|c| {
         c.database.busy_timeout_ms = 300;
         c.jivo.answer_deadline_ms = 200;
@@ -346,12 +360,15 @@ async fn a_lock_held_by_another_process_gives_503_and_healthz_says_so_until_it_i
 
 #[tokio::test]
 async fn healthz_finds_a_cleared_fault_by_itself_when_no_traffic_comes() {
-    let app = spawn_app_with(|c| c.database.busy_timeout_ms = 100).await;
-    let locker = rusqlite::Connection::open(&app.db_path).unwrap();
-    locker.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    let app = spawn_app_with(|c| {
+        c.database.busy_timeout_ms = 100;
+        c.database.statement_timeout_ms = 500;
+    })
+    .await;
+    let locker = app.lock_for_writes();
     let (status, _) = app.jivo(&fixture("jivo/chat_finished.json")).await;
     assert_eq!(status, 503);
-    locker.execute_batch("ROLLBACK").unwrap();
+    locker.release();
     // Marked unhealthy, the service may get no traffic to prove otherwise:
     // once the fault is 5 s old, /healthz tries an empty write itself.
     assert_eq!(health(&app).await.0, 503);

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 
 use crm_responder::app::Application;
 use crm_responder::config::Config;
-use crm_responder::store::sql::{Cell, Sql};
+use crm_responder::store::DbError;
+use crm_responder::store::sql::{
+    Cell, Dialect, Row, Sql, Value as SqlValue, postgres_placeholders,
+};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -123,6 +126,23 @@ pub async fn fresh_postgres_database(server: &str) -> String {
     };
     let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
     format!("{base}/{name}{query}")
+}
+
+/// For a test that starts the binary on a store of its own: a fresh
+/// PostgreSQL database when the run is on PostgreSQL (its URL), else `None`
+/// (a SQLite file). Callable from sync and async tests alike.
+pub fn fresh_store() -> Option<String> {
+    let server = postgres_server()?;
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(fresh_postgres_database(&server))
+    })
+    .join()
+    .map(Some)
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// The test config text for `db`, with the database URL set when the run
@@ -288,8 +308,63 @@ impl TestApp {
     /// Runs a query on the database directly (the SQLite file, or the
     /// PostgreSQL database on its own connection); the first column of the
     /// first row.
-    pub fn sql<T: Cell + Send + 'static>(&self, sql: &str) -> T {
+    pub fn sql<T: Cell + Send>(&self, sql: &str) -> T {
         query_store(&self.db_path, self.db_url.as_deref(), sql)
+    }
+
+    /// [`TestApp::sql`] with parameters (`?1` placeholders, [`crm_responder::args!`]).
+    pub fn sql_with<T: Cell + Send>(&self, sql: &str, args: &[SqlValue<'_>]) -> T {
+        self.store(|db| {
+            db.query_row(sql, args, |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        })
+    }
+
+    /// Runs one statement on the database directly; the rows it changed.
+    pub fn execute(&self, sql: &str, args: &[SqlValue<'_>]) -> usize {
+        self.store(|db| {
+            db.execute(sql, args)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        })
+    }
+
+    /// Runs `f` on a connection of its own to the database (see [`with_store`]).
+    pub fn store<R: Send>(&self, f: impl FnOnce(&dyn Sql) -> R + Send) -> R {
+        with_store(&self.db_path, self.db_url.as_deref(), f)
+    }
+
+    /// Another session takes the database's write lock and holds it until
+    /// [`WriteLock::release`] (see [`WriteLock`]).
+    pub fn lock_for_writes(&self) -> WriteLock {
+        match &self.db_url {
+            None => {
+                let conn = rusqlite::Connection::open(&self.db_path).expect("open db");
+                conn.execute_batch("BEGIN EXCLUSIVE;")
+                    .expect("take the write lock");
+                WriteLock::Sqlite(conn)
+            }
+            Some(url) => {
+                let url = url.clone();
+                let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+                let (release, released) = std::sync::mpsc::channel::<()>();
+                let thread = std::thread::spawn(move || {
+                    let session = PostgresSession::connect(&url);
+                    session
+                        .batch(
+                            "BEGIN; LOCK TABLE deliveries, leads, history IN ACCESS EXCLUSIVE MODE",
+                        )
+                        .expect("take the write lock");
+                    let _ = locked_tx.send(());
+                    let _ = released.recv();
+                    session.batch("ROLLBACK").expect("roll back");
+                });
+                locked_rx.recv().expect("the lock holder took its lock");
+                WriteLock::Postgres {
+                    release,
+                    thread: Some(thread),
+                }
+            }
+        }
     }
 
     /// Whether the server task is still running (it ends on a panic that escapes a request).
@@ -318,42 +393,191 @@ impl Drop for TestApp {
     }
 }
 
+/// A write lock another session holds on the test database, as a
+/// maintenance job or another writer would: on SQLite an exclusive
+/// transaction on the file (`BEGIN EXCLUSIVE`); on PostgreSQL a
+/// transaction holding `ACCESS EXCLUSIVE` locks on the tables every
+/// delivery writes. Either way the service's writes wait for it (up to
+/// `busy_timeout_ms` or `statement_timeout_ms`). Released (rolled back) by
+/// [`WriteLock::release`] or when dropped.
+pub enum WriteLock {
+    /// The SQLite connection in its exclusive transaction.
+    Sqlite(rusqlite::Connection),
+    /// The thread whose PostgreSQL session holds the locks, until told.
+    Postgres {
+        /// Tells the thread to roll back.
+        release: std::sync::mpsc::Sender<()>,
+        /// The thread.
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+}
+
+impl WriteLock {
+    /// Rolls the transaction back, releasing the lock, and waits for it.
+    pub fn release(self) {
+        drop(self);
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        match self {
+            WriteLock::Sqlite(conn) => {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            WriteLock::Postgres { release, thread } => {
+                let _ = release.send(());
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
+            }
+        }
+    }
+}
+
 /// The first column of the first row of `sql`, on the SQLite file at `path`
 /// or, when `url` is given, on that PostgreSQL database. Callable from async
 /// tests: PostgreSQL is asked on a thread of its own.
-pub fn query_store<T: Cell + Send + 'static>(path: &Path, url: Option<&str>, sql: &str) -> T {
+pub fn query_store<T: Cell + Send>(path: &Path, url: Option<&str>, sql: &str) -> T {
+    with_store(path, url, |db| {
+        db.query_row(sql, &[], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    })
+}
+
+/// Runs `f` on a connection of its own to the test database: the SQLite file
+/// at `path` or, when `url` is given, that PostgreSQL database, seen through
+/// the service's own [`Sql`] seam (so statements take `?1` placeholders and
+/// [`crm_responder::args!`] in both). Callable from async tests:
+/// PostgreSQL is asked on a thread of its own, with a runtime of its own.
+pub fn with_store<R: Send>(
+    path: &Path,
+    url: Option<&str>,
+    f: impl FnOnce(&dyn Sql) -> R + Send,
+) -> R {
     match url {
         None => {
             let conn = rusqlite::Connection::open(path).expect("open db");
-            (&conn as &dyn Sql)
-                .query_row(sql, &[], |r| r.get(0))
-                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            f(&conn)
         }
-        Some(url) => {
-            let (url, sql) = (url.to_owned(), sql.to_owned());
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                        .await
-                        .expect("connect");
-                    tokio::spawn(connection);
-                    let row = client
-                        .query_one(sql.as_str(), &[])
-                        .await
-                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-                    crm_responder::store::sql::Row::Postgres(&row)
-                        .get(0)
-                        .expect("column 0")
-                })
-            })
-            .join()
-            .expect("query thread")
-        }
+        Some(url) => std::thread::scope(|scope| {
+            scope
+                .spawn(|| f(&PostgresSession::connect(url)))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }),
     }
+}
+
+/// A test's own PostgreSQL connection, as [`Sql`]: each statement waits on
+/// the session's own runtime (so it must not be used inside another one).
+struct PostgresSession {
+    client: tokio_postgres::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl PostgresSession {
+    fn connect(url: &str) -> PostgresSession {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let client = runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+            tokio::spawn(connection);
+            client
+        });
+        PostgresSession { client, runtime }
+    }
+
+    fn params<'v>(args: &'v [SqlValue<'v>]) -> Vec<&'v (dyn tokio_postgres::types::ToSql + Sync)> {
+        args.iter()
+            .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect()
+    }
+}
+
+impl Sql for PostgresSession {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn execute(&self, sql: &str, args: &[SqlValue<'_>]) -> Result<usize, DbError> {
+        let sql = postgres_placeholders(sql);
+        let changed = self
+            .runtime
+            .block_on(self.client.execute(sql.as_str(), &Self::params(args)))?;
+        Ok(changed as usize)
+    }
+
+    fn each_row(
+        &self,
+        sql: &str,
+        args: &[SqlValue<'_>],
+        each: &mut dyn FnMut(&Row<'_>) -> Result<(), DbError>,
+    ) -> Result<(), DbError> {
+        let sql = postgres_placeholders(sql);
+        let rows = self
+            .runtime
+            .block_on(self.client.query(sql.as_str(), &Self::params(args)))?;
+        for row in &rows {
+            each(&Row::Postgres(row))?;
+        }
+        Ok(())
+    }
+
+    fn batch(&self, sql: &str) -> Result<(), DbError> {
+        Ok(self.runtime.block_on(self.client.batch_execute(sql))?)
+    }
+}
+
+/// A cell of any type, shown as text (`Int(1)`, `Text("a")`, `Null` …).
+struct Shown(String);
+
+impl Cell for Shown {
+    fn from_cell(cell: crm_responder::store::sql::CellRef<'_>) -> Result<Self, String> {
+        Ok(Shown(format!("{cell:?}")))
+    }
+}
+
+/// Every row of every table of the database, as text, sorted: what proves
+/// that a command wrote nothing where there is no file to hash
+/// (PostgreSQL). Identity sequences are not rows: a rolled-back insert
+/// still uses up an id.
+pub fn contents(db: &dyn Sql) -> Vec<String> {
+    let tables: Vec<String> = db
+        .query_all(
+            db.dialect().pick(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name",
+                "SELECT table_name::text FROM information_schema.tables
+                 WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1",
+            ),
+            &[],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    for table in tables {
+        let mut rows = shown_rows(db, &format!("SELECT * FROM {table}"));
+        rows.sort();
+        out.extend(rows.into_iter().map(|row| format!("{table}: {row}")));
+    }
+    out
+}
+
+/// Each row of `sql`, every column shown with its type (`Int(1)`,
+/// `Text("a")`, `Null` …), joined by ` | `.
+pub fn shown_rows(db: &dyn Sql, sql: &str) -> Vec<String> {
+    db.query_all(sql, &[], |r| {
+        let cells: Vec<String> = (0..)
+            .map_while(|i| r.get::<Shown>(i).ok())
+            .map(|c| c.0)
+            .collect();
+        Ok(cells.join(" | "))
+    })
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// The `value`s of a JSON lead's emails or phones, with their primary flag.

@@ -8,16 +8,17 @@ use std::time::Duration;
 
 use crm_responder::config::Config;
 use crm_responder::ops::import::{self, Column};
-use crm_responder::store::Db;
 use crm_responder::store::apply::Policy;
-use rusqlite::Connection;
+use crm_responder::store::sql::Sql;
+use crm_responder::store::{Db, Location};
 
 use crate::helpers::*;
 
-/// A config for `db` under a merge policy other than the default one, so
+/// A config for the SQLite file `db` (or, when `url` is given, that
+/// PostgreSQL database) under a merge policy other than the default one, so
 /// that merges replace names, phones and primaries and append descriptions.
-fn write_config(dir: &Path, db: &Path) -> PathBuf {
-    let text = config_text(db)
+fn write_config(dir: &Path, db: &Path, url: Option<&str>) -> PathBuf {
+    let text = store_config_text(db, url)
         .replace(
             r#"match_order = ["email", "phone"]"#,
             r#"match_order = ["phone", "email"]"#,
@@ -172,9 +173,14 @@ fn messy_rows(seed: u64, rows: usize, people: u64) -> String {
     out
 }
 
-/// Applies `csv` to `db` one row at a time through `import::apply_row`,
-/// each row in its own transaction; returns the summary line's counts.
-fn import_row_by_row(config: &Path, db: &Path, csv: &str) -> String {
+/// Applies `csv` to `db` (or the PostgreSQL database at `url`) one row at a
+/// time through `import::apply_row`, each row in its own transaction;
+/// returns the summary line's counts.
+fn import_row_by_row(config: &Path, db: &Path, url: Option<&str>, csv: &str) -> String {
+    with_store(db, url, |conn| row_by_row(config, conn, csv))
+}
+
+fn row_by_row(config: &Path, conn: &dyn Sql, csv: &str) -> String {
     let config = Config::load(config).unwrap();
     let policy = Policy::of(&config);
     let received_at = "2026-01-01T00:00:00.000Z";
@@ -187,18 +193,18 @@ fn import_row_by_row(config: &Path, db: &Path, csv: &str) -> String {
         .iter()
         .map(|h| Column::of(&String::from_utf8_lossy(h)))
         .collect();
-    let conn = Connection::open(db).unwrap();
     let (mut rows, mut created, mut merged, mut unchanged, mut flagged, mut rejected) =
         (0, 0, 0, 0, 0, 0);
+    let begin = conn.dialect().pick("BEGIN IMMEDIATE", "BEGIN");
     for record in reader.byte_records() {
         rows += 1;
         let Ok((row, key)) = import::parse_record(&columns, &record.unwrap(), &policy) else {
             rejected += 1;
             continue;
         };
-        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let outcome = import::apply_row(&conn, &policy, &row, &key, received_at).unwrap();
-        conn.execute_batch("COMMIT").unwrap();
+        conn.batch(begin).unwrap();
+        let outcome = import::apply_row(conn, &policy, &row, &key, received_at).unwrap();
+        conn.batch("COMMIT").unwrap();
         flagged += outcome.flagged;
         if outcome.created {
             created += 1;
@@ -215,33 +221,27 @@ fn import_row_by_row(config: &Path, db: &Path, csv: &str) -> String {
 }
 
 /// Everything the import writes, times aside.
-fn dump(db: &Path) -> Vec<String> {
-    let conn = Connection::open(db).unwrap();
-    let mut out = Vec::new();
-    for sql in [
-        "SELECT id, name, name_key, name_rev, description, status, merged_into FROM leads ORDER BY id",
-        "SELECT id, lead_id, value, raw, is_primary FROM lead_emails ORDER BY id",
-        "SELECT id, lead_id, value, raw, is_primary FROM lead_phones ORDER BY id",
-        "SELECT lead_id, key, value FROM lead_fields ORDER BY lead_id, key",
-        "SELECT lead_a, lead_b, score, reason FROM duplicate_links ORDER BY lead_a, lead_b",
-        "SELECT id, platform, event, idem_key, body, status, lead_id FROM deliveries ORDER BY id",
-        "SELECT id, lead_id, field, old, new, delivery_id, source, explanation, decision_id FROM history ORDER BY id",
-        "SELECT id, explanation FROM decisions ORDER BY id",
-    ] {
-        let mut stmt = conn.prepare(sql).unwrap();
-        let n = stmt.column_count();
-        let rows = stmt
-            .query_map([], |r| {
-                let cells: Vec<String> = (0..n)
-                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
-                    .collect();
-                Ok(cells.join("|"))
-            })
-            .unwrap();
-        out.extend(rows.map(Result::unwrap));
-    }
-    out
+fn dump(db: &Path, url: Option<&str>) -> Vec<String> {
+    with_store(db, url, |conn| {
+        let mut out = Vec::new();
+        for sql in DUMP {
+            out.extend(shown_rows(conn, sql));
+        }
+        out
+    })
 }
+
+/// The queries of [`dump`].
+const DUMP: [&str; 8] = [
+    "SELECT id, name, name_key, name_rev, description, status, merged_into FROM leads ORDER BY id",
+    "SELECT id, lead_id, value, raw, is_primary FROM lead_emails ORDER BY id",
+    "SELECT id, lead_id, value, raw, is_primary FROM lead_phones ORDER BY id",
+    "SELECT lead_id, key, value FROM lead_fields ORDER BY lead_id, key",
+    "SELECT lead_a, lead_b, score, reason FROM duplicate_links ORDER BY lead_a, lead_b",
+    "SELECT id, platform, event, idem_key, body, status, lead_id FROM deliveries ORDER BY id",
+    "SELECT id, lead_id, field, old, new, delivery_id, source, explanation, decision_id FROM history ORDER BY id",
+    "SELECT id, explanation FROM decisions ORDER BY id",
+];
 
 /// Rows of the compared file.
 const ROWS: usize = 4_000;
@@ -263,8 +263,10 @@ fn bulk_import_gives_the_database_row_by_row_import_gives() {
     let (bulk_dir, by_row_dir) = (dir.path().join("bulk"), dir.path().join("row"));
     std::fs::create_dir_all(&bulk_dir).unwrap();
     std::fs::create_dir_all(&by_row_dir).unwrap();
-    let bulk_config = write_config(&bulk_dir, &bulk_db);
-    let by_row_config = write_config(&by_row_dir, &by_row_db);
+    let (bulk_url, by_row_url) = (fresh_store(), fresh_store());
+    let (bulk_url, by_row_url) = (bulk_url.as_deref(), by_row_url.as_deref());
+    let bulk_config = write_config(&bulk_dir, &bulk_db, bulk_url);
+    let by_row_config = write_config(&by_row_dir, &by_row_db, by_row_url);
 
     // Both databases first hold the same leads, some of which the file's
     // rows match with other names, phones and descriptions.
@@ -273,25 +275,27 @@ fn bulk_import_gives_the_database_row_by_row_import_gives() {
     for config in [&bulk_config, &by_row_config] {
         cli(config, &["import", existing.to_str().unwrap()]);
     }
-    assert_eq!(dump(&bulk_db).len(), dump(&by_row_db).len());
+    assert_eq!(
+        dump(&bulk_db, bulk_url).len(),
+        dump(&by_row_db, by_row_url).len()
+    );
 
     let file = dir.path().join("leads.csv");
     let csv = messy_rows(11, ROWS, 2_500);
     std::fs::write(&file, &csv).unwrap();
     let bulk =
         String::from_utf8(cli(&bulk_config, &["import", file.to_str().unwrap()]).stdout).unwrap();
-    let by_row = import_row_by_row(&by_row_config, &by_row_db, &csv);
+    let by_row = import_row_by_row(&by_row_config, &by_row_db, by_row_url, &csv);
     assert_eq!(counts(&bulk), by_row, "{bulk}");
     assert!(by_row.contains(" merged, "), "{by_row}");
 
-    let (bulk_dump, by_row_dump) = (dump(&bulk_db), dump(&by_row_db));
+    let (bulk_dump, by_row_dump) = (dump(&bulk_db, bulk_url), dump(&by_row_db, by_row_url));
     for (i, (a, b)) in bulk_dump.iter().zip(&by_row_dump).enumerate() {
         assert_eq!(a, b, "row {i} of the dump differs");
     }
     assert_eq!(bulk_dump.len(), by_row_dump.len());
     // The file does what it is meant to: merges, flags, and conflicts.
-    let conn = Connection::open(&bulk_db).unwrap();
-    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let count = |sql: &str| -> i64 { query_store(&bulk_db, bulk_url, sql) };
     assert!(count("SELECT count(*) FROM duplicate_links WHERE reason LIKE 'similar%'") > 100);
     assert!(count("SELECT count(*) FROM duplicate_links WHERE reason LIKE 'email belongs%'") > 10);
     assert!(count("SELECT count(*) FROM history WHERE field = 'name' AND old IS NOT NULL") > 10);
@@ -317,7 +321,7 @@ fn bulk_import_gives_the_database_row_by_row_import_gives() {
             ROWS as u64 - rejected
         )
     );
-    assert_eq!(dump(&bulk_db), bulk_dump);
+    assert_eq!(dump(&bulk_db, bulk_url), bulk_dump);
 }
 
 /// A row the store refuses (here a trigger standing for any failure) is
@@ -326,15 +330,29 @@ fn bulk_import_gives_the_database_row_by_row_import_gives() {
 fn a_row_the_store_refuses_is_the_only_one_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crm.sqlite3");
-    let config = write_config(dir.path(), &db);
-    Db::open(&db, Duration::from_secs(5)).unwrap().close();
-    Connection::open(&db)
-        .unwrap()
-        .execute_batch(
+    let url = fresh_store();
+    let url = url.as_deref();
+    let config = write_config(dir.path(), &db, url);
+    match url {
+        None => Db::open(&db, Duration::from_secs(5)).unwrap().close(),
+        Some(_) => {
+            let database = Config::load(&config).unwrap().database;
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            let _entered = runtime.enter();
+            Db::connect(&Location::of(&database)).unwrap().close();
+        }
+    }
+    with_store(&db, url, |conn| {
+        conn.batch(conn.dialect().pick(
             "CREATE TRIGGER refuse BEFORE INSERT ON lead_emails WHEN NEW.value = 'refused@example.com'
              BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
-        )
-        .unwrap();
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql
+             AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+             CREATE TRIGGER refuse BEFORE INSERT ON lead_emails FOR EACH ROW
+             WHEN (NEW.value = 'refused@example.com') EXECUTE FUNCTION refuse();",
+        ))
+        .unwrap()
+    });
     let file = dir.path().join("leads.csv");
     std::fs::write(
         &file,
@@ -348,25 +366,26 @@ fn a_row_the_store_refuses_is_the_only_one_rejected() {
         ),
         "{out}"
     );
+    // PostgreSQL's error carries its code (P0001, raise_exception).
+    let reason = match url {
+        None => "refused by the test",
+        Some(_) => "P0001: refused by the test",
+    };
     assert!(
-        out.contains("line 3: storage error: refused by the test"),
+        out.contains(&format!("line 3: storage error: {reason}")),
         "{out}"
     );
-    let conn = Connection::open(&db).unwrap();
-    let emails: Vec<String> = conn
-        .prepare("SELECT value FROM lead_emails ORDER BY id")
+    let emails: Vec<String> = with_store(&db, url, |conn| {
+        conn.query_all("SELECT value FROM lead_emails ORDER BY id", &[], |r| {
+            r.get(0)
+        })
         .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    });
     assert_eq!(emails, ["ann@example.com", "bob@example.com"]);
-    let refused: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM deliveries WHERE body LIKE '%refused%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let refused: i64 = query_store(
+        &db,
+        url,
+        "SELECT count(*) FROM deliveries WHERE body LIKE '%refused%'",
+    );
     assert_eq!(refused, 0, "the refused row left nothing behind");
 }

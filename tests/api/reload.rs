@@ -105,7 +105,8 @@ async fn sighup_applies_a_new_merge_policy_and_a_broken_file_changes_nothing() {
         .local_addr()
         .unwrap()
         .port();
-    let base_config = config_text(&db).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let base_config = store_config_text(&db, fresh_store().as_deref())
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let config = dir.path().join("config.toml");
     std::fs::write(&config, &base_config).unwrap();
     let served = Served::start(&config, port);

@@ -30,11 +30,43 @@ impl Drop for Running {
     }
 }
 
-/// Runs the binary with a test config in `dir`, logging at trace level to `log`
-/// (stdout goes next to it, as `.out`).
+/// The password a run on PostgreSQL puts in the database URL when the test
+/// server's URL has none (the test server trusts loopback connections, so
+/// it never asks for it): a secret the log must not show either.
+const DATABASE_PASSWORD: &str = "database-password-3c2b1a0f";
+
+/// The password in the database URL of [`start`]'s config, on PostgreSQL.
+fn database_password() -> Option<String> {
+    let server = postgres_server()?;
+    let userinfo = server.split_once("://")?.1.split_once('@')?.0;
+    Some(match userinfo.split_once(':') {
+        Some((_, password)) => password.to_owned(),
+        None => DATABASE_PASSWORD.to_owned(),
+    })
+}
+
+/// A fresh store (see [`fresh_store`]) whose URL, on PostgreSQL, carries
+/// [`database_password`].
+fn store_url() -> Option<String> {
+    let url = fresh_store()?;
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    Some(match rest.split_once('@') {
+        Some((user, host)) if !user.contains(':') => {
+            format!("{scheme}://{user}:{DATABASE_PASSWORD}@{host}")
+        }
+        _ => url.clone(),
+    })
+}
+
+/// Runs the binary with a test config in `dir` (on the test store),
+/// logging at trace level to `log` (stdout goes next to it, as `.out`).
 fn start(dir: &Path, log: &Path, args: &[&str]) -> Running {
     let config = dir.join("config.toml");
-    std::fs::write(&config, config_text(&dir.join("crm.sqlite3"))).unwrap();
+    std::fs::write(
+        &config,
+        store_config_text(&dir.join("crm.sqlite3"), store_url().as_deref()),
+    )
+    .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_crm-responder"))
         .arg("--config")
         .arg(&config)
@@ -191,10 +223,12 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
         b64(&format!("sales:{WRONG_PASSWORD}")),
         b64(&format!("{LIVECHAT_USER}:{LIVECHAT_PASSWORD}")),
     ];
+    let password = database_password();
     for secret in secrets
         .iter()
         .copied()
         .chain(encoded.iter().map(String::as_str))
+        .chain(password.as_deref())
     {
         assert!(
             !text.contains(secret),
@@ -217,13 +251,17 @@ async fn check_config_prints_no_secret() {
     let out = std::fs::read_to_string(log.with_extension("out")).unwrap()
         + &std::fs::read_to_string(&log).unwrap();
     assert!(out.contains("jivo"), "{out}");
+    let password = database_password();
     for secret in [
         JIVO_TOKEN,
         ROCKETCHAT_TOKEN,
         LIVECHAT_PASSWORD,
         LIVECHAT_SECRET,
         SALES_HASH,
-    ] {
+    ]
+    .into_iter()
+    .chain(password.as_deref())
+    {
         assert!(!out.contains(secret), "{secret:?} printed:\n{out}");
     }
 }

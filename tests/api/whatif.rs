@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crm_responder::config::{ContactPolicy, Identifier, Primary};
+use crm_responder::store::sql::Sql;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -248,24 +249,22 @@ async fn explanation_flags_a_similar_new_lead() {
     assert!(reason.starts_with("similar"), "{reason}");
     // Every row of the delivery carries the same decision, stored once.
     assert_eq!(why, &self::why(&lead, "name")["why"]);
-    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    let (rows, decisions): (i64, i64) = conn
-        .query_row(
+    let (rows, decisions): (i64, i64) = app.store(|db| {
+        db.query_row(
             "SELECT count(*), count(DISTINCT decision_id) FROM history
              WHERE lead_id = ?1 AND decision_id IS NOT NULL",
-            [lead_id(&b)],
+            crm_responder::args![lead_id(&b)],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .unwrap();
+        .unwrap()
+    });
     // A new lead's initial values are held by its one `created` row, and
     // read back as entries of their own (the name's, above; the email's).
     assert_eq!(rows, 1, "one row holds created, name and email");
     assert_eq!(decisions, 1);
     let fields = each(&lead["history"], "field");
     assert_eq!(fields[..3], ["created", "name", "email"]);
-    let stored: i64 = conn
-        .query_row("SELECT count(*) FROM decisions", [], |r| r.get(0))
-        .unwrap();
+    let stored: i64 = app.sql("SELECT count(*) FROM decisions");
     assert_eq!(stored, 2, "one decision per lead-creating delivery");
 }
 
@@ -281,6 +280,18 @@ fn hashes(db: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// What must stay the same when a command writes nothing: the SQLite file
+/// and its WAL byte for byte, or every row of the PostgreSQL database at `url`.
+fn unwritten(db: &Path, url: Option<&str>) -> Vec<String> {
+    match url {
+        None => hashes(db)
+            .into_iter()
+            .map(|(path, hash)| format!("{} {hash:02x?}", path.display()))
+            .collect(),
+        Some(_) => with_store(db, url, contents),
+    }
+}
+
 #[tokio::test]
 async fn explain_prints_the_decision_and_answer_and_writes_nothing() {
     let app = spawn_app_with(|c| c.merge.phone = ContactPolicy::KeepExisting).await;
@@ -294,12 +305,14 @@ async fn explain_prints_the_decision_and_answer_and_writes_nothing() {
         ))
         .await;
     let lead = lead_id(&first);
+    let url = app.db_url.clone();
+    let url = url.as_deref();
     let dir = app.stop().await;
     let db = dir.path().join("crm.sqlite3");
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
-        config_text(&db).replace(r#"phone = "keep_both""#, r#"phone = "keep_existing""#),
+        store_config_text(&db, url).replace(r#"phone = "keep_both""#, r#"phone = "keep_existing""#),
     )
     .unwrap();
     let body = dir.path().join("chat.json");
@@ -312,7 +325,7 @@ async fn explain_prints_the_decision_and_answer_and_writes_nothing() {
     );
     std::fs::write(&body, chat.to_string()).unwrap();
 
-    let before = hashes(&db);
+    let before = unwritten(&db, url);
     assert!(!before.is_empty());
     let out = cli(&config, &["explain", body.to_str().unwrap(), "--json"]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -338,7 +351,7 @@ async fn explain_prints_the_decision_and_answer_and_writes_nothing() {
         "{text}"
     );
     assert!(text.contains("answer (200):"), "{text}");
-    assert_eq!(hashes(&db), before, "explain wrote to the database");
+    assert_eq!(unwritten(&db, url), before, "explain wrote to the database");
 }
 
 /// A lead's state in a database, by the idempotency key of the delivery
@@ -354,19 +367,18 @@ type States = BTreeMap<
     ),
 >;
 
-fn states(db: &Path) -> States {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare(
-            "SELECT l.id, l.name,
-               (SELECT d.idem_key FROM deliveries d WHERE d.lead_id = l.id ORDER BY d.id LIMIT 1),
-               (SELECT value FROM lead_emails WHERE lead_id = l.id AND is_primary = 1),
-               (SELECT value FROM lead_phones WHERE lead_id = l.id AND is_primary = 1),
-               (SELECT group_concat(value) FROM lead_phones WHERE lead_id = l.id)
-             FROM leads l",
-        )
-        .unwrap();
-    stmt.query_map([], |r| {
+fn states(db: &dyn Sql) -> States {
+    let sql = format!(
+        "SELECT l.id, l.name,
+           (SELECT d.idem_key FROM deliveries d WHERE d.lead_id = l.id ORDER BY d.id LIMIT 1),
+           (SELECT value FROM lead_emails WHERE lead_id = l.id AND is_primary = 1),
+           (SELECT value FROM lead_phones WHERE lead_id = l.id AND is_primary = 1),
+           (SELECT {} FROM lead_phones WHERE lead_id = l.id)
+         FROM leads l",
+        db.dialect()
+            .pick("group_concat(value)", "string_agg(value, ',')")
+    );
+    db.query_all(&sql, &[], |r| {
         let phones: Option<String> = r.get(5)?;
         let phones = phones
             .unwrap_or_default()
@@ -375,13 +387,13 @@ fn states(db: &Path) -> States {
             .map(str::to_owned)
             .collect();
         Ok((
-            r.get::<_, String>(2)?,
+            r.get::<String>(2)?,
             (r.get(0)?, r.get(1)?, r.get(3)?, r.get(4)?, phones),
         ))
     })
     .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
+    .into_iter()
+    .collect()
 }
 
 #[tokio::test]
@@ -430,34 +442,58 @@ async fn preview_reports_exactly_what_a_real_replay_changes() {
         let (status, _) = app.jivo(&accepted(chat, number, name, email, phone)).await;
         assert_eq!(status, 200);
     }
+    let url = app.db_url.clone();
+    let url = url.as_deref();
     let dir = app.stop().await;
     let live = dir.path().join("crm.sqlite3");
     let current = dir.path().join("current.toml");
     std::fs::write(
         &current,
-        config_text(&live).replace(r#"phone = "keep_both""#, r#"phone = "keep_existing""#),
+        store_config_text(&live, url)
+            .replace(r#"phone = "keep_both""#, r#"phone = "keep_existing""#),
     )
     .unwrap();
     let new = dir.path().join("new.toml");
-    std::fs::write(&new, config_text(&live)).unwrap();
-    let before = hashes(&live);
+    std::fs::write(&new, store_config_text(&live, url)).unwrap();
+    let before = unwritten(&live, url);
 
     let out = cli(
         &current,
         &["preview", "--new-config", new.to_str().unwrap(), "--json"],
     );
     let preview: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(hashes(&live), before, "preview wrote to the live database");
+    assert_eq!(
+        unwritten(&live, url),
+        before,
+        "preview wrote to the live database"
+    );
 
     // The real thing: a fresh database replayed under the new policy.
-    let fresh = dir.path().join("fresh.sqlite3");
-    let fresh_config = dir.path().join("fresh.toml");
-    std::fs::write(&fresh_config, config_text(&fresh)).unwrap();
-    cli(
-        &fresh_config,
-        &["replay", "--all", "--from", live.to_str().unwrap()],
-    );
-    let (now, then) = (states(&live), states(&fresh));
+    // `replay --from` reads a SQLite file; from PostgreSQL, the same
+    // deliveries are sent again, in order, to a fresh service under it.
+    let now = with_store(&live, url, states);
+    let then = match url {
+        None => {
+            let fresh = dir.path().join("fresh.sqlite3");
+            let fresh_config = dir.path().join("fresh.toml");
+            std::fs::write(&fresh_config, config_text(&fresh)).unwrap();
+            cli(
+                &fresh_config,
+                &["replay", "--all", "--from", live.to_str().unwrap()],
+            );
+            with_store(&fresh, None, states)
+        }
+        Some(_) => {
+            let fresh = spawn_app().await;
+            for (chat, number, name, email, phone) in chats {
+                let (status, _) = fresh
+                    .jivo(&accepted(chat, number, name, email, phone))
+                    .await;
+                assert_eq!(status, 200);
+            }
+            fresh.store(states)
+        }
+    };
     let mut changed: BTreeSet<i64> = BTreeSet::new();
     for (anchor, state) in &now {
         match then.get(anchor) {
@@ -548,11 +584,13 @@ async fn the_lead_page_shows_the_decision_in_words_next_to_the_change() {
 #[tokio::test]
 async fn explain_tells_rocketchat_and_livechat_bodies_apart_and_answers_like_them() {
     let app = spawn_app().await;
+    let url = app.db_url.clone();
+    let url = url.as_deref();
     let dir = app.stop().await;
     let db = dir.path().join("crm.sqlite3");
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, config_text(&db)).unwrap();
-    let before = hashes(&db);
+    std::fs::write(&config, store_config_text(&db, url)).unwrap();
+    let before = unwritten(&db, url);
     for (name, platform) in [
         ("rocketchat/LivechatSession.json", "rocketchat"),
         ("livechat/v3/incoming_chat.json", "livechat"),
@@ -569,5 +607,5 @@ async fn explain_tells_rocketchat_and_livechat_bodies_apart_and_answers_like_the
             assert_eq!(report["answer"]["data"]["lead_id"], lead);
         }
     }
-    assert_eq!(hashes(&db), before, "explain wrote to the database");
+    assert_eq!(unwritten(&db, url), before, "explain wrote to the database");
 }

@@ -130,16 +130,29 @@ fn table() -> Vec<Case> {
     table
 }
 
-/// Table names and their SQL, to prove nothing was dropped or altered.
+/// Every table, index and constraint with its definition, to prove nothing
+/// was dropped or altered: SQLite's schema table, or PostgreSQL's catalog.
 fn schema(app: &TestApp) -> Vec<(String, String)> {
-    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT name, sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY name")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    app.store(|db| {
+        let sql = db.dialect().pick(
+            "SELECT name, sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY name",
+            "SELECT 'table ' || table_name::text,
+                    string_agg(column_name::text || ' ' || data_type::text || ' '
+                               || is_nullable::text || ' ' || coalesce(column_default::text, ''),
+                               ', ' ORDER BY ordinal_position)
+             FROM information_schema.columns WHERE table_schema = 'public'
+             GROUP BY table_name
+             UNION ALL
+             SELECT 'index ' || indexname::text, indexdef FROM pg_indexes WHERE schemaname = 'public'
+             UNION ALL
+             SELECT 'constraint ' || c.conname::text, pg_get_constraintdef(c.oid)
+             FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+             WHERE n.nspname = 'public'
+             ORDER BY 1, 2",
+        );
+        db.query_all(sql, &[], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+    })
 }
 
 fn deliveries(app: &TestApp) -> i64 {
@@ -147,20 +160,17 @@ fn deliveries(app: &TestApp) -> i64 {
 }
 
 fn stored_verbatim(app: &TestApp, body: &[u8]) -> bool {
-    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    conn.query_row(
+    app.sql_with::<i64>(
         "SELECT count(*) FROM deliveries WHERE body = ?1",
-        [body],
-        |r| r.get::<_, i64>(0),
-    )
-    .unwrap()
-        > 0
+        crm_responder::args![body],
+    ) > 0
 }
 
 #[tokio::test]
 async fn every_hostile_request_gets_its_defined_status_and_a_json_error() {
     let app = spawn_app().await;
     let schema_before = schema(&app);
+    assert!(!schema_before.is_empty());
     let table = table();
     assert!(table.len() >= 40, "the table has {} rows", table.len());
     let mut failures = Vec::new();
@@ -229,11 +239,9 @@ async fn every_hostile_request_gets_its_defined_status_and_a_json_error() {
     let r = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200, "healthy after the table");
     assert_eq!(schema(&app), schema_before, "the schema is untouched");
-    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    let integrity: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(integrity, "ok");
+    if app.db_url.is_none() {
+        assert_eq!(app.sql::<String>("PRAGMA integrity_check"), "ok");
+    }
 
     // Injection strings are stored as the literal text they are, and come
     // back as JSON strings.
@@ -244,11 +252,16 @@ async fn every_hostile_request_gets_its_defined_status_and_a_json_error() {
         &huge_name('a'),
         &huge_name('b'),
     ] {
-        let id: i64 = conn
-            .query_row("SELECT id FROM leads WHERE name = ?1", [name], |r| r.get(0))
-            .unwrap_or_else(|e| {
-                panic!("{:?} not stored verbatim: {e}", &name[..name.len().min(40)])
-            });
+        let id: i64 = app
+            .store(|db| {
+                db.query_opt(
+                    "SELECT id FROM leads WHERE name = ?1",
+                    crm_responder::args![name],
+                    |r| r.get(0),
+                )
+                .unwrap()
+            })
+            .unwrap_or_else(|| panic!("{:?} not stored verbatim", &name[..name.len().min(40)]));
         let r = app
             .client
             .get(app.url(&format!("/api/leads/{id}")))
@@ -259,19 +272,18 @@ async fn every_hostile_request_gets_its_defined_status_and_a_json_error() {
         assert_eq!(r.headers()["content-type"], "application/json");
         assert_eq!(r.headers()["x-content-type-options"], "nosniff");
         let lead: Value = r.json().await.unwrap();
-        assert_eq!(lead["name"], name);
+        // PostgreSQL text holds no U+0000: it is stored as U+FFFD there.
+        let expected = match app.db_url {
+            Some(_) => name.replace('\0', "\u{FFFD}"),
+            None => name.to_owned(),
+        };
+        assert_eq!(lead["name"], expected);
     }
     // Oversized identifiers identify nobody, and one delivery adds at most 10 phones.
-    let long_emails: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM lead_emails WHERE length(raw) > 254",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let long_emails: i64 = app.sql("SELECT count(*) FROM lead_emails WHERE length(raw) > 254");
     assert_eq!(long_emails, 0);
-    let most_phones: i64 = conn
-        .query_row("SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM lead_phones GROUP BY lead_id)", [], |r| r.get(0))
-        .unwrap();
+    let most_phones: i64 = app.sql(
+        "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM lead_phones GROUP BY lead_id) AS counts",
+    );
     assert!(most_phones <= 10, "a lead got {most_phones} phones");
 }
