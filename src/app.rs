@@ -43,6 +43,9 @@ pub enum StartError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The config does not fit the data (a status in use left out).
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -62,6 +65,11 @@ impl Application {
             .await
             .expect("database open task panicked")
             .map_err(|source| StartError::Database { store, source })?;
+        if let Err(e) = check_pipeline(&db, &config).await {
+            let closing = db.clone();
+            let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+            return Err(e.into());
+        }
         // Load phone metadata now, not on the first request.
         let _ = phonenumber::parse(Some(config.merge.default_region), "+14084987855");
         let spool_dir = config.database.spool_dir();
@@ -103,6 +111,19 @@ impl Application {
         let db = state.db.clone();
         let _ = tokio::task::spawn_blocking(move || db.close()).await;
         result
+    }
+}
+
+/// Refuses a `[pipeline]` that lacks a status leads still have, naming it
+/// (at start and on every reload). A store that cannot answer now does not
+/// stop the service: the check is logged as skipped.
+pub async fn check_pipeline(db: &Db, config: &Config) -> Result<(), crate::config::ConfigError> {
+    match db.statuses_in_use().await {
+        Ok(in_use) => config.pipeline.check_in_use(&in_use),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check pipeline.statuses against the leads now");
+            Ok(())
+        }
     }
 }
 

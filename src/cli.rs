@@ -108,6 +108,61 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// API tokens for scripts (`Authorization: Bearer TOKEN`).
+    Token {
+        /// What to do with tokens.
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
+    /// Copy the configured SQLite database into an empty PostgreSQL
+    /// database (schema, every row, id sequences), in one transaction,
+    /// then check the copy; a non-empty target is refused.
+    MigrateStore {
+        /// The target: postgres://user:password@host/database.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
+}
+
+/// `crm-responder token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once, alone on the last line of stdout.
+    Create {
+        /// The token's name (letters, digits, `.`, `_`, `-`).
+        name: String,
+        /// What it may do: read (a viewer), write (sales), admin.
+        #[arg(long, value_enum)]
+        scope: ScopeArg,
+    },
+    /// List the tokens: name, scope, created, last used (never the token).
+    List,
+    /// Revoke a token: requests with it are refused from now on.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
+}
+
+/// A token scope named on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ScopeArg {
+    /// Reads leads.
+    Read,
+    /// Works leads.
+    Write,
+    /// Everything, admin included.
+    Admin,
+}
+
+impl From<ScopeArg> for crate::staff::Scope {
+    fn from(s: ScopeArg) -> Self {
+        match s {
+            ScopeArg::Read => crate::staff::Scope::Read,
+            ScopeArg::Write => crate::staff::Scope::Write,
+            ScopeArg::Admin => crate::staff::Scope::Admin,
+        }
+    }
 }
 
 /// A platform named on the command line.
@@ -134,7 +189,11 @@ impl From<PlatformArg> for crate::event::Platform {
 /// Sets up logging: `RUST_LOG` filters (default `info`), text or JSON.
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // tokio-postgres logs each statement's parameters at debug level:
+        // payloads, personal data, any secret a body carries. Never below
+        // info, whatever RUST_LOG asks for.
+        .add_directive("tokio_postgres=info".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -177,7 +236,7 @@ pub fn run(cli: Cli) -> ExitCode {
             let selection = crate::ops::replay::Selection {
                 failed_only: !all,
                 since,
-                from,
+                from: from.map(crate::ops::replay::Source::File),
                 last: None,
             };
             ops_command(&cli.config, |db, policy| async move {
@@ -217,6 +276,13 @@ pub fn run(cli: Cli) -> ExitCode {
                 crate::ops::preview::command(&current, &new, last, since, json)
             }
             (Err(code), _) | (_, Err(code)) => code,
+        },
+        Command::Token { action } => ops_command(&cli.config, |db, _| async move {
+            token_command(&db, action).await
+        }),
+        Command::MigrateStore { to } => match load(&cli.config) {
+            Ok(config) => crate::ops::migrate_store::command(&config, &to),
+            Err(code) => code,
         },
         Command::Backup { path, force } => {
             let config = match load(&cli.config) {
@@ -282,6 +348,30 @@ where
             ExitCode::from(1)
         }
     }
+}
+
+async fn token_command(db: &Db, action: TokenCommand) -> Result<ExitCode, String> {
+    use crate::ops::tokens;
+    match action {
+        TokenCommand::Create { name, scope } => {
+            let scope = crate::staff::Scope::from(scope);
+            let token = tokens::create(db, &name, scope).await?;
+            eprintln!(
+                "created API token {name:?} (scope {}); it is shown only now, so store it safely:",
+                scope.as_str()
+            );
+            println!("{token}");
+        }
+        TokenCommand::List => {
+            let rows = tokens::list(db).await?;
+            tokens::print_list(&rows, &mut std::io::stdout()).map_err(|e| e.to_string())?;
+        }
+        TokenCommand::Revoke { name } => {
+            tokens::revoke(db, &name).await?;
+            println!("revoked API token {name:?}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_import(file: &Path, s: &crate::ops::import::Summary) -> ExitCode {
@@ -432,6 +522,11 @@ async fn reload_on_sighup(path: PathBuf, state: std::sync::Arc<crate::http::AppS
     while hup.recv().await.is_some() {
         match Config::load(&path) {
             Ok(new) => {
+                if let Err(e) = crate::app::check_pipeline(&state.db, &new).await {
+                    tracing::error!(error = %e, "reload refused; the previous settings stay");
+                    continue;
+                }
+                let users: Vec<String> = new.sales.users.iter().map(|u| u.name.clone()).collect();
                 let old = state.config();
                 if new.server.listen != old.server.listen
                     || new.database.store() != old.database.store()
@@ -441,6 +536,17 @@ async fn reload_on_sighup(path: PathBuf, state: std::sync::Arc<crate::http::AppS
                     );
                 }
                 state.set_config(new);
+                // Requests check each session's user against the config
+                // anyway; this clears what removed users leave behind.
+                match state.db.end_sessions_except(users).await {
+                    Ok(gone) if !gone.is_empty() => {
+                        tracing::info!(users = ?gone, "sessions of removed users ended");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot end the sessions of removed users")
+                    }
+                }
                 tracing::info!(path = %path.display(), "configuration reloaded");
             }
             Err(e) => tracing::error!(error = %e, "reload refused; the previous settings stay"),

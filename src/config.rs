@@ -91,6 +91,12 @@ pub struct Config {
     pub duplicates: DuplicatesConfig,
     /// `[sales]`: who may read lead pages and the JSON API.
     pub sales: SalesConfig,
+    /// `[pipeline]`: the statuses a lead moves through.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// `[sessions]`: how long a sign-in lasts.
+    #[serde(default)]
+    pub sessions: SessionsConfig,
 }
 
 /// `[server]`
@@ -270,6 +276,8 @@ pub enum RowSource {
     Lead,
     /// `status`: the lead's status.
     Status,
+    /// `owner`: the sales user who owns the lead (left out when none does).
+    Owner,
     /// `chats`: how many conversations the lead has had.
     Chats,
     /// `last_chat`: when and where the previous conversation was.
@@ -293,6 +301,7 @@ impl RowSource {
         Some(match s {
             "lead" => RowSource::Lead,
             "status" => RowSource::Status,
+            "owner" => RowSource::Owner,
             "chats" => RowSource::Chats,
             "last_chat" => RowSource::LastChat,
             "other_emails" => RowSource::OtherEmails,
@@ -311,6 +320,7 @@ impl RowSource {
         match self {
             RowSource::Lead => "lead".into(),
             RowSource::Status => "status".into(),
+            RowSource::Owner => "owner".into(),
             RowSource::Chats => "chats".into(),
             RowSource::LastChat => "last_chat".into(),
             RowSource::OtherEmails => "other_emails".into(),
@@ -328,7 +338,7 @@ impl<'de> Deserialize<'de> for RowSource {
         let s = String::deserialize(d)?;
         RowSource::parse(&s).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "unknown source {s:?}: expected lead, status, chats, last_chat, other_emails, \
+                "unknown source {s:?}: expected lead, status, owner, chats, last_chat, other_emails, \
                  other_phones, duplicates, description, tags or field:NAME"
             ))
         })
@@ -505,6 +515,87 @@ pub struct SalesUser {
     pub name: String,
     /// PHC string from `crm-responder hash-password`.
     pub password_hash: Secret,
+    /// What the user may do: `viewer`, `sales` (the default) or `admin`.
+    #[serde(default)]
+    pub role: crate::staff::Role,
+}
+
+/// `[pipeline]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The statuses, in order; new leads start in the first. Renaming or
+    /// removing one that leads still have is refused (see
+    /// [`PipelineConfig::check_in_use`]).
+    #[serde(default = "defaults::statuses")]
+    pub statuses: Vec<String>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            statuses: defaults::statuses(),
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// The status of a new lead.
+    pub fn first(&self) -> &str {
+        self.statuses.first().map_or("new", String::as_str)
+    }
+
+    /// Refuses a pipeline that lacks a status leads still have (`in_use`:
+    /// each status of live leads with how many have it), naming it: leads
+    /// would be left in a status no page or API call could set again.
+    pub fn check_in_use(&self, in_use: &[(String, u64)]) -> Result<(), ConfigError> {
+        match in_use
+            .iter()
+            .find(|(status, n)| *n > 0 && !self.statuses.contains(status))
+        {
+            Some((status, n)) => Err(invalid(
+                "pipeline.statuses",
+                format!(
+                    "{status:?} is used by {n} lead{}; keep it in the list (or move those leads first)",
+                    if *n == 1 { "" } else { "s" }
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `[sessions]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// A session unused this long ends.
+    #[serde(default = "defaults::idle_minutes")]
+    pub idle_minutes: u64,
+    /// A session ends this long after sign-in, however busy.
+    #[serde(default = "defaults::absolute_hours")]
+    pub absolute_hours: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            idle_minutes: defaults::idle_minutes(),
+            absolute_hours: defaults::absolute_hours(),
+        }
+    }
+}
+
+impl SessionsConfig {
+    /// The idle lifetime.
+    pub fn idle(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.idle_minutes.saturating_mul(60))
+    }
+
+    /// The absolute lifetime.
+    pub fn absolute(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.absolute_hours.saturating_mul(3600))
+    }
 }
 
 mod defaults {
@@ -539,6 +630,17 @@ mod defaults {
     pub fn answer_deadline_ms() -> u64 {
         2_000
     }
+    pub fn statuses() -> Vec<String> {
+        ["new", "contacted", "qualified", "won", "lost"]
+            .map(String::from)
+            .to_vec()
+    }
+    pub fn idle_minutes() -> u64 {
+        480
+    }
+    pub fn absolute_hours() -> u64 {
+        72
+    }
     pub fn custom_data() -> Vec<CustomDataRow> {
         let row = |title: &str, source| CustomDataRow {
             title: title.into(),
@@ -547,6 +649,7 @@ mod defaults {
         vec![
             row("Lead", RowSource::Lead),
             row("Status", RowSource::Status),
+            row("Owner", RowSource::Owner),
             row("Chats", RowSource::Chats),
             row("Last chat", RowSource::LastChat),
             row("Other emails", RowSource::OtherEmails),
@@ -718,6 +821,39 @@ impl Config {
                     format!("{:?} is listed twice", user.name),
                 ));
             }
+        }
+        let statuses = &self.pipeline.statuses;
+        if statuses.is_empty() {
+            return Err(invalid(
+                "pipeline.statuses",
+                "must list at least one status (new leads start in the first)",
+            ));
+        }
+        for (i, status) in statuses.iter().enumerate() {
+            if status.trim() != status || !(1..=40).contains(&status.chars().count()) {
+                return Err(invalid(
+                    &format!("pipeline.statuses[{i}]"),
+                    "must be 1 to 40 characters, without spaces around",
+                ));
+            }
+            if statuses[..i].contains(status) {
+                return Err(invalid(
+                    &format!("pipeline.statuses[{i}]"),
+                    format!("{status:?} is listed twice"),
+                ));
+            }
+        }
+        if self.sessions.idle_minutes == 0 {
+            return Err(invalid(
+                "sessions.idle_minutes",
+                "must be greater than zero",
+            ));
+        }
+        if self.sessions.absolute_hours == 0 {
+            return Err(invalid(
+                "sessions.absolute_hours",
+                "must be greater than zero",
+            ));
         }
         Ok(())
     }

@@ -65,6 +65,84 @@ pub struct Event {
     pub record: Option<String>,
     /// Whether the platform waits for the lead card (Jivo's full answer).
     pub wants_card: bool,
+    /// Where the visitor came from, as far as the payload says: kept on a
+    /// lead the delivery creates, never changed afterwards.
+    pub source: Option<LeadSource>,
+}
+
+/// Where a lead came from, beside its platform (which storage knows from
+/// the delivery). Each part only when the payload carries it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LeadSource {
+    /// The platform's channel or widget (Jivo `widget_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// The department the chat went to (Jivo, Rocket.Chat).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
+    /// The group the chat went to (LiveChat).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The first UTM campaign seen (`utm_campaign`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub utm_campaign: Option<String>,
+    /// The page the visitor arrived on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub landing_page: Option<String>,
+}
+
+/// Longest part of a lead's source kept (a URL with a huge query string
+/// is cut, never refused).
+const MAX_SOURCE_CHARS: usize = 500;
+
+impl LeadSource {
+    /// `None` when nothing is known, so that a payload without any of it
+    /// costs nothing; each part trimmed, empty parts dropped, long ones cut.
+    pub fn known(mut self) -> Option<LeadSource> {
+        for part in [
+            &mut self.channel,
+            &mut self.department,
+            &mut self.group,
+            &mut self.utm_campaign,
+            &mut self.landing_page,
+        ] {
+            *part = part
+                .take()
+                .map(|s| s.trim().chars().take(MAX_SOURCE_CHARS).collect::<String>())
+                .filter(|s| !s.is_empty());
+        }
+        (self != LeadSource::default()).then_some(self)
+    }
+
+    /// `source` as stored in `leads.source`: a JSON object with the
+    /// platform and whatever else is known.
+    pub fn json(platform: &str, source: Option<&LeadSource>) -> String {
+        let mut object = match source.map(serde_json::to_value) {
+            Some(Ok(serde_json::Value::Object(map))) => map,
+            _ => serde_json::Map::new(),
+        };
+        object.insert("platform".into(), platform.into());
+        serde_json::Value::Object(object).to_string()
+    }
+}
+
+/// The value of `key` in a URL's query string (`utm_campaign` of a landing
+/// page), percent-decoded; `None` when absent or empty.
+pub fn query_value(url: &str, key: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or_default();
+    query
+        .split('&')
+        .find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == key).then(|| {
+                let v = v.replace('+', " ");
+                percent_encoding::percent_decode_str(&v)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+        })
+        .filter(|v| !v.trim().is_empty())
 }
 
 /// The visitor as the platform describes them; raw strings, parsed by the core.

@@ -10,7 +10,9 @@
 //!   operator commands of [`ops`]).
 //! - [`config`]: typed `config.toml`, checked once; secrets redacted.
 //! - [`app`]: the service, bound on any port, run until a shutdown signal.
-//! - [`http`]: routes (one file per endpoint family), auth, errors, the serving loop.
+//! - [`http`]: routes (one file per endpoint family), auth, sign-in and
+//!   sessions (`session.rs`: who is asking, CSRF, role checks), errors, the
+//!   serving loop.
 //! - [`ingest`]: one delivery from bytes to answer: translate, store and
 //!   apply (or spool), answer in the platform's terms.
 //! - [`platforms`]: one module per chat platform: wire types → [`event::Event`].
@@ -18,10 +20,14 @@
 //! - [`crm`]: identity, normalisation, merge policy, duplicate scoring, and the
 //!   explanation of each decision; pure.
 //! - [`store`]: SQL written once over [`store::sql::Sql`] for SQLite and
-//!   PostgreSQL, and the one async gateway, [`store::Db`].
+//!   PostgreSQL, and the one async gateway, [`store::Db`], whose named
+//!   operations are the reads, staff edits ([`store::edits`]) and filtered
+//!   lists ([`store::search::filters`]).
 //! - [`metrics`]: counters for `/metrics`.
 //! - [`password`]: argon2 hashes of `[[sales.users]]`.
-//! - [`ops`]: `import`, `export`, `replay`, `backup`, `explain`, `preview`, one file each.
+//! - [`staff`]: who acts (a sales user or an API token) and what each role may do.
+//! - [`ops`]: `import`, `export`, `replay`, `backup`, `explain`, `preview`,
+//!   `token`, one file each.
 //! - [`spool`]: deliveries acknowledged during a storage fault, applied when it ends.
 
 pub mod app;
@@ -36,4 +42,5 @@ pub mod ops;
 pub mod password;
 pub mod platforms;
 pub mod spool;
+pub mod staff;
 pub mod store;

@@ -16,6 +16,8 @@ pub struct LeadCard {
     pub description: Option<String>,
     /// Status.
     pub status: String,
+    /// The sales user who owns the lead, if one does.
+    pub owner: Option<String>,
     /// Emails, primary first.
     pub emails: Vec<Contact>,
     /// Phones, primary first.

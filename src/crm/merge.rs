@@ -146,31 +146,136 @@ impl Change {
     }
 }
 
+/// The fields of a lead that staff set, each with who set it (`staff
+/// NAME`): under `take_incoming` a delivery does not replace them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pins {
+    /// Who pinned the name.
+    pub name: Option<String>,
+    /// Who pinned the description.
+    pub description: Option<String>,
+    /// Who pinned the emails.
+    pub email: Option<String>,
+    /// Who pinned the phones.
+    pub phone: Option<String>,
+}
+
+impl Pins {
+    /// Whether nothing is pinned.
+    pub fn is_empty(&self) -> bool {
+        *self == Pins::default()
+    }
+
+    /// Records that `field` (`name`, `description`, `email`, `phone`) was
+    /// pinned by `by`; other fields are ignored.
+    pub fn set(&mut self, field: &str, by: String) {
+        match field {
+            "name" => self.name = Some(by),
+            "description" => self.description = Some(by),
+            "email" => self.email = Some(by),
+            "phone" => self.phone = Some(by),
+            _ => {}
+        }
+    }
+
+    fn contact(&self, kind: ContactKind) -> Option<&str> {
+        match kind {
+            ContactKind::Email => self.email.as_deref(),
+            ContactKind::Phone => self.phone.as_deref(),
+        }
+    }
+}
+
+/// The rule of a value not taken because staff pinned the field.
+fn pinned(field: &str, by: &str) -> Cow<'static, str> {
+    Cow::Owned(format!("{field} pinned by {by}"))
+}
+
 /// Decides every change the policy makes to `current` for `incoming`.
 pub fn plan(policy: &MergePolicy, current: &Current, incoming: &Incoming) -> Vec<Change> {
+    plan_pinned(policy, current, incoming, &Pins::default())
+}
+
+/// Whether a plan replaces a value the lead holds (`take_incoming`): only
+/// then can a pin matter, so only then are the lead's pins read.
+pub fn replaces(policy: &MergePolicy, changes: &[Change]) -> bool {
+    changes.iter().any(|c| match c {
+        Change::Name { old, .. } => old.is_some(),
+        Change::Description { old, .. } => {
+            old.is_some() && policy.description == DescriptionPolicy::TakeIncoming
+        }
+        Change::Remove { .. } => true,
+        Change::MakePrimary { kind, .. } => {
+            let policy = match kind {
+                ContactKind::Email => policy.email,
+                ContactKind::Phone => policy.phone,
+            };
+            policy == ContactPolicy::TakeIncoming
+        }
+        Change::Add { .. } | Change::Kept { .. } => false,
+    })
+}
+
+/// [`plan`] for a lead whose `pins` staff set: a pinned field is not
+/// replaced under `take_incoming`; the incoming value is recorded as not
+/// taken, with who pinned the field. Every other decision is the policy's.
+pub fn plan_pinned(
+    policy: &MergePolicy,
+    current: &Current,
+    incoming: &Incoming,
+    pins: &Pins,
+) -> Vec<Change> {
     let mut changes = Vec::new();
-    plan_name(policy.name, current, incoming, &mut changes);
-    plan_description(policy.description, current, incoming, &mut changes);
-    plan_contacts(
-        ContactKind::Email,
-        policy.email,
-        policy.primary,
-        &current.emails,
-        &incoming.emails,
+    plan_name(
+        policy.name,
+        pins.name.as_deref(),
+        current,
+        incoming,
         &mut changes,
     );
-    plan_contacts(
-        ContactKind::Phone,
-        policy.phone,
-        policy.primary,
-        &current.phones,
-        &incoming.phones,
+    plan_description(
+        policy.description,
+        pins.description.as_deref(),
+        current,
+        incoming,
         &mut changes,
     );
+    for (kind, policy_of, held, given) in [
+        (
+            ContactKind::Email,
+            policy.email,
+            &current.emails,
+            &incoming.emails,
+        ),
+        (
+            ContactKind::Phone,
+            policy.phone,
+            &current.phones,
+            &incoming.phones,
+        ),
+    ] {
+        plan_contacts(
+            Slot {
+                kind,
+                policy: policy_of,
+                primary: policy.primary,
+                pinned_by: pins.contact(kind),
+            },
+            held,
+            given,
+            &mut changes,
+        );
+    }
     changes
 }
 
-fn plan_name(policy: FieldPolicy, current: &Current, incoming: &Incoming, out: &mut Vec<Change>) {
+fn plan_name(
+    policy: FieldPolicy,
+    pinned_by: Option<&str>,
+    current: &Current,
+    incoming: &Incoming,
+    out: &mut Vec<Change>,
+) {
     let Some(new) = incoming.name.as_deref() else {
         return;
     };
@@ -187,6 +292,11 @@ fn plan_name(policy: FieldPolicy, current: &Current, incoming: &Incoming, out: &
                 incoming: new.to_owned(),
                 rule: "name = keep_existing".into(),
             }),
+            FieldPolicy::TakeIncoming if let Some(by) = pinned_by => out.push(Change::Kept {
+                field: "name".into(),
+                incoming: new.to_owned(),
+                rule: pinned("name", by),
+            }),
             FieldPolicy::TakeIncoming => out.push(Change::Name {
                 old: Some(old.to_owned()),
                 new: new.to_owned(),
@@ -198,6 +308,7 @@ fn plan_name(policy: FieldPolicy, current: &Current, incoming: &Incoming, out: &
 
 fn plan_description(
     policy: DescriptionPolicy,
+    pinned_by: Option<&str>,
     current: &Current,
     incoming: &Incoming,
     out: &mut Vec<Change>,
@@ -218,6 +329,11 @@ fn plan_description(
                 incoming: new.to_owned(),
                 rule: "description = keep_existing".into(),
             }),
+            DescriptionPolicy::TakeIncoming if let Some(by) = pinned_by => out.push(Change::Kept {
+                field: "description".into(),
+                incoming: new.to_owned(),
+                rule: pinned("description", by),
+            }),
             DescriptionPolicy::TakeIncoming => out.push(Change::Description {
                 old: Some(old.to_owned()),
                 new: new.to_owned(),
@@ -233,18 +349,37 @@ fn plan_description(
     }
 }
 
-/// The policy for one kind of contact. The first incoming value is "the"
-/// value the policy speaks of; any further ones (platforms that send lists)
-/// are only ever added as secondary, never replace, and are dropped under
-/// `keep_existing`.
-fn plan_contacts(
+/// One kind of contact and the rules for it.
+struct Slot<'a> {
     kind: ContactKind,
     policy: ContactPolicy,
     primary: Primary,
+    /// Who pinned this kind of contact, if staff did.
+    pinned_by: Option<&'a str>,
+}
+
+/// The policy for one kind of contact. The first incoming value is "the"
+/// value the policy speaks of; any further ones (platforms that send lists)
+/// are only ever added as secondary, never replace, and are dropped under
+/// `keep_existing`. A pinned kind is never replaced: what `take_incoming`
+/// would have replaced it with is not taken.
+fn plan_contacts(
+    slot: Slot<'_>,
     current: &[Contact],
     incoming: &[IncomingContact],
     out: &mut Vec<Change>,
 ) {
+    let Slot {
+        kind,
+        policy,
+        primary,
+        pinned_by,
+    } = slot;
+    let not_taken = |inc: &IncomingContact, by: &str| Change::Kept {
+        field: kind.as_str().into(),
+        incoming: inc.raw.clone(),
+        rule: pinned(kind.as_str(), by),
+    };
     // A working copy so later values see the effect of earlier ones.
     let mut held: Vec<Contact> = current.to_vec();
     for (i, inc) in incoming.iter().enumerate() {
@@ -256,7 +391,12 @@ fn plan_contacts(
                 && !existing.primary
                 && (policy == ContactPolicy::TakeIncoming
                     || (policy == ContactPolicy::KeepBoth && primary == Primary::Incoming));
-            if promote {
+            if promote
+                && policy == ContactPolicy::TakeIncoming
+                && let Some(by) = pinned_by
+            {
+                out.push(not_taken(inc, by));
+            } else if promote {
                 if policy == ContactPolicy::TakeIncoming
                     && let Some(old) = &current_primary
                 {
@@ -309,6 +449,9 @@ fn plan_contacts(
                 incoming: inc.raw.clone(),
                 rule: rule(kind, "keep_existing").into(),
             }),
+            ContactPolicy::TakeIncoming if let Some(by) = pinned_by => {
+                out.push(not_taken(inc, by));
+            }
             ContactPolicy::TakeIncoming => {
                 if let Some(old) = &current_primary {
                     out.push(Change::Remove {
@@ -601,5 +744,69 @@ mod tests {
             .map(|c| (c.value.as_str(), c.primary))
             .collect();
         assert_eq!(emails, [("new@x.io", true), ("other@x.io", false)]);
+    }
+
+    #[test]
+    fn pinned_fields_are_not_replaced_under_take_incoming() {
+        let mut p = policy(ContactPolicy::TakeIncoming, Primary::Incoming);
+        p.name = FieldPolicy::TakeIncoming;
+        p.description = DescriptionPolicy::TakeIncoming;
+        let current = Current {
+            name: Some("Ann (staff)".into()),
+            description: Some("called".into()),
+            emails: vec![contact("a@x.io", true), contact("b@x.io", false)],
+            phones: vec![contact("+1C", true)],
+        };
+        let incoming = Incoming {
+            name: Some("ann".into()),
+            description: Some("from chat".into()),
+            emails: vec![inc("b@x.io")],
+            phones: vec![inc("+1B"), inc("+1D")],
+        };
+        let unpinned = plan(&p, &current, &incoming);
+        assert!(replaces(&p, &unpinned));
+        let pins = Pins {
+            name: Some("staff sales".into()),
+            description: None,
+            email: Some("staff sales".into()),
+            phone: Some("token nightly".into()),
+        };
+        let changes = plan_pinned(&p, &current, &incoming, &pins);
+        let after = preview(&current, &changes);
+        assert_eq!(after.name.as_deref(), Some("Ann (staff)"));
+        // Not pinned: the policy decides as before.
+        assert_eq!(after.description.as_deref(), Some("from chat"));
+        assert_eq!(after.emails, current.emails, "the pinned primary stays");
+        // A further phone is added as secondary, as it would be anyway.
+        let phones: Vec<_> = after
+            .phones
+            .iter()
+            .map(|c| (c.value.as_str(), c.primary))
+            .collect();
+        assert_eq!(phones, [("+1C", true), ("+1D", false)]);
+        let kept: Vec<(&str, &str, &str)> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Kept {
+                    field,
+                    incoming,
+                    rule,
+                } => Some((&field[..], &incoming[..], &rule[..])),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("name", "ann", "name pinned by staff sales"),
+                ("email", "b@x.io", "email pinned by staff sales"),
+                ("phone", "+1B", "phone pinned by token nightly"),
+            ]
+        );
+        // Pins change nothing the policy would not replace.
+        let keep_both = policy(ContactPolicy::KeepBoth, Primary::Existing);
+        let plain = plan(&keep_both, &current, &incoming);
+        assert!(!replaces(&keep_both, &plain));
+        assert_eq!(plan_pinned(&keep_both, &current, &incoming, &pins), plain);
     }
 }

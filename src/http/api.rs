@@ -1,56 +1,54 @@
 //! The JSON API for scripts (and the truth the lead pages read): HTTP Basic
-//! against `[[sales.users]]`.
+//! against `[[sales.users]]`, API tokens, or a session (`session.rs`).
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::json;
 use warp::{Filter, Rejection, Reply};
 
-use super::auth::Verdict;
+use super::AppState;
 use super::error::ApiError;
-use super::{AppState, client_addr, raw_header, with_state};
+use crate::staff::Staff;
+use crate::store::search::filters::{LeadFilter, OwnerFilter};
 use crate::store::search::{Cursor, Query};
-use crate::store::view::Found;
+use crate::store::view::{Found, LeadView};
 
-/// `/api/leads/{id}` and `/api/leads`.
+mod edits;
+
+/// `/api/leads/{id}`, `/api/leads`, and the writes on a lead (`edits.rs`).
 pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    lead(state.clone()).or(search(state)).unify()
+    lead(state.clone())
+        .or(search(state.clone()))
+        .unify()
+        .or(edits::routes(state))
+        .unify()
 }
 
-/// Lets the request through when it carries a sales user's credentials.
+/// The lead as JSON with its version as the `ETag` (what `If-Match` takes).
+fn lead_response(lead: &LeadView, status: warp::http::StatusCode) -> warp::reply::Response {
+    let mut response = warp::reply::with_status(warp::reply::json(lead), status).into_response();
+    if let Ok(etag) = warp::http::HeaderValue::from_str(&format!("\"{}\"", lead.version)) {
+        response.headers_mut().insert("etag", etag);
+    }
+    response
+}
+
+/// Lets the request through when it carries a sales user's credentials, an
+/// API token or a session (see [`super::session::api_staff`], which also
+/// says who it is).
 pub fn sales_user(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Arc<AppState>,), Error = Rejection> + Clone {
-    // Read as bytes: a header that is not visible ASCII is bad credentials
-    // (401), not a malformed request.
-    raw_header("authorization")
-        .and(client_addr())
-        .and(with_state(state))
-        .and_then(
-            |header: Option<String>, client: Option<IpAddr>, state: Arc<AppState>| async move {
-                let checker = state.clone();
-                let verdict = tokio::task::spawn_blocking(move || {
-                    let users = &checker.config().sales.users;
-                    checker.guard.check(users, header.as_deref(), client)
-                })
-                .await
-                .map_err(|_| ApiError::Internal.reject())?;
-                match verdict {
-                    Verdict::Allowed(_) => Ok(state),
-                    Verdict::Denied => Err(ApiError::Unauthorized { challenge: true }.reject()),
-                    Verdict::Throttled => Err(ApiError::TooManyAttempts.reject()),
-                }
-            },
-        )
+    super::session::api_staff(state).map(|state, _staff| state)
 }
 
 /// GET /api/leads/{id}
 ///
-/// The lead as JSON; a folded lead's id answers `{"id":…, "merged_into": survivor}`.
+/// The lead as JSON, its version as the `ETag`; a folded lead's id answers
+/// `{"id":…, "merged_into": survivor}`.
 fn lead(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
@@ -69,7 +67,7 @@ fn lead(
                 .await
                 .map_err(|e| ApiError::from(e).reject())?;
             match found {
-                Found::Lead(lead) => Ok(warp::reply::json(&lead).into_response()),
+                Found::Lead(lead) => Ok(lead_response(&lead, warp::http::StatusCode::OK)),
                 Found::MergedInto(survivor) => Ok(warp::reply::json(&json!({
                     "id": id,
                     "merged_into": survivor,
@@ -93,6 +91,15 @@ pub struct SearchParams {
     pub cursor: Option<String>,
     /// Page size (1..100, default 20).
     pub limit: Option<usize>,
+    /// Only leads in this status.
+    pub status: Option<String>,
+    /// Only leads of this owner: a user name, `me` or `none`.
+    pub owner: Option<String>,
+    /// Only leads that came from this platform (`jivo`, `rocketchat`,
+    /// `livechat`, `import`).
+    pub platform: Option<String>,
+    /// Only leads created on or after this day (`2026-11-30`) or time (RFC 3339).
+    pub created_since: Option<String>,
 }
 
 impl SearchParams {
@@ -112,30 +119,80 @@ impl SearchParams {
             limit: self.limit.unwrap_or(20),
         })
     }
+
+    /// The list these parameters ask for: the search and its filters, `me`
+    /// being the user asking (none for a token). A malformed cursor, time
+    /// or `owner=me` asked by a token is a 400.
+    pub fn filter(mut self, me: Option<&str>) -> Result<LeadFilter, Rejection> {
+        let given = |v: Option<String>| v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let bad = |m: String| ApiError::BadRequest(m).reject();
+        let status = given(self.status.take());
+        let platform = given(self.platform.take());
+        let owner = match given(self.owner.take()) {
+            Some(owner) => Some(OwnerFilter::parse(&owner, me).map_err(bad)?),
+            None => None,
+        };
+        let created_since = match given(self.created_since.take()) {
+            Some(since) => Some(since_time(&since).ok_or_else(|| {
+                bad("created_since must be a date (2026-11-30) or an RFC 3339 time".into())
+            })?),
+            None => None,
+        };
+        Ok(LeadFilter {
+            query: self.query()?,
+            status,
+            owner,
+            platform,
+            created_since,
+        })
+    }
 }
 
-/// GET /api/leads?email=…&phone=…&q=…&cursor=…&limit=…
+/// A day (its start, UTC) or an RFC 3339 time, as times are stored.
+fn since_time(since: &str) -> Option<String> {
+    let is_day = since.len() == 10 && since.as_bytes().get(4) == Some(&b'-');
+    let time = if is_day {
+        format!("{since}T00:00:00Z")
+    } else {
+        since.to_owned()
+    };
+    crate::event::normalize_rfc3339(&time)
+}
+
+/// GET /api/leads?email=…&phone=…&q=…&status=…&owner=…&platform=…&created_since=…&cursor=…&limit=…
 ///
-/// `{"leads":[…], "next": cursor or null}`: best matches first for `q`
-/// (see `store::search`), newest first otherwise.
+/// `{"leads":[…], "next": cursor or null, "counts": {status: leads}}`:
+/// best matches first for `q` (see `store::search`), newest first
+/// otherwise; `counts` under the same search and filters but the status,
+/// every status of the pipeline present.
 fn search(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("api" / "leads")
         .and(warp::get())
-        .and(sales_user(state))
+        .and(super::session::api_staff(state))
         .and(warp::query::<SearchParams>())
-        .and_then(|state: Arc<AppState>, params: SearchParams| async move {
-            let query = params.query()?;
-            let region = state.config().merge.default_region;
-            let (leads, next) = state
-                .db
-                .search_leads(query, region)
-                .await
-                .map_err(|e| ApiError::from(e).reject())?;
-            let next = next.map(|n| n.to_string());
-            Ok::<_, Rejection>(
-                warp::reply::json(&json!({ "leads": leads, "next": next })).into_response(),
-            )
-        })
+        .and_then(
+            |state: Arc<AppState>, staff: Staff, params: SearchParams| async move {
+                let filter = params.filter(staff.user_name())?;
+                let config = state.config();
+                let (leads, next, found) = state
+                    .db
+                    .list_leads(filter, config.merge.default_region)
+                    .await
+                    .map_err(|e| ApiError::from(e).reject())?;
+                let mut counts = serde_json::Map::new();
+                for status in &config.pipeline.statuses {
+                    counts.insert(status.clone(), 0.into());
+                }
+                for (status, n) in found {
+                    counts.insert(status, n.into());
+                }
+                let next = next.map(|n| n.to_string());
+                Ok::<_, Rejection>(
+                    warp::reply::json(&json!({ "leads": leads, "next": next, "counts": counts }))
+                        .into_response(),
+                )
+            },
+        )
 }

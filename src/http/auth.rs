@@ -1,7 +1,9 @@
-//! Credentials: webhook secrets compared in constant time, and HTTP Basic
-//! against `[[sales.users]]` with argon2 hashes. A verified credential is
-//! remembered briefly (by its SHA-256) so that pages do not pay a slow hash
-//! per request; failed logins are counted per client and slowed down.
+//! Credentials: webhook secrets compared in constant time, and the
+//! passwords of `[[sales.users]]` (HTTP Basic and the sign-in form) against
+//! their argon2 hashes. A verified credential is remembered briefly (by its
+//! SHA-256) so that Basic clients do not pay a slow hash per request; failed
+//! Basic logins are counted per client and refused (429) past a limit, and
+//! failed sign-ins are slowed per name and per address (`slowdown.rs`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -68,6 +70,8 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 pub struct Guard {
     verified: Mutex<HashMap<[u8; 32], Instant>>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Failed sign-ins on the form, per name and per address.
+    pub sign_ins: super::slowdown::Slowdown,
 }
 
 /// The verdict on a login.
@@ -91,6 +95,11 @@ impl Guard {
         failures
             .get(&ip)
             .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAIL_WINDOW)
+    }
+
+    /// Counts a failed credential (a wrong API token, say) against the client.
+    pub fn note_failure(&self, client: Option<IpAddr>) {
+        self.fail(client);
     }
 
     fn fail(&self, client: Option<IpAddr>) {
@@ -125,24 +134,39 @@ impl Guard {
         let Some((name, password)) = header.and_then(parse_basic) else {
             return Verdict::Denied;
         };
-        let Some(user) = users.iter().find(|u| u.name == name) else {
-            // Spend the same time as a real check so names cannot be probed.
-            let _ = hash_password(&password);
+        if self.verify(users, &name, &password).is_none() {
             self.fail(client);
             return Verdict::Denied;
+        }
+        Verdict::Allowed(name)
+    }
+
+    /// The user `name` when `password` is theirs. Slow (argon2) on a first
+    /// sight: call from a blocking thread. Counts nothing: callers decide
+    /// what a failure costs.
+    pub fn verify<'u>(
+        &self,
+        users: &'u [SalesUser],
+        name: &str,
+        password: &str,
+    ) -> Option<&'u SalesUser> {
+        let Some(user) = users.iter().find(|u| u.name == name) else {
+            // Spend the same time as a real check so names cannot be probed.
+            let _ = hash_password(password);
+            return None;
         };
         let key: [u8; 32] = Sha256::new()
             .chain_update(user.password_hash.expose())
             .chain_update([0])
-            .chain_update(&name)
+            .chain_update(name)
             .chain_update([0])
-            .chain_update(&password)
+            .chain_update(password)
             .finalize()
             .into();
         {
             let verified = self.verified.lock().unwrap();
             if verified.get(&key).is_some_and(|t| t.elapsed() < CACHE_TTL) {
-                return Verdict::Allowed(name);
+                return Some(user);
             }
         }
         let ok = parse_hash(user.password_hash.expose())
@@ -153,8 +177,7 @@ impl Guard {
             })
             .unwrap_or(false);
         if !ok {
-            self.fail(client);
-            return Verdict::Denied;
+            return None;
         }
         let mut verified = self.verified.lock().unwrap();
         if verified.len() >= CACHE_MAX {
@@ -164,7 +187,7 @@ impl Guard {
             }
         }
         verified.insert(key, Instant::now());
-        Verdict::Allowed(name)
+        Some(user)
     }
 }
 
@@ -179,6 +202,7 @@ mod tests {
         let users = vec![SalesUser {
             name: "ann".into(),
             password_hash: Secret::new(hash),
+            role: Default::default(),
         }];
         let guard = Guard::default();
         let header = |u: &str, p: &str| {
@@ -209,6 +233,7 @@ mod tests {
         let users = vec![SalesUser {
             name: "ann".into(),
             password_hash: Secret::new(hash_password("right").unwrap()),
+            role: Default::default(),
         }];
         let guard = Guard::default();
         let bad = format!(
@@ -237,6 +262,7 @@ mod tests {
         let users = vec![SalesUser {
             name: "ann".into(),
             password_hash: Secret::new(hash_password("right").unwrap()),
+            role: Default::default(),
         }];
         let guard = Guard::default();
         let bad = format!(

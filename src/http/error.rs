@@ -21,12 +21,36 @@ pub enum ApiError {
         /// Whether to send a Basic challenge (pages and API).
         challenge: bool,
     },
+    /// 403: authenticated but not allowed: the role or token scope does not
+    /// allow it, or a form came without its CSRF token or from another site.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// 404: unknown path, unknown lead, or a platform that is not enabled.
     #[error("not found")]
     NotFound,
     /// 405: the path exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 409: the change conflicts with the lead as it is: a value another
+    /// lead owns (`lead`, linked in the body), or a field someone else
+    /// changed meanwhile.
+    #[error("{message}")]
+    Conflict {
+        /// What conflicts.
+        message: String,
+        /// The other lead, when the conflict is with one.
+        lead: Option<i64>,
+    },
+    /// 409: the lead was merged into this one meanwhile (`merged_into` in
+    /// the body, as a read of its id says).
+    #[error("lead was merged into lead {0}")]
+    MergedInto(i64),
+    /// 412: `If-Match` names another version than the lead's (this one).
+    #[error("the lead changed since that version; it is now version {version}")]
+    PreconditionFailed {
+        /// The lead's current version (also the answer's `ETag`).
+        version: i64,
+    },
     /// 413: the body is larger than `server.max_body_bytes`.
     #[error("body larger than {0} bytes")]
     TooLarge(u64),
@@ -61,6 +85,27 @@ impl From<DbError> for ApiError {
     }
 }
 
+impl From<crate::store::edits::EditError> for ApiError {
+    fn from(e: crate::store::edits::EditError) -> Self {
+        use crate::store::edits::EditError;
+        match e {
+            EditError::NotFound => ApiError::NotFound,
+            EditError::MergedInto(survivor) => ApiError::MergedInto(survivor),
+            EditError::Stale { version } => ApiError::PreconditionFailed { version },
+            e @ EditError::Changed { .. } => ApiError::Conflict {
+                message: e.to_string(),
+                lead: None,
+            },
+            EditError::OwnedElsewhere { lead } => ApiError::Conflict {
+                message: format!("that value belongs to lead {lead} (/leads/{lead})"),
+                lead: Some(lead),
+            },
+            EditError::Invalid(message) => ApiError::BadRequest(message),
+            EditError::Db(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::ingest::Refused> for ApiError {
     fn from(refused: crate::ingest::Refused) -> Self {
         match refused {
@@ -76,8 +121,11 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict { .. } | ApiError::MergedInto(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
@@ -94,7 +142,21 @@ impl ApiError {
 
 impl Reply for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "result": "error", "error": self.to_string() });
+        let mut body = serde_json::json!({ "result": "error", "error": self.to_string() });
+        match &self {
+            ApiError::Conflict {
+                lead: Some(lead), ..
+            } => {
+                body["lead"] = (*lead).into();
+                body["link"] = format!("/leads/{lead}").into();
+            }
+            ApiError::MergedInto(survivor) => {
+                body["merged_into"] = (*survivor).into();
+                body["link"] = format!("/leads/{survivor}").into();
+            }
+            ApiError::PreconditionFailed { version } => body["version"] = (*version).into(),
+            _ => {}
+        }
         let mut response =
             warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
         let headers = response.headers_mut();
@@ -105,6 +167,11 @@ impl Reply for ApiError {
                     r#"Basic realm="crm-responder", charset="UTF-8""#,
                 ),
             );
+        }
+        if let ApiError::PreconditionFailed { version } = self
+            && let Ok(etag) = warp::http::HeaderValue::from_str(&format!("\"{version}\""))
+        {
+            headers.insert("etag", etag);
         }
         if let ApiError::Unavailable = self {
             headers.insert("retry-after", warp::http::HeaderValue::from_static("5"));
@@ -146,8 +213,17 @@ fn clone(e: &ApiError) -> ApiError {
         ApiError::Unauthorized { challenge } => ApiError::Unauthorized {
             challenge: *challenge,
         },
+        ApiError::Forbidden(m) => ApiError::Forbidden(m.clone()),
         ApiError::NotFound => ApiError::NotFound,
         ApiError::MethodNotAllowed => ApiError::MethodNotAllowed,
+        ApiError::Conflict { message, lead } => ApiError::Conflict {
+            message: message.clone(),
+            lead: *lead,
+        },
+        ApiError::MergedInto(survivor) => ApiError::MergedInto(*survivor),
+        ApiError::PreconditionFailed { version } => {
+            ApiError::PreconditionFailed { version: *version }
+        }
         ApiError::TooLarge(n) => ApiError::TooLarge(*n),
         ApiError::Timeout => ApiError::Timeout,
         ApiError::TooManyAttempts => ApiError::TooManyAttempts,

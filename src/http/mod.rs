@@ -9,7 +9,10 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod login;
 pub mod pages;
+pub mod session;
+pub mod slowdown;
 pub mod webhooks;
 
 use std::convert::Infallible;
@@ -192,6 +195,8 @@ pub fn routes(
         .or(webhooks::routes(state.clone()))
         .unify()
         .or(api::routes(state.clone()))
+        .unify()
+        .or(login::routes(state.clone()))
         .unify()
         .or(pages::routes(state))
         .unify()

@@ -1,14 +1,16 @@
 //! Operator commands that work on the database directly, one file each:
-//! `import`, `export`, `replay`, `backup`, `explain`, `preview`. They run as
-//! their own process beside (or instead of) the service; SQLite's locking and
-//! the busy timeout keep both consistent.
+//! `import`, `export`, `replay`, `backup`, `explain`, `preview`,
+//! `migrate-store`, `token`. They run as their own process beside (or instead of) the
+//! service; SQLite's locking and the busy timeout keep both consistent.
 
 pub mod backup;
 pub mod explain;
 pub mod export;
 pub mod import;
+pub mod migrate_store;
 pub mod preview;
 pub mod replay;
+pub mod tokens;
 
 use std::io::IsTerminal;
 

@@ -10,7 +10,10 @@ use serde_json::{Value, json};
 use super::lenient;
 use crate::config::{Config, RowSource};
 use crate::crm::card::LeadCard;
-use crate::event::{ConversationUpdate, Event, Message, Note, Sender, Visitor, unix_to_rfc3339};
+use crate::event::{
+    ConversationUpdate, Event, LeadSource, Message, Note, Sender, Visitor, query_value,
+    unix_to_rfc3339,
+};
 
 #[derive(Debug, Deserialize)]
 struct Body {
@@ -40,6 +43,38 @@ struct Body {
     offline_message_id: Option<String>,
     #[serde(default, deserialize_with = "lenient::object")]
     call: Option<Call>,
+    #[serde(default, deserialize_with = "lenient::string")]
+    widget_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    department: Option<Named>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    session: Option<Session>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    page: Option<Page>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Named {
+    #[serde(default, deserialize_with = "lenient::string")]
+    id: Option<String>,
+    #[serde(default, deserialize_with = "lenient::string")]
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Session {
+    /// `source=google|medium=cpc|campaign=…`.
+    #[serde(default, deserialize_with = "lenient::string")]
+    utm: Option<String>,
+    /// The same as an object.
+    #[serde(default)]
+    utm_json: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Page {
+    #[serde(default, deserialize_with = "lenient::string")]
+    url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +164,7 @@ pub fn parse(body: &[u8]) -> Result<Event, String> {
         chat_id: body.chat_id.clone(),
         visitor,
         tags: body.tags.iter().filter_map(|t| t.title.clone()).collect(),
+        source: source(&body),
         ..Event::default()
     };
     match name.as_str() {
@@ -187,6 +223,38 @@ pub fn parse(body: &[u8]) -> Result<Event, String> {
         _ => {}
     }
     Ok(event)
+}
+
+/// Where the visitor came from: the widget (Jivo's channel), the
+/// department, the page the chat started on and its UTM campaign (from
+/// `session.utm_json`, `session.utm`, or the page's own query string).
+fn source(body: &Body) -> Option<LeadSource> {
+    let landing_page = body.page.as_ref().and_then(|p| p.url.clone());
+    let session = body.session.as_ref();
+    let campaign = session
+        .and_then(|s| s.utm_json.as_ref())
+        .and_then(|u| u.get("campaign"))
+        .and_then(lenient::as_string)
+        .or_else(|| {
+            session.and_then(|s| s.utm.as_deref()).and_then(|utm| {
+                utm.split('|').find_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    (k.trim() == "campaign").then(|| v.to_owned())
+                })
+            })
+        })
+        .or_else(|| query_value(landing_page.as_deref()?, "utm_campaign"));
+    LeadSource {
+        channel: body.widget_id.clone(),
+        department: body
+            .department
+            .as_ref()
+            .and_then(|d| d.name.clone().or_else(|| d.id.clone())),
+        utm_campaign: campaign,
+        landing_page,
+        ..LeadSource::default()
+    }
+    .known()
 }
 
 fn visitor(body: &Body) -> Option<Visitor> {
@@ -350,6 +418,7 @@ fn custom_data(card: &LeadCard, config: &Config) -> Vec<Value> {
                 continue;
             }
             RowSource::Status => Some(card.status.clone()),
+            RowSource::Owner => card.owner.clone(),
             RowSource::Chats => Some(card.chats.to_string()),
             RowSource::LastChat => card.last_chat.as_ref().map(|(platform, chat, at)| {
                 let when = at.get(..16).unwrap_or(at).replace('T', " ");
@@ -420,5 +489,35 @@ mod tests {
         assert_eq!(c.messages[0].author.as_deref(), Some("Ann"));
         assert_eq!(c.messages[1].from, Sender::Agent);
         assert_eq!(c.messages[1].author.as_deref(), Some("Tom"));
+    }
+
+    #[test]
+    fn the_source_is_read_from_widget_department_page_and_utm() {
+        let body = include_bytes!("../../tests/fixtures/jivo/chat_accepted.json");
+        let source = parse(body).unwrap().source.unwrap();
+        assert_eq!(
+            source,
+            LeadSource {
+                channel: Some("3948".into()),
+                department: Some("Sales".into()),
+                utm_campaign: Some("campaign_name".into()),
+                landing_page: Some("http://example.com/".into()),
+                ..LeadSource::default()
+            }
+        );
+        // Without `utm_json`, from `utm`; without either, from the page.
+        let body =
+            br#"{"event_name":"chat_accepted","session":{"utm":"source=x|campaign=spring"}}"#;
+        let source = parse(body).unwrap().source.unwrap();
+        assert_eq!(source.utm_campaign.as_deref(), Some("spring"));
+        let body = br#"{"event_name":"chat_accepted","page":{"url":"https://a.example/?utm_campaign=fall%20sale&x=1"}}"#;
+        let source = parse(body).unwrap().source.unwrap();
+        assert_eq!(source.utm_campaign.as_deref(), Some("fall sale"));
+        assert!(
+            parse(br#"{"event_name":"chat_accepted","widget_id":" "}"#)
+                .unwrap()
+                .source
+                .is_none()
+        );
     }
 }

@@ -15,7 +15,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{body_hash, lenient};
-use crate::event::{ConversationUpdate, Event, Message, Note, Sender, Visitor, normalize_rfc3339};
+use crate::event::{
+    ConversationUpdate, Event, LeadSource, Message, Note, Sender, Visitor, normalize_rfc3339,
+};
 
 #[derive(Debug, Deserialize)]
 struct Body {
@@ -41,6 +43,9 @@ struct Body {
     message: Option<String>,
     #[serde(default, rename = "sentAt", deserialize_with = "lenient::string")]
     sent_at: Option<String>,
+    /// The room's department (an id; older servers put it on the visitor).
+    #[serde(default, rename = "departmentId", deserialize_with = "lenient::string")]
+    department_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,6 +70,9 @@ struct RcVisitor {
     /// The raw visitor document's name for the custom fields (`LeadCapture`).
     #[serde(default, rename = "livechatData")]
     livechat_data: Option<Value>,
+    /// The department the visitor chose (older servers).
+    #[serde(default, deserialize_with = "lenient::string")]
+    department: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +151,15 @@ pub fn parse(body: &[u8]) -> Result<(Event, String), String> {
         lead_hint: raw.crm_data.as_ref().and_then(lead_hint),
         tags: raw.tags.iter().filter_map(lenient::as_string).collect(),
         fields: fields(&raw),
+        source: LeadSource {
+            department: raw
+                .visitor
+                .as_ref()
+                .and_then(|v| v.department.clone())
+                .or_else(|| raw.department_id.clone()),
+            ..LeadSource::default()
+        }
+        .known(),
         ..Event::default()
     };
     let agent = raw
@@ -414,5 +431,17 @@ mod tests {
         let c = br#"{"type":"LivechatSession","_id":"r","messages":[{"_id":"m2","msg":"hi"}]}"#;
         assert_ne!(parse(a).unwrap().1, parse(c).unwrap().1);
         assert!(parse(br#"{"_id":"r"}"#).unwrap_err().contains("type"));
+    }
+
+    #[test]
+    fn the_department_is_the_source() {
+        let body = include_bytes!("../../tests/fixtures/rocketchat/LivechatSession.legacy.json");
+        let source = parse(body).unwrap().0.source.unwrap();
+        assert_eq!(source.department.as_deref(), Some("department"));
+        let body = br#"{"type":"LivechatSessionStart","_id":"r","departmentId":"d1"}"#;
+        let source = parse(body).unwrap().0.source.unwrap();
+        assert_eq!(source.department.as_deref(), Some("d1"));
+        let body = include_bytes!("../../tests/fixtures/rocketchat/LivechatSession.json");
+        assert!(parse(body).unwrap().0.source.is_none());
     }
 }

@@ -26,6 +26,8 @@ pub struct Policy {
     pub merge: MergePolicy,
     /// `[duplicates]`.
     pub duplicates: DuplicatesConfig,
+    /// The status a new lead starts in: the pipeline's first.
+    pub new_status: String,
 }
 
 impl Policy {
@@ -34,6 +36,7 @@ impl Policy {
         Policy {
             merge: config.merge.clone(),
             duplicates: config.duplicates.clone(),
+            new_status: config.pipeline.first().to_owned(),
         }
     }
 }
@@ -214,6 +217,7 @@ pub fn apply_stored(
                         tags: &event.tags,
                         fields: &event.fields,
                         links,
+                        status: &policy.new_status,
                     },
                 )?,
                 LeadState::Unchanged(current) => view::card_of(conn, lead, chat, Some(current))?,
@@ -311,7 +315,12 @@ fn identify(
         Target::Existing(id) => id,
         Target::Create => {
             outcome.created = true;
-            leads::create(conn, &source.at)?
+            let origin = leads::Origin {
+                status: &policy.new_status,
+                platform,
+                source: event.source.as_ref(),
+            };
+            leads::create(conn, &source.at, origin)?
         }
     };
     let seen = seen(ContactKind::Email, &emails, &email_owners)
@@ -337,7 +346,15 @@ fn identify(
     } else {
         leads::current(conn, lead)?
     };
-    let changes = merge::plan(&policy.merge, &current, &incoming);
+    let mut changes = merge::plan(&policy.merge, &current, &incoming);
+    // Staff pins matter only where the policy replaces a value, so only
+    // then are they read: most deliveries never ask.
+    if !outcome.created && merge::replaces(&policy.merge, &changes) {
+        let pins = leads::pins(conn, lead)?;
+        if !pins.is_empty() {
+            changes = merge::plan_pinned(&policy.merge, &current, &incoming, &pins);
+        }
+    }
     // Similar leads are looked up before the new lead's own values are
     // written (it is excluded either way), so the explanation can name them.
     let created = outcome.created.then(|| merge::preview(&current, &changes));
@@ -517,6 +534,7 @@ mod tests {
                 enabled: true,
                 threshold: 0.85,
             },
+            new_status: "new".into(),
         }
     }
 

@@ -88,7 +88,12 @@ pub fn create(
     };
     let resolution = resolve::resolve(&Matches::default(), &policy.merge.match_order);
     debug_assert_eq!(resolution.target, Target::Create);
-    let lead = leads::create(conn, &source.at)?;
+    let origin = leads::Origin {
+        status: &policy.new_status,
+        platform: delivery.platform,
+        source: None,
+    };
+    let lead = leads::create(conn, &source.at, origin)?;
     let contacts = |values: &[(String, String)]| -> Vec<IncomingContact> {
         values
             .iter()

@@ -47,7 +47,8 @@ pub fn exists(conn: &dyn Sql, id: i64) -> Result<bool, DbError> {
     conn.exists("SELECT 1 FROM leads WHERE id = ?1", args![id])
 }
 
-fn table(kind: ContactKind) -> &'static str {
+/// The table holding a lead's emails or phones.
+pub(super) fn table(kind: ContactKind) -> &'static str {
     match kind {
         ContactKind::Email => "lead_emails",
         ContactKind::Phone => "lead_phones",
@@ -130,13 +131,42 @@ pub fn current(conn: &dyn Sql, id: i64) -> Result<Current, DbError> {
     })
 }
 
+/// Where a new lead starts: its status (the pipeline's first) and where
+/// it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The status a new lead starts in.
+    pub status: &'a str,
+    /// The platform (or `import`) of the delivery that created it.
+    pub platform: &'a str,
+    /// What else the delivery says of where the visitor came from.
+    pub source: Option<&'a crate::event::LeadSource>,
+}
+
 /// Creates an empty lead; the caller fills it through [`apply_changes`].
-pub fn create(conn: &dyn Sql, at: &str) -> Result<i64, DbError> {
+/// Its source is written here, once: no later delivery changes it.
+pub fn create(conn: &dyn Sql, at: &str, origin: Origin<'_>) -> Result<i64, DbError> {
+    let source = crate::event::LeadSource::json(origin.platform, origin.source);
     conn.insert_id(
-        "INSERT INTO leads (created_at, updated_at) VALUES (?1, ?1)",
-        args![at],
+        "INSERT INTO leads (created_at, updated_at, status, source, source_platform)
+         VALUES (?1, ?1, ?2, ?3, ?4)",
+        args![at, origin.status, source, origin.platform],
     )?
     .ok_or_else(|| DbError::Internal("lead not inserted".into()))
+}
+
+/// Who pinned which of a lead's fields (see [`crate::crm::merge::Pins`]).
+pub fn pins(conn: &dyn Sql, lead: i64) -> Result<crate::crm::merge::Pins, DbError> {
+    let mut pins = crate::crm::merge::Pins::default();
+    conn.each_row(
+        "SELECT field, pinned_by FROM lead_pins WHERE lead_id = ?1",
+        args![lead],
+        &mut |r| {
+            pins.set(&r.get::<String>(0)?, r.get(1)?);
+            Ok(())
+        },
+    )?;
+    Ok(pins)
 }
 
 /// Writes a history row; `why`, when given, is the decision behind it.
@@ -191,9 +221,12 @@ fn insert_history(
     Ok(())
 }
 
-fn touch(conn: &dyn Sql, lead: i64, at: &str) -> Result<(), DbError> {
+/// Marks the lead changed: `updated_at`, and its `version` (the API's
+/// ETag, what forms carry) in the same statement, so that no change goes
+/// unseen and none costs a statement more.
+pub(super) fn touch(conn: &dyn Sql, lead: i64, at: &str) -> Result<(), DbError> {
     conn.execute(
-        "UPDATE leads SET updated_at = ?2 WHERE id = ?1",
+        "UPDATE leads SET updated_at = ?2, version = version + 1 WHERE id = ?1",
         args![lead, at],
     )?;
     Ok(())
@@ -840,7 +873,7 @@ pub fn fold(
             1,
         ),
         (
-            "UPDATE leads SET merged_into = ?2, updated_at = ?3 WHERE id = ?1",
+            "UPDATE leads SET merged_into = ?2, updated_at = ?3, version = version + 1 WHERE id = ?1",
             3,
         ),
     ];
@@ -1010,7 +1043,7 @@ pub fn fill_status(
 ) -> Result<bool, DbError> {
     let status = status.trim();
     let changed = conn.execute(
-        "UPDATE leads SET status = ?2, updated_at = ?3
+        "UPDATE leads SET status = ?2, updated_at = ?3, version = version + 1
          WHERE id = ?1 AND status = 'new' AND ?2 <> 'new' AND ?2 <> ''",
         args![lead, status, source.at],
     )? > 0;
@@ -1234,7 +1267,12 @@ mod tests {
         for packed in [false, true] {
             let conn = Connection::open(dir.path().join(format!("{packed}.sqlite3"))).unwrap();
             super::super::migrate::migrate(&conn).unwrap();
-            let lead = create(&conn, &source.at).unwrap();
+            let origin = Origin {
+                status: "new",
+                platform: "jivo",
+                source: None,
+            };
+            let lead = create(&conn, &source.at, origin).unwrap();
             let why = Explanation::new(
                 &merge,
                 Vec::new(),

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_packed_created_rows.sql"),
     include_str!("../../migrations/0005_packed_new_lead_entries.sql"),
     include_str!("../../migrations/0006_links_by_newer_lead.sql"),
+    include_str!("../../migrations/0007_staff.sql"),
 ];
 
 /// Applies every migration the database has not seen, each in its own
@@ -199,12 +200,9 @@ mod tests {
         }
         let read = |conn: &Connection| -> Vec<String> {
             (1..=5)
-                .map(|id| {
-                    let Found::Lead(lead) = view::lead(conn, id).unwrap() else {
-                        panic!("lead {id} is missing");
-                    };
-                    format!("{id}: {:?}", lead.duplicate_details)
-                })
+                // Only the links: the rest of a lead reads columns of
+                // later versions.
+                .map(|id| format!("{id}: {:?}", view::duplicate_links(conn, id).unwrap()))
                 .collect()
         };
         let before = read(&conn);

@@ -18,6 +18,7 @@ pub mod bulk;
 mod checkpoint;
 mod conversations;
 mod duplicates;
+pub mod edits;
 pub mod inbox;
 pub mod leads;
 pub mod locks;
@@ -26,6 +27,7 @@ mod postgres;
 mod reads;
 pub mod search;
 pub mod sql;
+pub mod staff_store;
 pub mod view;
 mod writer;
 
@@ -438,6 +440,12 @@ impl Db {
     /// Stops accepting writes, lets the writer finish what is queued, and
     /// waits for it. Later writes fail with `Unavailable`.
     pub fn close(&self) {
+        // Idle readers close first, so that the writer's connection is the
+        // last one: only it can checkpoint the WAL and remove the file (a
+        // read-only connection closing last leaves the WAL behind).
+        if let Engine::Sqlite { readers, .. } = &self.shared.engine {
+            readers.lock().unwrap().clear();
+        }
         self.shared.writer.lock().unwrap().take();
         if let Some(handle) = self.shared.writer_thread.lock().unwrap().take() {
             let _ = handle.join();

@@ -28,8 +28,10 @@ const MIGRATE_LOCK: i64 = 0x63726d2d6d67;
 
 /// Schema versions for PostgreSQL, numbered as SQLite's: the first file
 /// brings an empty database to version 6 at once.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(6, include_str!("../../migrations/postgres/0006_schema.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (6, include_str!("../../migrations/postgres/0006_schema.sql")),
+    (7, include_str!("../../migrations/postgres/0007_staff.sql")),
+];
 
 /// How to reach the server.
 #[derive(Debug, Clone)]

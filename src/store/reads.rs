@@ -1,6 +1,7 @@
 //! The reads the pages and the API ask for, named, so that handlers never
 //! hold a connection or assemble store calls themselves.
 
+use super::search::filters::{self, LeadFilter, StatusCounts};
 use super::search::{self, Cursor, Hit, Query};
 use super::view::{self, Found, LeadCard, LeadView};
 use super::{Db, DbError, leads};
@@ -63,6 +64,45 @@ impl Db {
                 rows.push((hit, card));
             }
             Ok((rows, next))
+        })
+        .await
+    }
+
+    /// The leads a filtered list (and search) shows, whole, the cursor of
+    /// the next page, and the counts per status under the same filters but
+    /// the status.
+    pub async fn list_leads(
+        &self,
+        filter: LeadFilter,
+        region: phonenumber::country::Id,
+    ) -> Result<(Vec<Box<LeadView>>, Option<Cursor>, StatusCounts), DbError> {
+        self.read(move |conn| {
+            let (hits, next, counts) = filters::list(conn, &filter, region)?;
+            let mut leads = Vec::with_capacity(hits.len());
+            for hit in hits {
+                if let Found::Lead(lead) = view::lead(conn, hit.id)? {
+                    leads.push(lead);
+                }
+            }
+            Ok((leads, next, counts))
+        })
+        .await
+    }
+
+    /// [`Db::list_leads`] for the list page: each hit with its lead's card.
+    pub async fn list_cards(
+        &self,
+        filter: LeadFilter,
+        region: phonenumber::country::Id,
+    ) -> Result<(Vec<(Hit, LeadCard)>, Option<Cursor>, StatusCounts), DbError> {
+        self.read(move |conn| {
+            let (hits, next, counts) = filters::list(conn, &filter, region)?;
+            let mut rows = Vec::with_capacity(hits.len());
+            for hit in hits {
+                let card = view::card(conn, hit.id, None)?;
+                rows.push((hit, card));
+            }
+            Ok((rows, next, counts))
         })
         .await
     }

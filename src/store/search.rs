@@ -9,6 +9,7 @@
 //! id). A hit's key depends only on the lead's stored values and the query,
 //! so a lead created between two pages never shifts or repeats the others.
 
+pub mod filters;
 mod rank;
 
 use std::collections::HashMap;
@@ -55,6 +56,32 @@ pub fn search(
     region: phonenumber::country::Id,
 ) -> Result<(Vec<Hit>, Option<Cursor>), DbError> {
     let limit = query.limit.clamp(1, 100);
+    let hits = match ranked(conn, query, region)? {
+        Some(hits) => hits,
+        None => newest(conn, query.cursor.map_or(i64::MAX, |c| c.id), limit)?,
+    };
+    Ok(page(hits, query.cursor, limit))
+}
+
+/// The page of `hits` (in any order) after `cursor`, best first, and the
+/// cursor of the next page.
+fn page(mut hits: Vec<Hit>, cursor: Option<Cursor>, limit: usize) -> (Vec<Hit>, Option<Cursor>) {
+    hits.sort_by_key(Hit::key);
+    if let Some(cursor) = cursor {
+        hits.retain(|h| cursor.precedes(h));
+    }
+    let next = (hits.len() > limit).then(|| Cursor::of(&hits[limit - 1]));
+    hits.truncate(limit);
+    (hits, next)
+}
+
+/// Every lead a search by text, email or phone finds (each candidate once,
+/// in no particular order), or `None` when the query has none of them.
+fn ranked(
+    conn: &dyn Sql,
+    query: &Query,
+    region: phonenumber::country::Id,
+) -> Result<Option<Vec<Hit>>, DbError> {
     let mut only: Option<Vec<i64>> = None;
     if let Some(email) = query.email.as_deref() {
         let owner = owner_of(
@@ -76,24 +103,17 @@ pub fn search(
         });
     }
     let q = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
-    let mut hits = match (q, only) {
+    Ok(match (q, only) {
         (Some(q), only) => {
             let mut hits = candidates(conn, q, region)?;
             if let Some(only) = only {
                 hits.retain(|h| only.contains(&h.id));
             }
-            hits
+            Some(hits)
         }
-        (None, Some(only)) => only.into_iter().map(listed).collect(),
-        (None, None) => newest(conn, query.cursor.map_or(i64::MAX, |c| c.id), limit)?,
-    };
-    hits.sort_by_key(Hit::key);
-    if let Some(cursor) = query.cursor {
-        hits.retain(|h| cursor.precedes(h));
-    }
-    let next = (hits.len() > limit).then(|| Cursor::of(&hits[limit - 1]));
-    hits.truncate(limit);
-    Ok((hits, next))
+        (None, Some(only)) => Some(only.into_iter().map(listed).collect()),
+        (None, None) => None,
+    })
 }
 
 /// A hit of a listing without a query: ranked by id alone.

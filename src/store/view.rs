@@ -29,19 +29,20 @@ pub fn card_of(
     current_chat: Option<(&str, &str)>,
     known: Option<Current>,
 ) -> Result<LeadCard, DbError> {
-    let (status, known) = match known {
+    let (status, owner, known) = match known {
         Some(known) => {
-            let status =
-                conn.query_row("SELECT status FROM leads WHERE id = ?1", args![id], |r| {
-                    r.get(0)
-                })?;
-            (status, known)
+            let (status, owner) = conn.query_row(
+                "SELECT status, owner FROM leads WHERE id = ?1",
+                args![id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            (status, owner, known)
         }
         None => {
-            let (name, description, status) = conn.query_row(
-                "SELECT name, description, status FROM leads WHERE id = ?1",
+            let (name, description, status, owner) = conn.query_row(
+                "SELECT name, description, status, owner FROM leads WHERE id = ?1",
                 args![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?;
             let known = Current {
                 name,
@@ -49,7 +50,7 @@ pub fn card_of(
                 emails: leads::contacts(conn, ContactKind::Email, id)?,
                 phones: leads::contacts(conn, ContactKind::Phone, id)?,
             };
-            (status, known)
+            (status, owner, known)
         }
     };
     let chats: i64 = conn.query_row(
@@ -75,6 +76,7 @@ pub fn card_of(
         name: known.name,
         description: known.description,
         status,
+        owner,
         emails: known.emails,
         phones: known.phones,
         chats,
@@ -101,6 +103,8 @@ pub struct NewLead<'a> {
     pub fields: &'a [(String, String)],
     /// The duplicate links made: other lead and score.
     pub links: Vec<(i64, f64)>,
+    /// The status it was created in (the pipeline's first).
+    pub status: &'a str,
 }
 
 /// [`card`] of a lead created in this transaction, built from `new`.
@@ -111,6 +115,7 @@ pub fn new_lead_card<'a>(conn: &dyn Sql, id: i64, new: NewLead<'a>) -> Result<Le
         tags,
         fields,
         mut links,
+        status,
     } = new;
     // Primary first, then in the order added, as `leads::contacts` reads them.
     let ordered = |mut contacts: Vec<Contact>| {
@@ -130,29 +135,42 @@ pub fn new_lead_card<'a>(conn: &dyn Sql, id: i64, new: NewLead<'a>) -> Result<Le
             Ok((other, name))
         })
         .collect::<Result<_, DbError>>()?;
+    // Text as the store gives it back: PostgreSQL keeps a U+0000 as U+FFFD.
+    let postgres = conn.dialect() == super::sql::Dialect::Postgres;
+    let stored = |s: &str| {
+        if postgres && s.contains('\0') {
+            s.replace('\0', "\u{FFFD}")
+        } else {
+            s.to_owned()
+        }
+    };
     let trimmed = |s: &'a str| Some(s.trim()).filter(|s| !s.is_empty());
-    let tags: std::collections::BTreeSet<&str> = tags.iter().filter_map(|t| trimmed(t)).collect();
+    let tags: std::collections::BTreeSet<String> =
+        tags.iter().filter_map(|t| trimmed(t)).map(stored).collect();
     let fields = fields
         .iter()
-        .filter_map(|(k, v)| Some((trimmed(k)?.to_owned(), trimmed(v)?.to_owned())))
+        .filter_map(|(k, v)| Some((stored(trimmed(k)?), stored(trimmed(v)?))))
         .collect();
     Ok(LeadCard {
         id,
-        name: values.name,
-        description: values.description,
-        status: NEW_STATUS.to_owned(),
+        name: values
+            .name
+            .map(|n| if n.contains('\0') { stored(&n) } else { n }),
+        description: values
+            .description
+            .map(|d| if d.contains('\0') { stored(&d) } else { d }),
+        status: status.to_owned(),
+        // Nobody owns a lead before staff take it.
+        owner: None,
         emails: ordered(values.emails),
         phones: ordered(values.phones),
         chats: i64::from(chatted),
         last_chat: None,
-        tags: tags.into_iter().map(str::to_owned).collect(),
+        tags: tags.into_iter().collect(),
         fields,
         duplicates,
     })
 }
-
-/// The status of a new lead (the column's default).
-const NEW_STATUS: &str = "new";
 
 fn tags(conn: &dyn Sql, id: i64) -> Result<Vec<String>, DbError> {
     conn.query_all(
@@ -188,7 +206,8 @@ pub struct DuplicateLink {
     pub reason: String,
 }
 
-fn duplicate_links(conn: &dyn Sql, id: i64) -> Result<Vec<DuplicateLink>, DbError> {
+/// The possible duplicates of lead `id`, best first.
+pub(super) fn duplicate_links(conn: &dyn Sql, id: i64) -> Result<Vec<DuplicateLink>, DbError> {
     conn.query_all(
         // Two index seeks (pairs are stored once, lead_a < lead_b); an OR
         // across both columns would cost several times more on every answer.
@@ -256,12 +275,15 @@ pub struct ConversationView {
 pub struct NoteView {
     /// Platform.
     pub platform: String,
-    /// `offline_message`, `ticket`, …
+    /// `offline_message`, `ticket`, `note` (staff), …
     pub kind: String,
     /// Text.
     pub text: String,
     /// When.
     pub at: String,
+    /// Who wrote a staff note (`staff NAME`, `token NAME`); null for the
+    /// platforms' notes.
+    pub author: Option<String>,
 }
 
 /// A history entry in the JSON lead.
@@ -294,6 +316,15 @@ pub struct LeadView {
     pub description: Option<String>,
     /// Status.
     pub status: String,
+    /// The sales user who owns the lead, if one does.
+    pub owner: Option<String>,
+    /// Grows by one with every change of the lead: the `ETag`, and what
+    /// `If-Match` and the forms compare.
+    pub version: i64,
+    /// Where the lead came from (`platform`, and `channel`, `department`,
+    /// `group`, `utm_campaign`, `landing_page` when known); null for leads
+    /// older than sources.
+    pub source: Option<serde_json::Value>,
     /// Emails, primary first.
     pub emails: Vec<ContactView>,
     /// Phones, primary first.
@@ -334,20 +365,33 @@ pub enum Found {
 /// Loads the whole lead.
 pub fn lead(conn: &dyn Sql, id: i64) -> Result<Found, DbError> {
     let row = conn.query_opt(
-        "SELECT name, description, status, merged_into, created_at, updated_at FROM leads WHERE id = ?1",
+        "SELECT name, description, status, merged_into, created_at, updated_at,
+                owner, version, source
+         FROM leads WHERE id = ?1",
         args![id],
         |r| {
             Ok((
-                r.get::<Option<String>>(0)?,
-                r.get::<Option<String>>(1)?,
-                r.get::<String>(2)?,
-                r.get::<Option<i64>>(3)?,
-                r.get::<String>(4)?,
-                r.get::<String>(5)?,
+                (
+                    r.get::<Option<String>>(0)?,
+                    r.get::<Option<String>>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<Option<i64>>(3)?,
+                    r.get::<String>(4)?,
+                    r.get::<String>(5)?,
+                ),
+                (
+                    r.get::<Option<String>>(6)?,
+                    r.get::<i64>(7)?,
+                    r.get::<Option<String>>(8)?,
+                ),
             ))
         },
     )?;
-    let Some((name, description, status, merged_into, created_at, updated_at)) = row else {
+    let Some((
+        (name, description, status, merged_into, created_at, updated_at),
+        (owner, version, source),
+    )) = row
+    else {
         return Ok(Found::Missing);
     };
     if merged_into.is_some() {
@@ -369,6 +413,9 @@ pub fn lead(conn: &dyn Sql, id: i64) -> Result<Found, DbError> {
         name,
         description,
         status,
+        owner,
+        version,
+        source: source.and_then(|s| serde_json::from_str(&s).ok()),
         emails: contacts(ContactKind::Email)?,
         phones: contacts(ContactKind::Phone)?,
         tags: tags(conn, id)?,
@@ -433,7 +480,7 @@ fn conversations(conn: &dyn Sql, id: i64) -> Result<Vec<ConversationView>, DbErr
 
 fn notes(conn: &dyn Sql, id: i64) -> Result<Vec<NoteView>, DbError> {
     conn.query_all(
-        "SELECT platform, kind, text, at FROM notes WHERE lead_id = ?1 ORDER BY at, id",
+        "SELECT platform, kind, text, at, author FROM notes WHERE lead_id = ?1 ORDER BY at, id",
         args![id],
         |r| {
             Ok(NoteView {
@@ -441,6 +488,7 @@ fn notes(conn: &dyn Sql, id: i64) -> Result<Vec<NoteView>, DbError> {
                 kind: r.get(1)?,
                 text: r.get(2)?,
                 at: r.get(3)?,
+                author: r.get(4)?,
             })
         },
     )

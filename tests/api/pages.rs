@@ -34,7 +34,7 @@ fn assert_page_headers(headers: &HeaderMap) {
     assert!(csp.contains("default-src 'none'"), "{csp}");
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(headers["x-frame-options"], "DENY");
-    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["referrer-policy"], "same-origin");
     assert_eq!(headers["cache-control"], "no-store");
     assert!(
         headers["content-type"]
@@ -48,14 +48,23 @@ fn assert_page_headers(headers: &HeaderMap) {
 async fn pages_need_sales_credentials_and_webhook_tokens_do_not_open_them() {
     let app = spawn_app().await;
     app.jivo(&fixture("jivo/chat_accepted.json")).await;
-    for path in ["/leads/1", "/leads", "/leads?q=john", "/leads/999"] {
-        let r = app.client.get(app.url(path)).send().await.unwrap();
-        assert_eq!(r.status(), 401, "{path}");
-        let challenge = r.headers()["www-authenticate"].to_str().unwrap();
-        assert!(challenge.starts_with("Basic realm="), "{challenge}");
-        assert_page_headers(r.headers());
-        assert!(r.text().await.unwrap().contains("Sign in"));
+    // No credentials at all: to the sign-in form, and back afterwards.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (path, next) in [
+        ("/leads/1", "/leads/1"),
+        ("/leads", "/leads"),
+        ("/leads?q=john", "/leads%3Fq%3Djohn"),
+        ("/leads/999", "/leads/999"),
+    ] {
+        let r = no_redirects.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{path}");
+        assert_eq!(r.headers()["location"], format!("/login?next={next}"));
+        assert!(!r.text().await.unwrap().contains("John"), "{path}");
     }
+    // Wrong Basic credentials: 401 with a challenge.
     for (user, pass) in [
         ("sales", JIVO_TOKEN),
         (JIVO_TOKEN, JIVO_TOKEN),
@@ -69,6 +78,10 @@ async fn pages_need_sales_credentials_and_webhook_tokens_do_not_open_them() {
             .await
             .unwrap();
         assert_eq!(r.status(), 401, "{user}:{pass}");
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.starts_with("Basic realm="), "{challenge}");
+        assert_page_headers(r.headers());
+        assert!(r.text().await.unwrap().contains("Sign in"));
     }
     let (status, headers, _) = page(&app, "/leads/1").await;
     assert_eq!(status, 200);

@@ -11,14 +11,16 @@ use serde_json::Value;
 use crate::helpers::*;
 
 /// The real binary serving on a free port, its log collected.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    base: String,
-    log: Arc<Mutex<String>>,
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) base: String,
+    /// Everything it wrote to stderr.
+    pub(crate) log: Arc<Mutex<String>>,
 }
 
 impl Served {
-    fn start(config: &Path, port: u16) -> Served {
+    pub(crate) fn start(config: &Path, port: u16) -> Served {
         let mut child = Command::new(BIN)
             .arg("--config")
             .arg(config)
@@ -45,7 +47,7 @@ impl Served {
         }
     }
 
-    fn wait_for_log(&self, needle: &str, occurrences: usize) {
+    pub(crate) fn wait_for_log(&self, needle: &str, occurrences: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.log.lock().unwrap().matches(needle).count() < occurrences {
             assert!(
@@ -57,7 +59,7 @@ impl Served {
         }
     }
 
-    fn hup(&self) {
+    pub(crate) fn hup(&self) {
         let status = Command::new("kill")
             .args(["-HUP", &self.child.id().to_string()])
             .status()

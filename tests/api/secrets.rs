@@ -187,6 +187,40 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
         assert_eq!(r.status(), status);
     }
 
+    // The sign-in form: a wrong and a right password, a session's cookie
+    // and its token in a sign-out form.
+    let session = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut cookie = String::new();
+    for (password, status) in [(WRONG_PASSWORD, 200), (SALES_PASSWORD, 303)] {
+        let r = session
+            .post(url("/login"))
+            .form(&[
+                ("name", "sales"),
+                ("password", password),
+                ("next", "/leads"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status);
+        if let Some(set) = r.headers().get("set-cookie") {
+            cookie = set.to_str().unwrap().split(';').next().unwrap().to_owned();
+        }
+    }
+    let session_id = cookie.trim_start_matches("crm_session=").to_owned();
+    assert!(session_id.len() > 20, "{cookie}");
+    let r = session
+        .post(url("/logout"))
+        .form(&[("csrf", WRONG_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
     let _ = Command::new("kill")
         .args(["-TERM", &child.child.id().to_string()])
         .status();
@@ -227,6 +261,7 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
     for secret in secrets
         .iter()
         .copied()
+        .chain([session_id.as_str()])
         .chain(encoded.iter().map(String::as_str))
         .chain(password.as_deref())
     {

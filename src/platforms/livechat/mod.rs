@@ -12,8 +12,10 @@ pub mod v3;
 
 use serde_json::{Map, Value};
 
+use serde::Deserialize;
+
 use super::lenient;
-use crate::event::{Event, Visitor};
+use crate::event::{Event, LeadSource, Visitor, query_value};
 
 /// Which envelope a body uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +90,44 @@ fn key_values(list: Option<&Value>) -> Vec<(String, String)> {
                 .collect(),
         })
         .collect()
+}
+
+/// A page of a visit (`last_pages` in both envelopes).
+#[derive(Debug, Deserialize)]
+struct Page {
+    #[serde(default, deserialize_with = "lenient::string")]
+    url: Option<String>,
+}
+
+/// The first page of a visit that has an address: where the visitor landed.
+fn first_url(pages: &[Page]) -> Option<String> {
+    pages.iter().find_map(|p| p.url.clone())
+}
+
+/// The first group of a list of ids or `{"id", "name"}` objects: its
+/// name, else its id.
+fn first_group(groups: &[Value]) -> Option<String> {
+    groups.iter().find_map(|g| match g {
+        Value::Object(o) => o
+            .get("name")
+            .and_then(lenient::as_string)
+            .or_else(|| o.get("id").and_then(lenient::as_string)),
+        other => lenient::as_string(other),
+    })
+}
+
+/// A LiveChat lead's source: its group and landing page, and the landing
+/// page's UTM campaign.
+fn source(group: Option<String>, landing_page: Option<String>) -> Option<LeadSource> {
+    LeadSource {
+        group,
+        utm_campaign: landing_page
+            .as_deref()
+            .and_then(|url| query_value(url, "utm_campaign")),
+        landing_page,
+        ..LeadSource::default()
+    }
+    .known()
 }
 
 /// A pre-chat survey answer (v2 `pre_chat_survey`, v3 `filled_form`): the
@@ -166,5 +206,25 @@ mod tests {
         assert_eq!(v.ids, ["customer:u1"]);
         assert_eq!(key, "v3:w:incoming_chat:C/T");
         assert!(event.conversation.unwrap().messages.is_empty());
+    }
+
+    #[test]
+    fn the_source_is_the_group_and_the_first_page_of_the_visit() {
+        let body = include_bytes!("../../../tests/fixtures/livechat/v3/incoming_chat.json");
+        let source = parse(body).unwrap().0.source.unwrap();
+        assert_eq!(source.group.as_deref(), Some("1"), "the thread's group");
+        assert_eq!(
+            source.landing_page.as_deref(),
+            Some("https://www.livechat.com/")
+        );
+        let body = br#"{"event_type":"chat_started","visitor":{"id":"v",
+            "last_visit":{"last_pages":[{"url":"https://s.example/p?utm_campaign=c1"}]}},
+            "chat":{"id":"C","groups":[{"id":2,"name":"Sales"}]}}"#;
+        let source = parse(body).unwrap().0.source.unwrap();
+        assert_eq!(source.group.as_deref(), Some("Sales"));
+        assert_eq!(source.utm_campaign.as_deref(), Some("c1"));
+        let body = include_bytes!("../../../tests/fixtures/livechat/v2/ticket_created.json");
+        let source = parse(body).unwrap().0.source.unwrap();
+        assert_eq!(source.group.as_deref(), Some("All operators"));
     }
 }

@@ -36,6 +36,12 @@ struct Chat {
     agents: Vec<Agent>,
     #[serde(default, deserialize_with = "lenient::list")]
     tags: Vec<Value>,
+    /// Group ids, or `{"id", "name"}` objects.
+    #[serde(default, deserialize_with = "lenient::list")]
+    groups: Vec<Value>,
+    /// The page the chat started on.
+    #[serde(default, deserialize_with = "lenient::string")]
+    url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +76,16 @@ struct LcVisitor {
     phone: Option<String>,
     #[serde(default)]
     custom_variables: Option<Value>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    last_visit: Option<Visit>,
+    #[serde(default, deserialize_with = "lenient::string")]
+    page_current: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Visit {
+    #[serde(default, deserialize_with = "lenient::list")]
+    last_pages: Vec<super::Page>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +110,8 @@ struct Ticket {
     events: Vec<TicketEvent>,
     #[serde(default, deserialize_with = "lenient::list")]
     tags: Vec<Value>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    groups: Vec<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +149,7 @@ pub fn parse(map: Map<String, Value>, body: &[u8]) -> Result<(Event, String), St
             .as_ref()
             .map(|v| key_values(v.custom_variables.as_ref()))
             .unwrap_or_default(),
+        source: source(&raw),
         ..Event::default()
     };
     let agent = raw.chat.as_ref().and_then(|c| {
@@ -170,6 +189,24 @@ pub fn parse(map: Map<String, Value>, body: &[u8]) -> Result<(Event, String), St
         _ => format!("v2:{name}:{}", body_hash(body)),
     };
     Ok((event, key))
+}
+
+/// Where the visitor came from: the chat's (or ticket's) group and the
+/// first page of the visit (else the chat's page), with its UTM campaign.
+fn source(raw: &Body) -> Option<crate::event::LeadSource> {
+    let visitor = raw.visitor.as_ref();
+    let landing = visitor
+        .and_then(|v| v.last_visit.as_ref())
+        .and_then(|v| super::first_url(&v.last_pages))
+        .or_else(|| raw.chat.as_ref().and_then(|c| c.url.clone()))
+        .or_else(|| visitor.and_then(|v| v.page_current.clone()));
+    let groups = raw
+        .chat
+        .as_ref()
+        .map(|c| &c.groups[..])
+        .filter(|g| !g.is_empty())
+        .or_else(|| raw.ticket.as_ref().map(|t| &t.groups[..]));
+    super::source(groups.and_then(super::first_group), landing)
 }
 
 /// The visitor, completed by the pre-chat survey's name, email and phone answers.

@@ -52,6 +52,22 @@ struct Chat {
     /// Before v3.3 a chat carried a list of threads.
     #[serde(default, deserialize_with = "lenient::list")]
     threads: Vec<Thread>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    access: Option<Access>,
+}
+
+/// Who may see a chat or thread: its groups.
+#[derive(Debug, Deserialize)]
+struct Access {
+    #[serde(default, deserialize_with = "lenient::list")]
+    group_ids: Vec<Value>,
+}
+
+/// A customer's current visit.
+#[derive(Debug, Deserialize)]
+struct Visit {
+    #[serde(default, deserialize_with = "lenient::list")]
+    last_pages: Vec<super::Page>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +84,10 @@ struct User {
     phone_number: Option<String>,
     #[serde(default)]
     session_fields: Option<Value>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    visit: Option<Visit>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    group_ids: Vec<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +98,8 @@ struct Thread {
     events: Vec<ThreadEvent>,
     #[serde(default, deserialize_with = "lenient::list")]
     tags: Vec<Value>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    access: Option<Access>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +190,11 @@ pub fn parse(map: Map<String, Value>, body: &[u8]) -> Result<(Event, String), St
             if let Some(customer) = &payload.customer {
                 event.visitor = customer_visitor(customer);
                 event.fields = key_values(customer.session_fields.as_ref());
+                let landing = customer
+                    .visit
+                    .as_ref()
+                    .and_then(|v| super::first_url(&v.last_pages));
+                event.source = super::source(super::first_group(&customer.group_ids), landing);
             }
         }
         _ => {}
@@ -191,6 +218,7 @@ fn incoming_chat(event: &mut Event, chat: &Chat) -> Option<String> {
         event.visitor = customer_visitor(customer);
         event.fields = key_values(customer.session_fields.as_ref());
     }
+    event.source = chat_source(chat, customer);
     let kinds: HashMap<&str, &User> = chat
         .users
         .iter()
@@ -250,6 +278,19 @@ fn incoming_chat(event: &mut Event, chat: &Chat) -> Option<String> {
     });
     let thread_ids: Vec<&str> = threads.iter().filter_map(|t| t.id.as_deref()).collect();
     Some(format!("{chat_id}/{}", thread_ids.join(",")))
+}
+
+/// Where the customer came from: the chat's group (else the thread's,
+/// else the customer's) and the first page of the visit.
+fn chat_source(chat: &Chat, customer: Option<&User>) -> Option<crate::event::LeadSource> {
+    let access = |a: &Option<Access>| a.as_ref().and_then(|a| super::first_group(&a.group_ids));
+    let group = access(&chat.access)
+        .or_else(|| chat.thread.as_ref().and_then(|t| access(&t.access)))
+        .or_else(|| customer.and_then(|c| super::first_group(&c.group_ids)));
+    let landing = customer
+        .and_then(|c| c.visit.as_ref())
+        .and_then(|v| super::first_url(&v.last_pages));
+    super::source(group, landing)
 }
 
 fn customer_visitor(user: &User) -> Option<Visitor> {

@@ -142,7 +142,7 @@ pub fn service_cases() -> Vec<Case> {
         Case::new("metrics with garbage Authorization", "GET", "/metrics", 200)
             .header("authorization", b"\xff\xfe".to_vec()),
         Case::new("unknown path", "GET", "/nope", 404),
-        Case::new("root", "GET", "/", 404),
+        Case::new("root: to the leads", "GET", "/", 303),
         Case::new("traversal to /etc/passwd", "GET", "/../../etc/passwd", 404),
         Case::new("encoded traversal", "GET", "/%2e%2e/%2e%2e/etc/passwd", 404),
         Case::new("unknown webhook platform", "POST", "/webhooks/msn", 404).body("{}"),
