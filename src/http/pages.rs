@@ -1,6 +1,7 @@
 //! The lead pages for the sales team: `GET /leads/{id}` (where every
-//! `crm_link` points) and `GET /leads?q=…`, server-rendered HTML behind the
-//! same HTTP Basic login as the JSON API, reading the same truth
+//! `crm_link` points) and `GET /leads?q=…`, server-rendered HTML for a
+//! signed-in user (a session from `/login`, or HTTP Basic as the JSON API
+//! takes it: see `session.rs`), reading the same truth as the API
 //! (`store::view`, `store::search`).
 //!
 //! Everything on a page was typed by a visitor somewhere, so it is escaped
@@ -9,9 +10,10 @@
 //! one stylesheet served by us, nothing from elsewhere (the service may run
 //! without internet access). Errors on these paths are HTML pages too.
 
-mod model;
+mod forms;
+mod list;
+pub(crate) mod model;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use askama::Template;
@@ -25,10 +27,12 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::AppState;
-use super::api::{SearchParams, sales_user};
+use super::api::SearchParams;
 use super::error::ApiError;
+use super::session::{PageUser, page_staff};
+use crate::staff::Role;
 use crate::store::view::Found;
-use model::{ErrorPage, LeadPage, SearchPage};
+use model::{ErrorPage, LeadPage, Problem, Work};
 
 /// No script, no inline style, nothing from another origin, never framed.
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
@@ -40,7 +44,12 @@ const STYLESHEET: &str = include_str!("../../templates/style.css");
 pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let pages = lead(state.clone()).or(search(state)).unify().map(protect);
+    let pages = lead(state.clone())
+        .or(search(state.clone()))
+        .unify()
+        .or(forms::routes(state))
+        .unify()
+        .map(protect);
     stylesheet().or(pages).unify()
 }
 
@@ -65,18 +74,6 @@ fn stylesheet() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone
         })
 }
 
-/// The sales user's go-ahead, or the HTML error page to answer instead.
-/// Never rejects, so a failed login on a page path is not turned into JSON.
-fn signed_in(
-    state: Arc<AppState>,
-) -> impl Filter<Extract = (Result<Arc<AppState>, Response>,), Error = Infallible> + Clone {
-    sales_user(state)
-        .map(Ok::<_, Response>)
-        .or_else(|rejection: Rejection| async move {
-            Ok::<_, Infallible>((Err(rejection_page(&rejection)),))
-        })
-}
-
 /// The query string of `GET /leads/{id}`.
 #[derive(Debug, Deserialize)]
 struct LeadParams {
@@ -91,31 +88,68 @@ struct LeadParams {
 fn lead(state: Arc<AppState>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("leads" / String)
         .and(warp::get())
-        .and(signed_in(state))
+        .and(page_staff(state))
         .and(warp::query::<LeadParams>())
         .then(show_lead)
 }
 
 async fn show_lead(
     id: String,
-    user: Result<Arc<AppState>, Response>,
+    user: Result<(Arc<AppState>, PageUser), Response>,
     params: LeadParams,
 ) -> Response {
-    let state = match user {
-        Ok(state) => state,
+    let (state, user) = match user {
+        Ok(user) => user,
         Err(page) => return page,
     };
     let Some(id) = id.parse::<i64>().ok().filter(|id| *id > 0) else {
         return error_page(&ApiError::NotFound);
     };
     let from = params.from.and_then(|f| f.parse::<i64>().ok());
+    lead_page(&state, &user, id, from, StatusCode::OK, None).await
+}
+
+/// The lead page of `id` for `user`, answered with `status`; `problem`
+/// says why their last form was refused (the page then shows the lead as
+/// it is now, so the forms hold the current values).
+async fn lead_page(
+    state: &AppState,
+    user: &PageUser,
+    id: i64,
+    from: Option<i64>,
+    status: StatusCode,
+    problem: Option<Problem>,
+) -> Response {
     let read = state.db.lead_page(id, from).await;
     let (found, merged_from) = match read {
         Ok(read) => read,
         Err(e) => return error_page(&ApiError::from(e)),
     };
     match found {
-        Found::Lead(lead) => render(StatusCode::OK, &LeadPage::new(&lead, merged_from)),
+        Found::Lead(lead) => {
+            let config = state.config();
+            // The forms only for those who may use them; the POST handlers
+            // check the role again, whatever the page showed.
+            let work = Role::can_work(user.staff.role).then(|| Work {
+                csrf: user.csrf.clone(),
+                me: user.staff.name.clone(),
+                statuses: config.pipeline.statuses.clone(),
+                users: config
+                    .sales
+                    .users
+                    .iter()
+                    .filter(|u| u.role.can_work())
+                    .map(|u| u.name.clone())
+                    .collect(),
+            });
+            let mut page = LeadPage::new(&lead, merged_from)
+                .signed_in(user)
+                .working(work);
+            if let Some(problem) = problem {
+                page = page.refused(problem);
+            }
+            render(status, &page)
+        }
         Found::MergedInto(survivor) => {
             let mut response = StatusCode::SEE_OTHER.into_response();
             let location = format!("/leads/{survivor}?from={id}");
@@ -129,41 +163,21 @@ async fn show_lead(
     }
 }
 
-/// GET /leads?q=…&cursor=…
+/// GET /leads?q=…&status=…&owner=…&platform=…&created_since=…&cursor=…
 ///
 /// Search by name, email or phone, best matches first; the newest leads
-/// when `q` is empty. Twenty a page, with a link to the next.
+/// when `q` is empty; narrowed by the filters (`list.rs`). Twenty a page,
+/// with a link to the next.
 fn search(state: Arc<AppState>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("leads")
         .and(warp::get())
-        .and(signed_in(state))
+        .and(page_staff(state))
         .and(warp::query::<SearchParams>())
-        .then(show_search)
-}
-
-async fn show_search(user: Result<Arc<AppState>, Response>, params: SearchParams) -> Response {
-    let state = match user {
-        Ok(state) => state,
-        Err(page) => return page,
-    };
-    let q = params.q.clone().unwrap_or_default();
-    let query = match params.query() {
-        Ok(query) => query,
-        Err(rejection) => return rejection_page(&rejection),
-    };
-    let region = state.config().merge.default_region;
-    let found = state.db.search_cards(query, region).await;
-    match found {
-        Ok((rows, next)) => render(
-            StatusCode::OK,
-            &SearchPage::new(q.trim(), &rows, next.map(|n| n.to_string())),
-        ),
-        Err(e) => error_page(&ApiError::from(e)),
-    }
+        .then(list::show)
 }
 
 /// Renders a page; a template failure is a bug, logged, and a bare 500.
-fn render(status: StatusCode, page: &impl Template) -> Response {
+pub(crate) fn render(status: StatusCode, page: &impl Template) -> Response {
     match page.render() {
         Ok(html) => warp::reply::with_status(warp::reply::html(html), status).into_response(),
         Err(e) => {
@@ -174,7 +188,7 @@ fn render(status: StatusCode, page: &impl Template) -> Response {
 }
 
 /// The HTML page for a rejection of a page request.
-fn rejection_page(rejection: &Rejection) -> Response {
+pub(crate) fn rejection_page(rejection: &Rejection) -> Response {
     match rejection.find::<ApiError>() {
         Some(e) => error_page(e),
         None if rejection.find::<warp::reject::InvalidQuery>().is_some() => {
@@ -188,7 +202,7 @@ fn rejection_page(rejection: &Rejection) -> Response {
 }
 
 /// The HTML page for an error, with the headers the JSON error would carry.
-fn error_page(error: &ApiError) -> Response {
+pub(crate) fn error_page(error: &ApiError) -> Response {
     let status = error.status();
     let mut response = render(status, &ErrorPage::new(status, error));
     let headers = response.headers_mut();
@@ -208,11 +222,15 @@ fn error_page(error: &ApiError) -> Response {
 }
 
 /// Adds the headers every page (customer data, or an error about it) carries.
-fn protect(mut response: Response) -> Response {
+pub(crate) fn protect(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // No referrer (a lead's URL, a search for an email) ever goes to another
+    // site; our own forms still carry their real `Origin` (under
+    // `no-referrer` browsers send `Origin: null`, which the CSRF check must
+    // refuse, as another site can send it too).
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

@@ -211,10 +211,80 @@ impl Drop for Browser {
     }
 }
 
-/// `http://sales:password@addr{path}`: Chromium takes credentials in the URL
-/// of a top-level navigation.
-fn signed_in_url(app: &TestApp, path: &str) -> String {
-    format!("http://sales:{SALES_PASSWORD}@{}{path}", app.addr)
+impl Browser {
+    /// The element `css` selects on the page.
+    async fn element(&self, css: &str) -> String {
+        let found = self
+            .command(
+                reqwest::Method::POST,
+                "/element",
+                json!({ "using": "css selector", "value": css }),
+            )
+            .await;
+        found["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {css}: {found}"))
+            .to_owned()
+    }
+
+    /// Types `text` into the element `css` selects.
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css).await;
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            json!({ "text": text }),
+        )
+        .await;
+    }
+
+    /// Clicks the element `css` selects.
+    async fn click(&self, css: &str) {
+        let id = self.element(css).await;
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            json!({}),
+        )
+        .await;
+    }
+
+    /// Clicks the submit button `css` selects and waits for the page the
+    /// form's answer leads to: a click returns once the event is sent, and
+    /// the old page may still be there for a moment.
+    async fn submit(&self, css: &str) {
+        self.eval("window.__old_page = true; return null;").await;
+        self.click(css).await;
+        let started = Instant::now();
+        loop {
+            let loaded = self
+                .eval("return window.__old_page !== true && document.readyState === 'complete';")
+                .await;
+            if loaded == true {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no new page after {css}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Opens `path`, which sends a browser without a session to the
+    /// sign-in form; signs in there as the sales user, and lands on `path`.
+    async fn sign_in(&self, app: &TestApp, path: &str) {
+        self.open(&app.url(path)).await;
+        let at = self.eval("return location.pathname;").await;
+        assert_eq!(at, "/login", "no session: the sign-in form");
+        self.type_into("#name", "sales").await;
+        self.type_into("#password", SALES_PASSWORD).await;
+        self.submit("form.stacked button[type=submit]").await;
+        let at = self
+            .eval("return location.pathname + location.search;")
+            .await;
+        assert_eq!(at, path, "back where the user was going");
+    }
 }
 
 fn assert_png(path: &Path) {
@@ -267,7 +337,7 @@ async fn a_salesperson_sees_the_lead_its_transcript_and_finds_it_by_search() {
     let link = answer["crm_link"].as_str().unwrap();
     let path = link.strip_prefix("http://crm.test").unwrap();
     assert_eq!(path, format!("/leads/{id}"));
-    browser.open(&signed_in_url(&app, path)).await;
+    browser.sign_in(&app, path).await;
     let text = browser.text().await;
     assert!(text.contains("Maria Fernanda Costa"), "{text}");
     assert!(text.contains("+1 415 555 0199"), "{text}");
@@ -312,18 +382,21 @@ async fn a_salesperson_sees_the_lead_its_transcript_and_finds_it_by_search() {
     assert_png(&browser.screenshot("lead-phone.png").await);
     browser.resize(1280, 1000).await;
 
-    browser
-        .open(&signed_in_url(&app, "/leads?q=maria%20fernanda"))
-        .await;
+    browser.open(&app.url("/leads?q=maria%20fernanda")).await;
     let names = browser
         .eval("return Array.from(document.querySelectorAll('.result-name')).map(e => e.innerText);")
         .await;
     assert_eq!(names, json!(["Maria Fernanda Costa"]));
-    browser
-        .open(&signed_in_url(&app, "/leads?q=4155550199"))
-        .await;
+    browser.open(&app.url("/leads?q=4155550199")).await;
     assert!(browser.text().await.contains("Maria Fernanda Costa"));
     assert_png(&browser.screenshot("search.png").await);
+
+    // Signing out ends the session: pages send to the sign-in form again.
+    browser.click("form.account button").await;
+    assert_eq!(browser.eval("return location.pathname;").await, "/login");
+    assert_png(&browser.screenshot("login.png").await);
+    browser.open(&app.url(path)).await;
+    assert_eq!(browser.eval("return location.pathname;").await, "/login");
 }
 
 #[tokio::test]
@@ -347,11 +420,12 @@ async fn a_hostile_visitor_name_is_shown_as_text_and_runs_nothing() {
     app.jivo(&finished).await;
 
     let browser = Browser::start().await;
+    browser.sign_in(&app, "/leads").await;
     for path in [
         format!("/leads/{}", lead_id(&answer)),
         "/leads?q=mallory@example.com".to_owned(),
     ] {
-        browser.open(&signed_in_url(&app, &path)).await;
+        browser.open(&app.url(&path)).await;
         let title = browser.eval("return document.title;").await;
         assert_ne!(title, "pwned", "{path}");
         assert_eq!(
@@ -366,7 +440,7 @@ async fn a_hostile_visitor_name_is_shown_as_text_and_runs_nothing() {
     }
     assert!(browser.text().await.contains("mallory@example.com"));
     let lead = format!("/leads/{}", lead_id(&answer));
-    browser.open(&signed_in_url(&app, &lead)).await;
+    browser.open(&app.url(&lead)).await;
     let title = browser.eval("return document.title;").await;
     assert_eq!(title, json!(format!("{hostile} · crm-responder")));
     assert!(
@@ -380,4 +454,114 @@ async fn a_hostile_visitor_name_is_shown_as_text_and_runs_nothing() {
         "undefined"
     );
     assert_png(&browser.screenshot("hostile.png").await);
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium and chromedriver (apt-get install chromium chromium-driver); .ci/run runs them with --include-ignored"]
+async fn a_salesperson_works_a_lead_through_its_forms() {
+    let app = spawn_app().await;
+    let (_, answer) = app
+        .jivo(&accepted(
+            601,
+            "601",
+            "Joana Ribeiro",
+            Some("joana@example.com"),
+            None,
+        ))
+        .await;
+    let id = lead_id(&answer);
+    let path = format!("/leads/{id}");
+    let browser = Browser::start().await;
+    // Without a session the lead page is the sign-in form, then the lead.
+    browser.sign_in(&app, &path).await;
+    let shown = |css: &'static str| {
+        let browser = &browser;
+        async move {
+            browser
+                .eval(&format!(
+                    "return document.querySelector('{css}').innerText;"
+                ))
+                .await
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    assert_eq!(shown("#lead-status").await, "new");
+    assert_eq!(shown("#lead-owner").await, "nobody");
+
+    // Status.
+    browser
+        .eval("document.getElementById('status').value = 'qualified'; return null;")
+        .await;
+    browser.submit("#status-form button").await;
+    assert_eq!(browser.eval("return location.pathname;").await, json!(path));
+    assert_eq!(shown("#lead-status").await, "qualified");
+
+    // Owner: take it.
+    browser.submit("#take-form button").await;
+    assert_eq!(shown("#lead-owner").await, "sales");
+    let take_forms = browser
+        .eval("return document.querySelectorAll('#take-form').length;")
+        .await;
+    assert_eq!(take_forms, 0, "nothing to take once it is mine");
+
+    // A note, shown with its author.
+    browser
+        .type_into("#note", "Wants a quote for 40 chairs")
+        .await;
+    browser.submit("#note-form button").await;
+    let notes = shown("#notes").await;
+    assert!(notes.contains("Wants a quote for 40 chairs"), "{notes}");
+    assert!(notes.contains("staff sales"), "{notes}");
+
+    // A phone, added then removed.
+    browser
+        .type_into("#add-phone input[name=value]", "(415) 555-0142")
+        .await;
+    browser.submit("#add-phone button").await;
+    let contacts = shown("#contacts").await;
+    assert!(
+        contacts.contains("(415) 555-0142"),
+        "{contacts}\n{}",
+        browser.text().await
+    );
+    assert_png(&browser.screenshot("working.png").await);
+    browser.resize(390, 844).await;
+    let fits = browser
+        .eval("return document.documentElement.scrollWidth <= window.innerWidth;")
+        .await;
+    assert_eq!(fits, true, "the forms fit a phone's width");
+    assert_png(&browser.screenshot("working-phone.png").await);
+    browser.resize(1280, 1000).await;
+    browser
+        .submit("#contacts form[action$='/phones/remove'] button")
+        .await;
+    let contacts = shown("#contacts").await;
+    assert!(!contacts.contains("(415) 555-0142"), "{contacts}");
+
+    // Each change is in the history, by the staff member.
+    let history = shown("#history").await;
+    for line in [
+        "status\tnew\tqualified\tstaff sales",
+        "owner\t—\tsales\tstaff sales",
+        "note\t—\tWants a quote for 40 chairs\tstaff sales",
+        "phone\t—\t+14155550142\tstaff sales",
+        "phone\t+14155550142\t—\tstaff sales",
+    ] {
+        assert!(history.contains(line), "{line:?} not in\n{history}");
+    }
+
+    // The list finds it under my leads.
+    browser.submit("a.mine").await;
+    let names = browser
+        .eval("return Array.from(document.querySelectorAll('.result-name')).map(e => e.innerText);")
+        .await;
+    assert_eq!(names, json!(["Joana Ribeiro"]));
+
+    // Signing out: the lead page sends to the sign-in form again.
+    browser.submit("form.account button").await;
+    assert_eq!(browser.eval("return location.pathname;").await, "/login");
+    browser.open(&app.url(&path)).await;
+    assert_eq!(browser.eval("return location.pathname;").await, "/login");
 }

@@ -26,3 +26,4 @@ mod signin;
 mod tokens;
 mod whatif;
 mod working;
+mod working_pages;

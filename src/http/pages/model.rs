@@ -10,8 +10,28 @@ use time::macros::format_description;
 use warp::http::StatusCode;
 
 use crate::http::error::ApiError;
-use crate::store::search::{Hit, Tier};
-use crate::store::view::{LeadCard, LeadView};
+use crate::http::session::PageUser;
+use crate::store::view::LeadView;
+
+/// Who is signed in, for the header of every page: the name and, with a
+/// session, the sign-out form's CSRF token (HTTP Basic has nothing to sign
+/// out of).
+pub struct Account {
+    /// The user's name.
+    pub name: String,
+    /// The session's CSRF token; empty without a session.
+    pub csrf: String,
+}
+
+impl Account {
+    /// The header's account of `user`.
+    pub fn of(user: &PageUser) -> Option<Account> {
+        Some(Account {
+            name: user.staff.name.clone(),
+            csrf: user.csrf.clone(),
+        })
+    }
+}
 
 /// `GET /leads/{id}`.
 #[derive(Template)]
@@ -19,6 +39,8 @@ use crate::store::view::{LeadCard, LeadView};
 pub struct LeadPage<'a> {
     /// The search box's text (empty here).
     q: &'a str,
+    /// Who is signed in.
+    account: Option<Account>,
     /// The lead.
     lead: &'a LeadView,
     /// Its name, or a stand-in for an anonymous visitor.
@@ -31,6 +53,35 @@ pub struct LeadPage<'a> {
     notes: Vec<NoteLine<'a>>,
     duplicates: Vec<DuplicateLine<'a>>,
     history: Vec<ChangeLine<'a>>,
+    /// Where the lead came from, as `label: value` lines.
+    source: Vec<(&'static str, String)>,
+    /// The forms, when the user may work leads.
+    work: Option<Work>,
+    /// Why the last form was refused, shown above the lead.
+    problem: Option<Problem>,
+    /// Whether the user owns the lead already (no "take it").
+    mine: bool,
+}
+
+/// What the lead page's forms need: who posts them and the choices.
+pub struct Work {
+    /// The session's CSRF token (empty for HTTP Basic).
+    pub csrf: String,
+    /// The user's own name, for "take it".
+    pub me: String,
+    /// The pipeline's statuses, in order.
+    pub statuses: Vec<String>,
+    /// The users who may own a lead.
+    pub users: Vec<String>,
+}
+
+/// A refused form: what to tell the user, and the other lead when a value
+/// belongs to one.
+pub struct Problem {
+    /// The message, in words.
+    pub message: String,
+    /// The lead holding the value, linked from the message.
+    pub lead: Option<i64>,
 }
 
 /// One conversation as a transcript.
@@ -57,6 +108,8 @@ struct Line<'a> {
 struct NoteLine<'a> {
     kind: String,
     platform: &'a str,
+    /// Who wrote it, for a staff note.
+    author: Option<&'a str>,
     datetime: &'a str,
     at: String,
     text: &'a str,
@@ -124,6 +177,7 @@ impl<'a> LeadPage<'a> {
             .map(|n| NoteLine {
                 kind: n.kind.replace('_', " "),
                 platform: platform_name(&n.platform),
+                author: n.author.as_deref(),
                 datetime: &n.at,
                 at: when(&n.at),
                 text: &n.text,
@@ -161,6 +215,7 @@ impl<'a> LeadPage<'a> {
             .collect();
         LeadPage {
             q: "",
+            account: None,
             lead,
             title: title(lead.id, lead.name.as_deref()),
             merged_from,
@@ -170,53 +225,59 @@ impl<'a> LeadPage<'a> {
             notes,
             duplicates,
             history,
+            source: source_lines(lead.source.as_ref()),
+            work: None,
+            problem: None,
+            mine: false,
         }
     }
-}
 
-/// `GET /leads?q=…`.
-#[derive(Template)]
-#[template(path = "search.html")]
-pub struct SearchPage<'a> {
-    /// The query, trimmed.
-    q: &'a str,
-    rows: Vec<ResultRow>,
-    /// The cursor of the next page.
-    next: Option<String>,
-}
-
-/// One lead in the results.
-struct ResultRow {
-    id: i64,
-    title: String,
-    status: String,
-    email: Option<String>,
-    phone: Option<String>,
-    chats: i64,
-    /// What matched (empty when listing the newest).
-    why: String,
-}
-
-impl<'a> SearchPage<'a> {
-    /// The page listing `rows` (hits and their cards, in rank order).
-    pub fn new(q: &'a str, rows: &[(Hit, LeadCard)], next: Option<String>) -> Self {
-        let rows = rows
-            .iter()
-            .map(|(hit, card)| ResultRow {
-                id: card.id,
-                title: title(card.id, card.name.as_deref()),
-                status: card.status.clone(),
-                email: card.emails.first().map(|e| e.value.clone()),
-                phone: card.phones.first().map(|p| p.raw.clone()),
-                chats: card.chats,
-                why: match hit.tier {
-                    Tier::Near => format!("{} {:.0}%", hit.why, hit.similarity() * 100.0),
-                    _ => hit.why.to_owned(),
-                },
-            })
-            .collect();
-        SearchPage { q, rows, next }
+    /// The page as `user` sees it (their name and sign-out in the header).
+    pub fn signed_in(mut self, user: &PageUser) -> Self {
+        self.account = Account::of(user);
+        self
     }
+
+    /// The page with its forms (for a user who may work leads).
+    pub fn working(mut self, work: Option<Work>) -> Self {
+        self.mine = work
+            .as_ref()
+            .is_some_and(|w| self.lead.owner.as_deref() == Some(w.me.as_str()));
+        self.work = work;
+        self
+    }
+
+    /// The page with why the last form was refused.
+    pub fn refused(mut self, problem: Problem) -> Self {
+        self.problem = Some(problem);
+        self
+    }
+}
+
+/// A lead's `source` object as lines a person reads, known keys only, in
+/// a fixed order (the JSON's own order is the store's).
+fn source_lines(source: Option<&Value>) -> Vec<(&'static str, String)> {
+    let Some(source) = source else {
+        return Vec::new();
+    };
+    [
+        ("platform", "Platform"),
+        ("channel", "Channel"),
+        ("department", "Department"),
+        ("group", "Group"),
+        ("utm_campaign", "UTM campaign"),
+        ("landing_page", "Landing page"),
+    ]
+    .into_iter()
+    .filter_map(|(key, label)| {
+        let value = match source.get(key)? {
+            Value::String(s) if key == "platform" => platform_name(s).to_owned(),
+            Value::Null => return None,
+            other => scalar(other),
+        };
+        Some((label, value))
+    })
+    .collect()
 }
 
 /// An error, as a page.
@@ -224,6 +285,7 @@ impl<'a> SearchPage<'a> {
 #[template(path = "error.html")]
 pub struct ErrorPage {
     q: &'static str,
+    account: Option<Account>,
     status: u16,
     title: &'static str,
     message: String,
@@ -240,6 +302,7 @@ impl ErrorPage {
         };
         ErrorPage {
             q: "",
+            account: None,
             status: status.as_u16(),
             title: status.canonical_reason().unwrap_or("Error"),
             message,
@@ -248,7 +311,7 @@ impl ErrorPage {
 }
 
 /// A lead's name, or a stand-in when the visitor never gave one.
-fn title(id: i64, name: Option<&str>) -> String {
+pub(crate) fn title(id: i64, name: Option<&str>) -> String {
     match name.map(str::trim).filter(|n| !n.is_empty()) {
         Some(name) => name.to_owned(),
         None => format!("Unnamed visitor #{id}"),
@@ -256,11 +319,13 @@ fn title(id: i64, name: Option<&str>) -> String {
 }
 
 /// The product name of a platform key.
-fn platform_name(key: &str) -> &str {
+pub(crate) fn platform_name(key: &str) -> &str {
     match key {
         "jivo" => "Jivo",
         "rocketchat" => "Rocket.Chat",
         "livechat" => "LiveChat",
+        "staff" => "Staff",
+        "import" => "Import",
         other => other,
     }
 }
