@@ -100,6 +100,9 @@ pub struct SearchParams {
     pub platform: Option<String>,
     /// Only leads created on or after this day (`2026-11-30`) or time (RFC 3339).
     pub created_since: Option<String>,
+    /// `1`: only open leads, in any status but the pipeline's last two
+    /// (by default `won` and `lost`).
+    pub open: Option<String>,
 }
 
 impl SearchParams {
@@ -123,7 +126,11 @@ impl SearchParams {
     /// The list these parameters ask for: the search and its filters, `me`
     /// being the user asking (none for a token). A malformed cursor, time
     /// or `owner=me` asked by a token is a 400.
-    pub fn filter(mut self, me: Option<&str>) -> Result<LeadFilter, Rejection> {
+    pub fn filter(
+        mut self,
+        me: Option<&str>,
+        pipeline: &[String],
+    ) -> Result<LeadFilter, Rejection> {
         let given = |v: Option<String>| v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let bad = |m: String| ApiError::BadRequest(m).reject();
         let status = given(self.status.take());
@@ -138,14 +145,28 @@ impl SearchParams {
             })?),
             None => None,
         };
+        let among = match given(self.open.take()).as_deref() {
+            None | Some("0" | "false") => None,
+            Some("1" | "true") => Some(open_statuses(pipeline)),
+            Some(_) => return Err(bad("open must be 1 or 0".into())),
+        };
         Ok(LeadFilter {
             query: self.query()?,
             status,
+            among,
             owner,
             platform,
             created_since,
         })
     }
+}
+
+/// The statuses of leads still being worked: all but the pipeline's last
+/// two, where a lead is closed (won or lost); all but the last of a shorter
+/// pipeline.
+pub fn open_statuses(pipeline: &[String]) -> Vec<String> {
+    let closed = if pipeline.len() > 2 { 2 } else { 1 };
+    pipeline[..pipeline.len().saturating_sub(closed)].to_vec()
 }
 
 /// A day (its start, UTC) or an RFC 3339 time, as times are stored.
@@ -174,8 +195,8 @@ fn search(
         .and(warp::query::<SearchParams>())
         .and_then(
             |state: Arc<AppState>, staff: Staff, params: SearchParams| async move {
-                let filter = params.filter(staff.user_name())?;
                 let config = state.config();
+                let filter = params.filter(staff.user_name(), &config.pipeline.statuses)?;
                 let (leads, next, found) = state
                     .db
                     .list_leads(filter, config.merge.default_region)

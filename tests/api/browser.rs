@@ -552,7 +552,7 @@ async fn a_salesperson_works_a_lead_through_its_forms() {
         assert!(history.contains(line), "{line:?} not in\n{history}");
     }
 
-    // The list finds it under my leads.
+    // The list finds it under my open leads (qualified is open).
     browser.submit("a.mine").await;
     let names = browser
         .eval("return Array.from(document.querySelectorAll('.result-name')).map(e => e.innerText);")

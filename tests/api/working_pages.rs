@@ -310,8 +310,8 @@ async fn the_list_filters_counts_and_pages_keeping_its_filters() {
     );
     assert!(html.contains(r#"all <span class="n">24</span>"#), "{html}");
     assert!(
-        html.contains(r#"href="/leads?owner=me""#),
-        "the header's link to my leads"
+        html.contains(r#"href="/leads?owner=me&amp;open=1">My open leads<"#),
+        "the header's link to my open leads"
     );
 
     let (_, html) = get(&app, &client, "/leads?status=contacted&owner=me").await;

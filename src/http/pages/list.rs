@@ -75,6 +75,7 @@ struct Given {
     owner: String,
     platform: String,
     since: String,
+    open: String,
 }
 
 impl Given {
@@ -87,6 +88,7 @@ impl Given {
             ("owner", &self.owner),
             ("platform", &self.platform),
             ("created_since", &self.since),
+            ("open", &self.open),
             ("cursor", cursor.unwrap_or_default()),
         ] {
             if !value.is_empty() {
@@ -117,12 +119,13 @@ pub async fn show(
         owner: trimmed(&params.owner),
         platform: trimmed(&params.platform),
         since: trimmed(&params.created_since),
+        open: trimmed(&params.open),
     };
-    let filter = match params.filter(user.staff.user_name()) {
+    let config = state.config();
+    let filter = match params.filter(user.staff.user_name(), &config.pipeline.statuses) {
         Ok(filter) => filter,
         Err(rejection) => return rejection_page(&rejection),
     };
-    let config = state.config();
     let listed = state
         .db
         .list_cards(filter, config.merge.default_region)
@@ -198,6 +201,7 @@ mod tests {
             owner: "me".into(),
             platform: String::new(),
             since: "2026-01-02".into(),
+            open: String::new(),
         };
         assert_eq!(
             given.link("won", Some("12")),
@@ -209,6 +213,7 @@ mod tests {
             owner: String::new(),
             platform: String::new(),
             since: String::new(),
+            open: String::new(),
         };
         assert_eq!(none.link("", None), "/leads");
     }

@@ -48,12 +48,26 @@ pub struct LeadFilter {
     pub query: Query,
     /// Only leads in this status.
     pub status: Option<String>,
+    /// Only leads in one of these statuses (the open ones of the pipeline),
+    /// when no single status is asked for.
+    pub among: Option<Vec<String>>,
     /// Only leads of this owner (or of none).
     pub owner: Option<OwnerFilter>,
     /// Only leads that came from this platform.
     pub platform: Option<String>,
     /// Only leads created at or after this time (RFC 3339 UTC, as stored).
     pub created_since: Option<String>,
+}
+
+impl LeadFilter {
+    /// Whether a lead in `status` is listed under the status filters.
+    pub fn admits(&self, status: &str) -> bool {
+        self.status.as_ref().is_none_or(|s| s == status)
+            && self
+                .among
+                .as_ref()
+                .is_none_or(|among| among.iter().any(|s| s == status))
+    }
 }
 
 /// How many leads each status holds, by status name.
@@ -72,16 +86,20 @@ pub fn list(
     }
     let counts = counts(conn, filter)?;
     let before = filter.query.cursor.map_or(i64::MAX, |c| c.id);
-    let ids = match (&filter.status, &filter.owner) {
-        (None, Some(_)) => {
+    let ids = match (&filter.status, &filter.owner, &filter.among) {
+        // Read status by status (each an index seek) and merged.
+        (None, Some(_), _) | (None, None, Some(_)) => {
             let mut ids = Vec::new();
-            for (status, _) in counts.iter().filter(|(_, n)| *n > 0) {
+            for (status, _) in counts
+                .iter()
+                .filter(|(status, n)| *n > 0 && filter.admits(status))
+            {
                 ids.extend(listing(conn, filter, Some(status), before, limit)?);
             }
             ids.sort_unstable_by(|a, b| b.cmp(a));
             ids
         }
-        (status, _) => listing(conn, filter, status.as_deref(), before, limit)?,
+        (status, _, _) => listing(conn, filter, status.as_deref(), before, limit)?,
     };
     let (hits, next) = page(ids.into_iter().map(listed).collect(), None, limit);
     Ok((hits, next, counts))
@@ -289,7 +307,7 @@ fn narrowed(
             continue;
         };
         *counts.entry(facts.status.clone()).or_default() += 1;
-        if filter.status.as_ref().is_none_or(|s| *s == facts.status) {
+        if filter.admits(&facts.status) {
             kept.push(hit);
         }
     }

@@ -111,7 +111,8 @@ async fn filters_combine_with_counts_per_status_and_stable_pages() {
     let app = spawn_app().await;
     let leads = generate(&app, 300);
     type Test = fn(&Generated) -> bool;
-    let cases: [(&str, Test, Test); 9] = [
+    let open: Test = |l| !matches!(l.status, "won" | "lost");
+    let cases: [(&str, Test, Test); 11] = [
         ("", |_| true, |_| true),
         ("status=won", |_| true, |l| l.status == "won"),
         ("owner=sales", |l| l.owner == Some("sales"), |_| true),
@@ -123,6 +124,9 @@ async fn filters_combine_with_counts_per_status_and_stable_pages() {
             |l| l.status == "new",
         ),
         ("platform=jivo", |l| l.platform == "jivo", |_| true),
+        // My open leads: every status but the pipeline's last two.
+        ("owner=me&open=1", |l| l.owner == Some("sales"), open),
+        ("open=1&platform=jivo", |l| l.platform == "jivo", open),
         ("created_since=2026-11-20", |l| l.day >= 20, |_| true),
         (
             "status=lost&owner=none&platform=livechat&created_since=2026-11-10T00:00:00Z",
@@ -228,6 +232,7 @@ fn shapes() -> Vec<LeadFilter> {
                     ..Query::default()
                 },
                 status: (mask & 1 != 0).then(|| "won".to_owned()),
+                among: None,
                 owner,
                 platform: (mask & 4 != 0).then(|| "livechat".to_owned()),
                 created_since: (mask & 8 != 0).then(|| "2026-12-20T00:00:00.000Z".to_owned()),
