@@ -19,8 +19,7 @@
 //! with one join instead of a trigger per row, and does not queue a pending
 //! trigger event per copied row (millions of them run out of memory).
 
-use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -34,7 +33,8 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::{Config, DatabaseUrl, Store};
-use crate::store::sql::{Dialect, Row, Sql, Value, postgres_placeholders};
+use crate::store::postgres::Session;
+use crate::store::sql::{Sql, Value};
 use crate::store::view::{self, Found};
 use crate::store::{DbError, Location, PostgresSettings};
 
@@ -725,12 +725,12 @@ fn pg_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// The copy's connection seen through [`Sql`], inside its transaction, so
-/// that the service's own reads check the copy before it is committed.
+/// The copy's connection: the store's PostgreSQL session over it, and its
+/// statements without parameters with the server's detail kept.
 struct Target<'a> {
     client: &'a Client,
     handle: &'a Handle,
-    statements: RefCell<HashMap<String, tokio_postgres::Statement>>,
+    session: Session<'a>,
 }
 
 impl<'a> Target<'a> {
@@ -738,13 +738,13 @@ impl<'a> Target<'a> {
         Target {
             client,
             handle,
-            statements: RefCell::new(HashMap::new()),
+            session: Session::plain(client, handle),
         }
     }
 
-    /// Itself as the seam the store's functions take.
+    /// The seam the store's functions take.
     fn sql(&self) -> &dyn Sql {
-        self
+        &self.session
     }
 
     /// Runs statements without parameters; an error keeps the server's detail.
@@ -752,55 +752,5 @@ impl<'a> Target<'a> {
         self.handle
             .block_on(self.client.batch_execute(sql))
             .map_err(|e| pg_error(&e))
-    }
-
-    fn prepared(&self, sql: &str) -> Result<tokio_postgres::Statement, DbError> {
-        if let Some(statement) = self.statements.borrow().get(sql) {
-            return Ok(statement.clone());
-        }
-        let text = postgres_placeholders(sql);
-        let statement = self.handle.block_on(self.client.prepare(&text))?;
-        self.statements
-            .borrow_mut()
-            .insert(sql.to_owned(), statement.clone());
-        Ok(statement)
-    }
-}
-
-fn params<'v>(args: &'v [Value<'v>]) -> Vec<&'v (dyn ToSql + Sync)> {
-    args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
-}
-
-impl Sql for Target<'_> {
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
-    }
-
-    fn execute(&self, sql: &str, args: &[Value<'_>]) -> Result<usize, DbError> {
-        let statement = self.prepared(sql)?;
-        let changed = self
-            .handle
-            .block_on(self.client.execute(&statement, &params(args)))?;
-        Ok(changed as usize)
-    }
-
-    fn each_row(
-        &self,
-        sql: &str,
-        args: &[Value<'_>],
-        each: &mut dyn FnMut(&Row<'_>) -> Result<(), DbError>,
-    ) -> Result<(), DbError> {
-        let statement = self.prepared(sql)?;
-        let rows = self
-            .handle
-            .block_on(self.client.query(&statement, &params(args)))?;
-        for row in &rows {
-            each(&Row::Postgres(row))?;
-        }
-        Ok(())
-    }
-
-    fn batch(&self, sql: &str) -> Result<(), DbError> {
-        Ok(self.handle.block_on(self.client.batch_execute(sql))?)
     }
 }

@@ -23,7 +23,7 @@ pub mod inbox;
 pub mod leads;
 pub mod locks;
 mod migrate;
-mod postgres;
+pub mod postgres;
 mod reads;
 pub mod search;
 pub mod sql;

@@ -11,6 +11,8 @@
 //! one writer at a time across all of them, as SQLite's single writer does
 //! on one machine; unique indexes stay the backstop.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
@@ -112,7 +114,7 @@ impl Postgres {
     /// A session over `client`.
     pub(super) fn session<'a>(&'a self, client: &'a Object) -> Session<'a> {
         Session {
-            client,
+            conn: Conn::Pooled(client),
             handle: &self.handle,
         }
     }
@@ -191,21 +193,61 @@ fn migrate(session: &dyn Sql) -> Result<(), DbError> {
     Ok(())
 }
 
-/// One PostgreSQL connection seen through [`Sql`].
-pub(super) struct Session<'a> {
-    client: &'a Object,
+/// One PostgreSQL connection seen through [`Sql`]: a pooled one (with
+/// the pool's statement cache), or a plain client of a command's own.
+pub struct Session<'a> {
+    conn: Conn<'a>,
     handle: &'a Handle,
 }
 
-impl Session<'_> {
+enum Conn<'a> {
+    Pooled(&'a Object),
+    Plain {
+        client: &'a tokio_postgres::Client,
+        statements: RefCell<HashMap<String, tokio_postgres::Statement>>,
+    },
+}
+
+impl<'a> Session<'a> {
+    /// A session over `client`, a connection of the caller's own (as
+    /// `migrate-store` makes for its copy), driven on `handle`'s runtime.
+    pub fn plain(client: &'a tokio_postgres::Client, handle: &'a Handle) -> Session<'a> {
+        Session {
+            conn: Conn::Plain {
+                client,
+                statements: RefCell::new(HashMap::new()),
+            },
+            handle,
+        }
+    }
+
+    fn client(&self) -> &tokio_postgres::Client {
+        match &self.conn {
+            Conn::Pooled(object) => object,
+            Conn::Plain { client, .. } => client,
+        }
+    }
+
     fn prepared(&self, sql: &str) -> Result<tokio_postgres::Statement, DbError> {
         let text = postgres_placeholders(sql);
-        Ok(self.handle.block_on(self.client.prepare_cached(&text))?)
+        match &self.conn {
+            Conn::Pooled(object) => Ok(self.handle.block_on(object.prepare_cached(&text))?),
+            Conn::Plain { client, statements } => {
+                if let Some(statement) = statements.borrow().get(sql) {
+                    return Ok(statement.clone());
+                }
+                let statement = self.handle.block_on(client.prepare(&text))?;
+                statements
+                    .borrow_mut()
+                    .insert(sql.to_owned(), statement.clone());
+                Ok(statement)
+            }
+        }
     }
 
     /// Whether the connection is gone (the writer opens another).
     pub(super) fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.client().is_closed()
     }
 }
 
@@ -222,7 +264,7 @@ impl Sql for Session<'_> {
         let statement = self.prepared(sql)?;
         let changed = self
             .handle
-            .block_on(self.client.execute(&statement, &params(args)))?;
+            .block_on(self.client().execute(&statement, &params(args)))?;
         Ok(changed as usize)
     }
 
@@ -235,7 +277,7 @@ impl Sql for Session<'_> {
         let statement = self.prepared(sql)?;
         let rows = self
             .handle
-            .block_on(self.client.query(&statement, &params(args)))?;
+            .block_on(self.client().query(&statement, &params(args)))?;
         for row in &rows {
             each(&Row::Postgres(row))?;
         }
@@ -243,6 +285,6 @@ impl Sql for Session<'_> {
     }
 
     fn batch(&self, sql: &str) -> Result<(), DbError> {
-        Ok(self.handle.block_on(self.client.batch_execute(sql))?)
+        Ok(self.handle.block_on(self.client().batch_execute(sql))?)
     }
 }
