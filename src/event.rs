@@ -96,6 +96,15 @@ pub struct LeadSource {
 const MAX_SOURCE_CHARS: usize = 500;
 
 impl LeadSource {
+    /// The platform's own routing of the chat, whichever it has: Jivo's
+    /// channel (widget), Rocket.Chat's department, LiveChat's group.
+    pub fn channel(&self) -> Option<&str> {
+        self.channel
+            .as_deref()
+            .or(self.department.as_deref())
+            .or(self.group.as_deref())
+    }
+
     /// `None` when nothing is known, so that a payload without any of it
     /// costs nothing; each part trimmed, empty parts dropped, long ones cut.
     pub fn known(mut self) -> Option<LeadSource> {

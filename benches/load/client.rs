@@ -134,9 +134,10 @@ impl Samples {
 }
 
 /// Closed loop: `conns` connections send back to back for `duration`, each
-/// taking requests from `next`. Returns requests per second and samples.
+/// taking requests from `next`; connection i goes to `addrs[i % len]` (the
+/// instances of a run, round-robin). Returns requests per second and samples.
 pub async fn closed_loop(
-    addr: &str,
+    addrs: &[String],
     conns: usize,
     duration: Duration,
     next: impl Fn(u64) -> Vec<u8> + Send + Sync + Clone + 'static,
@@ -144,8 +145,8 @@ pub async fn closed_loop(
     let start = Instant::now();
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..conns {
-        let addr = addr.to_owned();
+    for i in 0..conns {
+        let addr = addrs[i % addrs.len()].clone();
         let next = next.clone();
         let counter = counter.clone();
         tasks.push(tokio::spawn(async move {
@@ -172,9 +173,9 @@ pub async fn closed_loop(
 ///
 /// The schedule is kept by a thread of its own: tokio's timer rounds every
 /// sleep up to the next millisecond, which would be charged to every
-/// request as latency.
+/// request as latency. Connection i goes to `addrs[i % len]`.
 pub async fn open_loop(
-    addr: &str,
+    addrs: &[String],
     rate: f64,
     duration: Duration,
     conns: usize,
@@ -200,8 +201,8 @@ pub async fn open_loop(
     });
     let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
     let mut tasks = Vec::new();
-    for _ in 0..conns {
-        let addr = addr.to_owned();
+    for i in 0..conns {
+        let addr = addrs[i % addrs.len()].clone();
         let next = next.clone();
         let rx = rx.clone();
         tasks.push(tokio::spawn(async move {

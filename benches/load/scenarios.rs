@@ -222,8 +222,21 @@ fn mix(n: u64, k: u64) -> Vec<u8> {
     }
 }
 
-/// The server's config for a run.
-pub fn config(port: u16, db: &Path) -> String {
+/// The `[database]` keys of a run on the SQLite file `db` (its spool
+/// beside it).
+pub fn sqlite(db: &Path) -> String {
+    format!("path = \"{}\"", db.display())
+}
+
+/// The `[database]` keys of an instance on PostgreSQL: the database's URL
+/// and the instance's own spool directory.
+pub fn postgres(url: &str, spool: &Path) -> String {
+    format!("url = \"{url}\"\nspool_dir = \"{}\"", spool.display())
+}
+
+/// The server's config for a run; `database` is the body of `[database]`
+/// ([`sqlite`] or [`postgres`]).
+pub fn config(port: u16, database: &str) -> String {
     format!(
         r#"
 [server]
@@ -232,7 +245,7 @@ public_url = "http://127.0.0.1:{port}"
 max_body_bytes = 1048576
 
 [database]
-path = "{db}"
+{database}
 
 [jivo]
 token = "bench-jivo-token"
@@ -261,7 +274,10 @@ threshold = 0.92
 
 [sales]
 users = []
-"#,
-        db = db.display()
+
+# The statuses datagen.rs gives its leads.
+[pipeline]
+statuses = ["new", "contacted", "qualified", "customer", "lost"]
+"#
     )
 }

@@ -5,10 +5,14 @@ ALTER TABLE leads ADD COLUMN owner TEXT COLLATE "C";
 ALTER TABLE leads ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE leads ADD COLUMN source TEXT COLLATE "C";
 ALTER TABLE leads ADD COLUMN source_platform TEXT COLLATE "C";
+ALTER TABLE leads ADD COLUMN source_channel TEXT COLLATE "C";
+ALTER TABLE leads ADD COLUMN source_campaign TEXT COLLATE "C";
 CREATE INDEX leads_status ON leads(status, id) WHERE merged_into IS NULL;
 CREATE INDEX leads_owner ON leads(owner, status, id) WHERE merged_into IS NULL;
 CREATE INDEX leads_platform ON leads(source_platform, id) WHERE merged_into IS NULL;
 CREATE INDEX leads_created ON leads(created_at, id) WHERE merged_into IS NULL;
+CREATE INDEX leads_channel ON leads(source_channel, id) WHERE merged_into IS NULL;
+CREATE INDEX leads_campaign ON leads(source_campaign, id) WHERE merged_into IS NULL;
 
 CREATE TABLE lead_pins (
     lead_id    BIGINT NOT NULL REFERENCES leads(id),

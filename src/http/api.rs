@@ -100,6 +100,11 @@ pub struct SearchParams {
     pub platform: Option<String>,
     /// Only leads created on or after this day (`2026-11-30`) or time (RFC 3339).
     pub created_since: Option<String>,
+    /// Only leads that came through this channel (Jivo widget, Rocket.Chat
+    /// department, LiveChat group).
+    pub channel: Option<String>,
+    /// Only leads whose first UTM campaign was this.
+    pub campaign: Option<String>,
     /// `1`: only open leads, in any status but the pipeline's last two
     /// (by default `won` and `lost`).
     pub open: Option<String>,
@@ -135,6 +140,8 @@ impl SearchParams {
         let bad = |m: String| ApiError::BadRequest(m).reject();
         let status = given(self.status.take());
         let platform = given(self.platform.take());
+        let channel = given(self.channel.take());
+        let campaign = given(self.campaign.take());
         let owner = match given(self.owner.take()) {
             Some(owner) => Some(OwnerFilter::parse(&owner, me).map_err(bad)?),
             None => None,
@@ -156,6 +163,8 @@ impl SearchParams {
             among,
             owner,
             platform,
+            channel,
+            campaign,
             created_since,
         })
     }

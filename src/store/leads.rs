@@ -147,10 +147,20 @@ pub struct Origin<'a> {
 /// Its source is written here, once: no later delivery changes it.
 pub fn create(conn: &dyn Sql, at: &str, origin: Origin<'_>) -> Result<i64, DbError> {
     let source = crate::event::LeadSource::json(origin.platform, origin.source);
+    let channel = origin.source.and_then(|s| s.channel());
+    let campaign = origin.source.and_then(|s| s.utm_campaign.as_deref());
     conn.insert_id(
-        "INSERT INTO leads (created_at, updated_at, status, source, source_platform)
-         VALUES (?1, ?1, ?2, ?3, ?4)",
-        args![at, origin.status, source, origin.platform],
+        "INSERT INTO leads (created_at, updated_at, status, source, source_platform,
+                            source_channel, source_campaign)
+         VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6)",
+        args![
+            at,
+            origin.status,
+            source,
+            origin.platform,
+            channel,
+            campaign
+        ],
     )?
     .ok_or_else(|| DbError::Internal("lead not inserted".into()))
 }

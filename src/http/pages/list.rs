@@ -39,6 +39,8 @@ pub struct ListPage {
     status: String,
     owner: String,
     platform: String,
+    channel: String,
+    campaign: String,
     since: String,
     /// The choices of the filter form.
     statuses: Vec<String>,
@@ -74,6 +76,8 @@ struct Given {
     status: String,
     owner: String,
     platform: String,
+    channel: String,
+    campaign: String,
     since: String,
     open: String,
 }
@@ -87,6 +91,8 @@ impl Given {
             ("status", status),
             ("owner", &self.owner),
             ("platform", &self.platform),
+            ("channel", &self.channel),
+            ("campaign", &self.campaign),
             ("created_since", &self.since),
             ("open", &self.open),
             ("cursor", cursor.unwrap_or_default()),
@@ -118,6 +124,8 @@ pub async fn show(
         status: trimmed(&params.status),
         owner: trimmed(&params.owner),
         platform: trimmed(&params.platform),
+        channel: trimmed(&params.channel),
+        campaign: trimmed(&params.campaign),
         since: trimmed(&params.created_since),
         open: trimmed(&params.open),
     };
@@ -162,13 +170,23 @@ pub async fn show(
         all_link: given.link("", None),
         rows: rows.iter().map(row).collect(),
         next: next.map(|n| given.link(&given.status, Some(&n.to_string()))),
-        filtered: [&given.status, &given.owner, &given.platform, &given.since]
-            .iter()
-            .any(|v| !v.is_empty()),
+        filtered: [
+            &given.status,
+            &given.owner,
+            &given.platform,
+            &given.channel,
+            &given.campaign,
+            &given.since,
+            &given.open,
+        ]
+        .iter()
+        .any(|v| !v.is_empty()),
         q: given.q,
         status: given.status,
         owner: given.owner,
         platform: given.platform,
+        channel: given.channel,
+        campaign: given.campaign,
         since: given.since,
     };
     render(StatusCode::OK, &page)
@@ -200,6 +218,8 @@ mod tests {
             status: "new".into(),
             owner: "me".into(),
             platform: String::new(),
+            channel: String::new(),
+            campaign: String::new(),
             since: "2026-01-02".into(),
             open: String::new(),
         };
@@ -212,6 +232,8 @@ mod tests {
             status: String::new(),
             owner: String::new(),
             platform: String::new(),
+            channel: String::new(),
+            campaign: String::new(),
             since: String::new(),
             open: String::new(),
         };

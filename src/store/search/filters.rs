@@ -1,9 +1,10 @@
-//! Lists of leads narrowed by status, owner, platform and creation time,
+//! Lists of leads narrowed by status, owner, platform, channel, campaign and creation time,
 //! alone or with a search, a page at a time, with how many leads each
 //! status holds under the same filters (but the status).
 //!
 //! Every shape reads an index over live leads (migration 0007): `(status,
-//! id)`, `(owner, status, id)`, `(source_platform, id)`, `(created_at,
+//! id)`, `(owner, status, id)`, `(source_platform, id)`, `(source_channel,
+//! id)`, `(source_campaign, id)`, `(created_at,
 //! id)`. Lists go newest first by id, a page being a seek below the last
 //! id of the one before, so a lead created meanwhile never shifts or
 //! repeats the others. An owner without a status is read status by status
@@ -55,6 +56,11 @@ pub struct LeadFilter {
     pub owner: Option<OwnerFilter>,
     /// Only leads that came from this platform.
     pub platform: Option<String>,
+    /// Only leads that came through this channel (Jivo widget, Rocket.Chat
+    /// department, LiveChat group).
+    pub channel: Option<String>,
+    /// Only leads whose first UTM campaign was this.
+    pub campaign: Option<String>,
     /// Only leads created at or after this time (RFC 3339 UTC, as stored).
     pub created_since: Option<String>,
 }
@@ -129,6 +135,12 @@ impl<'a> Conditions<'a> {
         if let Some(platform) = &filter.platform {
             c.and("source_platform =", Value::Text(platform));
         }
+        if let Some(channel) = &filter.channel {
+            c.and("source_channel =", Value::Text(channel));
+        }
+        if let Some(campaign) = &filter.campaign {
+            c.and("source_campaign =", Value::Text(campaign));
+        }
         if let Some(since) = &filter.created_since {
             c.and("created_at >=", Value::Text(since));
         }
@@ -169,6 +181,8 @@ fn listing_sql<'a>(
     let only_since = status.is_none()
         && filter.owner.is_none()
         && filter.platform.is_none()
+        && filter.channel.is_none()
+        && filter.campaign.is_none()
         && filter.created_since.is_some();
     c.and(
         if only_since { "+id <" } else { "id <" },
@@ -235,6 +249,8 @@ struct Facts {
     status: String,
     owner: Option<String>,
     platform: Option<String>,
+    channel: Option<String>,
+    campaign: Option<String>,
     created_at: String,
 }
 
@@ -251,6 +267,8 @@ impl Facts {
                 .platform
                 .as_ref()
                 .is_none_or(|p| self.platform.as_ref() == Some(p))
+            && (filter.channel.as_ref()).is_none_or(|c| self.channel.as_ref() == Some(c))
+            && (filter.campaign.as_ref()).is_none_or(|c| self.campaign.as_ref() == Some(c))
             && filter
                 .created_since
                 .as_ref()
@@ -266,7 +284,8 @@ const FACTS_BATCH: usize = 50;
 fn facts(conn: &dyn Sql, ids: &[i64]) -> Result<HashMap<i64, Facts>, DbError> {
     let placeholders: Vec<String> = (1..=FACTS_BATCH).map(|i| format!("?{i}")).collect();
     let sql = format!(
-        "SELECT id, status, owner, source_platform, created_at FROM leads
+        "SELECT id, status, owner, source_platform, created_at, source_channel, source_campaign
+         FROM leads
          WHERE id IN ({}) AND merged_into IS NULL",
         placeholders.join(", ")
     );
@@ -282,6 +301,8 @@ fn facts(conn: &dyn Sql, ids: &[i64]) -> Result<HashMap<i64, Facts>, DbError> {
                 owner: r.get(2)?,
                 platform: r.get(3)?,
                 created_at: r.get(4)?,
+                channel: r.get(5)?,
+                campaign: r.get(6)?,
             };
             out.insert(r.get(0)?, facts);
             Ok(())

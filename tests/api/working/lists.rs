@@ -1,5 +1,5 @@
 //! `GET /api/leads` with filters: status, owner (a name, `me`, `none`),
-//! platform and creation time, alone, together and with a search; counts
+//! platform, channel, campaign and creation time, alone, together and with a search; counts
 //! per status; pages that neither repeat nor skip a lead when one is
 //! created meanwhile; and the query plan of every filter shape.
 
@@ -24,6 +24,8 @@ struct Generated {
     status: &'static str,
     owner: Option<&'static str>,
     platform: &'static str,
+    channel: &'static str,
+    campaign: Option<&'static str>,
     day: u32,
 }
 
@@ -35,14 +37,17 @@ fn generate(app: &TestApp, n: usize) -> Vec<Generated> {
             .map(|i| {
                 let (status, owner) = (STATUSES[i % 5], OWNERS[i % 4]);
                 let (platform, day) = (PLATFORMS[i % 3], 1 + (i * 7 % 30) as u32);
+                let channel = ["sales-widget", "support"][i % 2];
+                let campaign = (i % 7 == 0).then_some("spring");
                 let name = format!("Lead {i}");
                 let key = name.to_lowercase();
                 let rev: String = key.chars().rev().collect();
                 let at = format!("2026-11-{day:02}T10:00:00.000Z");
                 db.execute(
                     "INSERT INTO leads (name, name_key, name_rev, status, owner, source_platform,
-                                        source, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                                        source, created_at, updated_at, source_channel,
+                                        source_campaign)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)",
                     args![
                         name,
                         key,
@@ -51,7 +56,9 @@ fn generate(app: &TestApp, n: usize) -> Vec<Generated> {
                         owner,
                         platform,
                         format!(r#"{{"platform":"{platform}"}}"#),
-                        at
+                        at,
+                        channel,
+                        campaign
                     ],
                 )
                 .unwrap();
@@ -63,6 +70,8 @@ fn generate(app: &TestApp, n: usize) -> Vec<Generated> {
                     status,
                     owner,
                     platform,
+                    channel,
+                    campaign,
                     day,
                 }
             })
@@ -112,7 +121,7 @@ async fn filters_combine_with_counts_per_status_and_stable_pages() {
     let leads = generate(&app, 300);
     type Test = fn(&Generated) -> bool;
     let open: Test = |l| !matches!(l.status, "won" | "lost");
-    let cases: [(&str, Test, Test); 11] = [
+    let cases: [(&str, Test, Test); 13] = [
         ("", |_| true, |_| true),
         ("status=won", |_| true, |l| l.status == "won"),
         ("owner=sales", |l| l.owner == Some("sales"), |_| true),
@@ -124,6 +133,12 @@ async fn filters_combine_with_counts_per_status_and_stable_pages() {
             |l| l.status == "new",
         ),
         ("platform=jivo", |l| l.platform == "jivo", |_| true),
+        ("channel=support", |l| l.channel == "support", |_| true),
+        (
+            "campaign=spring&status=won",
+            |l| l.campaign == Some("spring"),
+            |l| l.status == "won",
+        ),
         // My open leads: every status but the pipeline's last two.
         ("owner=me&open=1", |l| l.owner == Some("sales"), open),
         ("open=1&platform=jivo", |l| l.platform == "jivo", open),
@@ -235,9 +250,29 @@ fn shapes() -> Vec<LeadFilter> {
                 among: None,
                 owner,
                 platform: (mask & 4 != 0).then(|| "livechat".to_owned()),
+                channel: None,
+                campaign: None,
                 created_since: (mask & 8 != 0).then(|| "2026-12-20T00:00:00.000Z".to_owned()),
             });
         }
+    }
+    // A channel or a campaign, alone and with a status.
+    for (channel, campaign, status) in [
+        (Some("w3"), None, None),
+        (None, Some("spring"), None),
+        (Some("w1"), None, Some("won")),
+        (None, Some("spring"), Some("lost")),
+    ] {
+        out.push(LeadFilter {
+            query: Query {
+                limit: 20,
+                ..Query::default()
+            },
+            status: status.map(str::to_owned),
+            channel: channel.map(str::to_owned),
+            campaign: campaign.map(str::to_owned),
+            ..LeadFilter::default()
+        });
     }
     out
 }
@@ -248,23 +283,25 @@ fn shapes() -> Vec<LeadFilter> {
 fn fill(db: &dyn Sql, n: i64) {
     let sql = db.dialect().pick(
         "INSERT INTO leads (name, name_key, name_rev, description, source, status, owner,
-                            source_platform, created_at, updated_at)
+                            source_platform, source_channel, source_campaign, created_at, updated_at)
          WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < ?1)
          SELECT 'Lead ' || i, 'lead ' || i, i || ' dael', ?2 || i, ?3,
                 CASE WHEN i % 10 < 6 THEN 'new' WHEN i % 10 < 8 THEN 'contacted'
                      WHEN i % 10 = 8 THEN 'won' ELSE 'lost' END,
                 CASE WHEN i % 10 = 3 THEN 'owner' || (i % 7) END,
                 CASE i % 3 WHEN 0 THEN 'jivo' WHEN 1 THEN 'rocketchat' ELSE 'livechat' END,
+                'w' || (i % 5), CASE WHEN i % 20 = 0 THEN 'spring' END,
                 strftime('%Y-%m-%dT%H:%M:%S.000Z', '2026-01-01', '+' || (i * 365 / ?1) || ' days'),
                 '2026-01-01T00:00:00.000Z'
          FROM g",
         "INSERT INTO leads (name, name_key, name_rev, description, source, status, owner,
-                            source_platform, created_at, updated_at)
+                            source_platform, source_channel, source_campaign, created_at, updated_at)
          SELECT 'Lead ' || i, 'lead ' || i, i || ' dael', ?2 || i, ?3,
                 CASE WHEN i % 10 < 6 THEN 'new' WHEN i % 10 < 8 THEN 'contacted'
                      WHEN i % 10 = 8 THEN 'won' ELSE 'lost' END,
                 CASE WHEN i % 10 = 3 THEN 'owner' || (i % 7) END,
                 CASE i % 3 WHEN 0 THEN 'jivo' WHEN 1 THEN 'rocketchat' ELSE 'livechat' END,
+                'w' || (i % 5), CASE WHEN i % 20 = 0 THEN 'spring' END,
                 to_char(timestamp '2026-01-01' + (i * 365 / CAST(?1 AS BIGINT)) * interval '1 day',
                         'YYYY-MM-DD\"T\"HH24:MI:SS\".000Z\"'),
                 '2026-01-01T00:00:00.000Z'
