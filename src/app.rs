@@ -27,6 +27,9 @@ pub struct Application {
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A secret still has its shipped value on a non-loopback address.
+    #[error("{0}")]
+    Secrets(String),
     /// The database could not be opened or migrated.
     #[error("database ({store}): {source}")]
     Database {
@@ -59,6 +62,12 @@ pub enum StartError {
 impl Application {
     /// Opens the database (creating and migrating it) and binds the listener.
     pub async fn build(config: Config) -> Result<Application, StartError> {
+        let shipped = config
+            .check_shipped_secrets()
+            .map_err(|e| StartError::Secrets(e.to_string()))?;
+        if !shipped.is_empty() {
+            tracing::warn!(keys = %shipped.join(", "), "secrets still have their shipped values; serving on loopback only");
+        }
         let location = Location::of(&config.database);
         let store = config.database.describe();
         let db = tokio::task::spawn_blocking(move || Db::connect(&location))

@@ -403,7 +403,20 @@ fn check_config(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let shipped = match config.check_shipped_secrets() {
+        Ok(keys) => keys,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
     println!("# {}: ok", path.display());
+    for key in &shipped {
+        println!(
+            "# warning: {key} still has the value config.toml ships with: \
+             change it before serving on any address but loopback"
+        );
+    }
     println!(
         "# Jivo webhook URL: {}/webhooks/jivo/[jivo.token]",
         config.server.public_url

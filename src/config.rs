@@ -873,6 +873,69 @@ impl Config {
     }
 }
 
+/// The secrets `config.toml` ships with: known to anyone who read it.
+const SHIPPED_SECRETS: &[&str] = &[
+    "change-me-jivo-token",
+    "change-me-rocketchat-token",
+    "change-me-livechat-password",
+    "change-me-livechat-secret",
+    // The shipped user's hash of "change-me-now".
+    "$argon2id$v=19$m=19456,t=2,p=1$SM2NyHmir08ExIehJyQhbg$hGmnpmsOc6otx+RJQR70pSERgH/+7NlK6W6pSj3Clpc",
+];
+
+impl Config {
+    /// The keys whose secret is still the value `config.toml` ships with
+    /// (or any placeholder starting with `change-me`).
+    pub fn shipped_secrets(&self) -> Vec<String> {
+        let shipped = |s: &Secret| {
+            let value = s.expose().trim();
+            value.starts_with("change-me") || SHIPPED_SECRETS.contains(&value)
+        };
+        let mut keys = Vec::new();
+        if shipped(&self.jivo.token) {
+            keys.push("jivo.token".to_owned());
+        }
+        if let Some(rc) = &self.rocketchat
+            && shipped(&rc.token)
+        {
+            keys.push("rocketchat.token".to_owned());
+        }
+        if let Some(lc) = &self.livechat {
+            if shipped(&lc.password) {
+                keys.push("livechat.password".to_owned());
+            }
+            if shipped(&lc.secret_key) {
+                keys.push("livechat.secret_key".to_owned());
+            }
+        }
+        for (i, user) in self.sales.users.iter().enumerate() {
+            if shipped(&user.password_hash) {
+                keys.push(format!("sales.users[{i}].password_hash"));
+            }
+        }
+        keys
+    }
+
+    /// Refuses to serve on a non-loopback address while any secret still
+    /// has its shipped value: such a service would be open to anyone who
+    /// read the shipped file. On loopback it only warns (the caller logs).
+    pub fn check_shipped_secrets(&self) -> Result<Vec<String>, ConfigError> {
+        let keys = self.shipped_secrets();
+        if !keys.is_empty() && !self.server.listen.ip().is_loopback() {
+            return Err(invalid(
+                &keys[0],
+                format!(
+                    "still has the value config.toml ships with, and server.listen ({}) is not \
+                     a loopback address; change {}",
+                    self.server.listen,
+                    keys.join(", ")
+                ),
+            ));
+        }
+        Ok(keys)
+    }
+}
+
 fn check_secret(key: &str, secret: &Secret) -> Result<(), ConfigError> {
     if secret.expose().trim().len() < 8 {
         return Err(invalid(key, "must be at least 8 characters"));

@@ -381,3 +381,89 @@ async fn repeated_failed_logins_are_throttled_per_client_even_with_the_right_pas
     assert_eq!(login(&app, &colleague, None).await.0, 401);
     assert_eq!(login(&app, &colleague, Some(SALES_PASSWORD)).await.0, 200);
 }
+
+/// The shipped `config.toml` with `listen` replaced.
+fn shipped_config(dir: &Path, listen: &str) -> std::path::PathBuf {
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml"))
+            .expect("the shipped config.toml");
+    let text = shipped
+        .replacen(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"{listen}\""),
+            1,
+        )
+        .replacen(
+            "path = \"data/crm.sqlite3\"",
+            &format!("path = \"{}\"", dir.join("crm.sqlite3").display()),
+            1,
+        );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn the_service_refuses_a_public_address_while_a_secret_has_its_shipped_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let public = shipped_config(dir.path(), "0.0.0.0:0");
+    let config = crm_responder::config::Config::load(&public).expect("the shipped file parses");
+    let refused = crm_responder::app::Application::build(config)
+        .await
+        .err()
+        .expect("a public address with shipped secrets is refused");
+    let message = refused.to_string();
+    for key in [
+        "jivo.token",
+        "rocketchat.token",
+        "livechat.password",
+        "livechat.secret_key",
+        "sales.users[0].password_hash",
+    ] {
+        assert!(message.contains(key), "{key} not named in: {message}");
+    }
+    assert!(
+        !dir.path().join("crm.sqlite3").exists(),
+        "refused before anything is created"
+    );
+
+    // check-config says the same, and exits non-zero.
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&public)
+        .arg("check-config")
+        .env_remove("CRM_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("jivo.token") && said.contains("ships with"),
+        "{said}"
+    );
+
+    // On loopback: served, with a warning; check-config warns and passes.
+    let loopback = shipped_config(dir.path(), "127.0.0.1:0");
+    let config = crm_responder::config::Config::load(&loopback).unwrap();
+    let app = crm_responder::app::Application::build(config)
+        .await
+        .expect("loopback serves with shipped secrets");
+    drop(app);
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&loopback)
+        .arg("check-config")
+        .env_remove("CRM_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("# warning: jivo.token still has the value config.toml ships with"),
+        "{said}"
+    );
+}
