@@ -188,14 +188,16 @@ pub fn apply_row(
         received_at: received_at.to_owned(),
     };
     let outcome = apply::apply(conn, policy, &delivery, &row.event())?;
-    fill_status(conn, row, outcome, received_at)
+    fill_status(conn, row, outcome, &policy.new_status, received_at)
 }
 
-/// The step after applying a row: its status fills a lead still at `new`.
+/// The step after applying a row: its status fills a lead still in the
+/// status new leads start in (`initial`).
 fn fill_status(
     conn: &dyn Sql,
     row: &Row,
     mut outcome: Outcome,
+    initial: &str,
     received_at: &str,
 ) -> Result<Outcome, DbError> {
     if let (false, Some(lead), Some(status)) = (outcome.redelivery, outcome.lead_id, &row.status) {
@@ -204,7 +206,7 @@ fn fill_status(
             label: PLATFORM.into(),
             at: received_at.to_owned(),
         };
-        let changed = leads::fill_status(conn, lead, status, &source)?;
+        let changed = leads::fill_status(conn, lead, status, initial, &source)?;
         outcome.merged |= changed && !outcome.created;
     }
     Ok(outcome)
@@ -260,7 +262,7 @@ pub fn apply_parsed(
             &parsed.row.event(),
             None,
         )?;
-        let outcome = fill_status(conn, &parsed.row, outcome, received_at)?;
+        let outcome = fill_status(conn, &parsed.row, outcome, &policy.new_status, received_at)?;
         if let Some(why) = &outcome.explanation {
             mirror.apply(why.lead, &why.changes);
             if why.folded.is_some() {
@@ -273,7 +275,7 @@ pub fn apply_parsed(
         mirror.refresh(conn)?;
     }
     let outcome = bulk::create(conn, policy, &delivery, delivery_id, &person, mirror)?;
-    fill_status(conn, &parsed.row, outcome, received_at)
+    fill_status(conn, &parsed.row, outcome, &policy.new_status, received_at)
 }
 
 /// What a CSV column holds, from its header.

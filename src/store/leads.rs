@@ -1042,27 +1042,28 @@ fn field_value(conn: &dyn Sql, lead: i64, key: &str) -> Result<Option<String>, D
     )
 }
 
-/// Sets the status when the lead still has the default one (`new`): an
-/// empty field is always filled, a status someone chose is kept. Returns
-/// whether it changed.
+/// Sets the status when the lead still has the one new leads start in
+/// (`initial`, the pipeline's first): an empty field is always filled, a
+/// status someone chose is kept. Returns whether it changed.
 pub fn fill_status(
     conn: &dyn Sql,
     lead: i64,
     status: &str,
+    initial: &str,
     source: &Source,
 ) -> Result<bool, DbError> {
     let status = status.trim();
     let changed = conn.execute(
         "UPDATE leads SET status = ?2, updated_at = ?3, version = version + 1
-         WHERE id = ?1 AND status = 'new' AND ?2 <> 'new' AND ?2 <> ''",
-        args![lead, status, source.at],
+         WHERE id = ?1 AND status = ?4 AND ?2 <> ?4 AND ?2 <> ''",
+        args![lead, status, source.at, initial],
     )? > 0;
     if changed {
         history(
             conn,
             lead,
             "status",
-            Some("new"),
+            Some(initial),
             Some(status),
             source,
             None,
