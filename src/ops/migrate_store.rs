@@ -33,7 +33,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::{Config, DatabaseUrl, Store};
-use crate::store::postgres::Session;
+use crate::store::postgres::{Session, Statements};
 use crate::store::sql::{Sql, Value};
 use crate::store::view::{self, Found};
 use crate::store::{DbError, Location, PostgresSettings};
@@ -194,7 +194,8 @@ pub fn run(
     if let Some(fault) = fault {
         return Err(format!("target database {target}: {fault}"));
     }
-    let pg = Target::new(&client, handle);
+    let statements = Statements::default();
+    let pg = Target::new(&client, &statements, handle);
     let result = pg.run("BEGIN").and_then(|()| copy_all(&lite, &pg));
     let result = match result {
         Ok(copied) => pg
@@ -734,11 +735,11 @@ struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    fn new(client: &'a Client, handle: &'a Handle) -> Self {
+    fn new(client: &'a Client, statements: &'a Statements, handle: &'a Handle) -> Self {
         Target {
             client,
             handle,
-            session: Session::plain(client, handle),
+            session: Session::plain(client, statements, handle),
         }
     }
 

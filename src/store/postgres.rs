@@ -53,6 +53,8 @@ pub struct Settings {
 pub(super) struct Postgres {
     pool: Pool,
     handle: Handle,
+    /// How to connect, for the writer's connection of its own.
+    config: tokio_postgres::Config,
     /// Longest wait for a connection from the pool.
     wait: Duration,
 }
@@ -79,7 +81,7 @@ impl Postgres {
         config.options(options.trim());
         config.application_name("crm-responder");
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -96,6 +98,7 @@ impl Postgres {
         Ok(Postgres {
             pool,
             handle,
+            config,
             wait: settings.connect_timeout,
         })
     }
@@ -115,8 +118,32 @@ impl Postgres {
     pub(super) fn session<'a>(&'a self, client: &'a Object) -> Session<'a> {
         Session {
             conn: Conn::Pooled(client),
-            handle: &self.handle,
+            exec: Exec::Shared(&self.handle),
         }
+    }
+
+    /// A connection driven by a runtime of the calling thread's own (the
+    /// writer's): a statement then costs a round trip to the server and no
+    /// hand-off between threads, which was most of a write's time.
+    pub(super) fn own_connection(&self) -> Result<OwnConnection, DbError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DbError::Internal(format!("writer runtime: {e}")))?;
+        let wait = self.wait;
+        let (client, connection) = runtime
+            .block_on(async { tokio::time::timeout(wait, self.config.connect(NoTls)).await })
+            .map_err(|_| DbError::Unavailable("no database connection in time".into()))??;
+        runtime.spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "writer's database connection ended");
+            }
+        });
+        Ok(OwnConnection {
+            runtime,
+            client,
+            statements: RefCell::new(HashMap::new()),
+        })
     }
 
     /// Runs `f` in a read-only transaction (one snapshot for all its reads).
@@ -193,31 +220,79 @@ fn migrate(session: &dyn Sql) -> Result<(), DbError> {
     Ok(())
 }
 
+/// A connection of the writer's own, with the runtime that drives it on
+/// the writer's thread and its prepared statements.
+pub(super) struct OwnConnection {
+    runtime: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    statements: Statements,
+}
+
+impl OwnConnection {
+    /// A session over it.
+    pub(super) fn session(&self) -> Session<'_> {
+        Session {
+            conn: Conn::Plain {
+                client: &self.client,
+                statements: &self.statements,
+            },
+            exec: Exec::Own(&self.runtime),
+        }
+    }
+
+    /// Whether the connection is gone (the writer opens another).
+    pub(super) fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}
+
+/// Prepared statements by their text as written (before placeholders are
+/// rewritten).
+pub type Statements = RefCell<HashMap<String, tokio_postgres::Statement>>;
+
 /// One PostgreSQL connection seen through [`Sql`]: a pooled one (with
 /// the pool's statement cache), or a plain client of a command's own.
 pub struct Session<'a> {
     conn: Conn<'a>,
-    handle: &'a Handle,
+    exec: Exec<'a>,
 }
 
 enum Conn<'a> {
     Pooled(&'a Object),
     Plain {
         client: &'a tokio_postgres::Client,
-        statements: RefCell<HashMap<String, tokio_postgres::Statement>>,
+        statements: &'a Statements,
     },
+}
+
+/// What waits for a statement: the shared runtime (from a blocking
+/// thread), or a runtime of the calling thread's own.
+enum Exec<'a> {
+    Shared(&'a Handle),
+    Own(&'a tokio::runtime::Runtime),
+}
+
+impl Exec<'_> {
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        match self {
+            Exec::Shared(handle) => handle.block_on(future),
+            Exec::Own(runtime) => runtime.block_on(future),
+        }
+    }
 }
 
 impl<'a> Session<'a> {
     /// A session over `client`, a connection of the caller's own (as
-    /// `migrate-store` makes for its copy), driven on `handle`'s runtime.
-    pub fn plain(client: &'a tokio_postgres::Client, handle: &'a Handle) -> Session<'a> {
+    /// `migrate-store` makes for its copy), driven on `handle`'s runtime,
+    /// preparing into `statements`.
+    pub fn plain(
+        client: &'a tokio_postgres::Client,
+        statements: &'a Statements,
+        handle: &'a Handle,
+    ) -> Session<'a> {
         Session {
-            conn: Conn::Plain {
-                client,
-                statements: RefCell::new(HashMap::new()),
-            },
-            handle,
+            conn: Conn::Plain { client, statements },
+            exec: Exec::Shared(handle),
         }
     }
 
@@ -231,23 +306,18 @@ impl<'a> Session<'a> {
     fn prepared(&self, sql: &str) -> Result<tokio_postgres::Statement, DbError> {
         let text = postgres_placeholders(sql);
         match &self.conn {
-            Conn::Pooled(object) => Ok(self.handle.block_on(object.prepare_cached(&text))?),
+            Conn::Pooled(object) => Ok(self.exec.block_on(object.prepare_cached(&text))?),
             Conn::Plain { client, statements } => {
                 if let Some(statement) = statements.borrow().get(sql) {
                     return Ok(statement.clone());
                 }
-                let statement = self.handle.block_on(client.prepare(&text))?;
+                let statement = self.exec.block_on(client.prepare(&text))?;
                 statements
                     .borrow_mut()
                     .insert(sql.to_owned(), statement.clone());
                 Ok(statement)
             }
         }
-    }
-
-    /// Whether the connection is gone (the writer opens another).
-    pub(super) fn is_closed(&self) -> bool {
-        self.client().is_closed()
     }
 }
 
@@ -263,7 +333,7 @@ impl Sql for Session<'_> {
     fn execute(&self, sql: &str, args: &[Value<'_>]) -> Result<usize, DbError> {
         let statement = self.prepared(sql)?;
         let changed = self
-            .handle
+            .exec
             .block_on(self.client().execute(&statement, &params(args)))?;
         Ok(changed as usize)
     }
@@ -276,7 +346,7 @@ impl Sql for Session<'_> {
     ) -> Result<(), DbError> {
         let statement = self.prepared(sql)?;
         let rows = self
-            .handle
+            .exec
             .block_on(self.client().query(&statement, &params(args)))?;
         for row in &rows {
             each(&Row::Postgres(row))?;
@@ -285,6 +355,6 @@ impl Sql for Session<'_> {
     }
 
     fn batch(&self, sql: &str) -> Result<(), DbError> {
-        Ok(self.handle.block_on(self.client().batch_execute(sql))?)
+        Ok(self.exec.block_on(self.client().batch_execute(sql))?)
     }
 }

@@ -59,7 +59,7 @@ pub(super) enum Writer {
         /// The pool it comes from.
         pg: Arc<Postgres>,
         /// `None` until the first batch, and after the connection broke.
-        client: Option<deadpool_postgres::Object>,
+        client: Option<postgres::OwnConnection>,
         /// Whether the schema is known to be up to date (the server may
         /// have been unreachable at start).
         migrated: bool,
@@ -98,9 +98,9 @@ impl Writer {
                 }
                 if client.is_none() {
                     let opened = if *migrated {
-                        pg.connection()
+                        pg.own_connection()
                     } else {
-                        pg.migrate().and_then(|()| pg.connection())
+                        pg.migrate().and_then(|()| pg.own_connection())
                     };
                     match opened {
                         Ok(opened) => {
@@ -110,10 +110,9 @@ impl Writer {
                         Err(err) => return fail_batch(batch, err),
                     }
                 }
-                let client_ref = client.as_ref().expect("just opened");
-                let session = pg.session(client_ref);
-                let settled = run_batch(&session, batch);
-                if session.is_closed() {
+                let own = client.as_ref().expect("just opened");
+                let settled = run_batch(&own.session(), batch);
+                if own.is_closed() {
                     *client = None;
                 }
                 settled
