@@ -11,7 +11,6 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::args;
 use crate::crm::merge::ContactKind;
 use crate::store::leads;
 use crate::store::sql::{Dialect, Sql};
@@ -93,7 +92,7 @@ fn write_all(conn: &dyn Sql, format: Format, out: Box<dyn Write + Send>) -> Resu
                 description: r.get(3)?,
                 emails: values(conn, ContactKind::Email, id)?,
                 phones: values(conn, ContactKind::Phone, id)?,
-                fields: fields(conn, id)?,
+                fields: crate::store::view::fields(conn, id)?,
             };
             n += 1;
             let Some(csv) = csv.as_mut() else {
@@ -135,17 +134,4 @@ fn values(conn: &dyn Sql, kind: ContactKind, id: i64) -> Result<Vec<String>, DbE
         .into_iter()
         .map(|c| c.value)
         .collect())
-}
-
-fn fields(conn: &dyn Sql, id: i64) -> Result<BTreeMap<String, String>, DbError> {
-    let mut out = BTreeMap::new();
-    conn.each_row(
-        "SELECT key, value FROM lead_fields WHERE lead_id = ?1 ORDER BY key",
-        args![id],
-        &mut |r| {
-            out.insert(r.get(0)?, r.get(1)?);
-            Ok(())
-        },
-    )?;
-    Ok(out)
 }

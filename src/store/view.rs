@@ -180,7 +180,8 @@ fn tags(conn: &dyn Sql, id: i64) -> Result<Vec<String>, DbError> {
     )
 }
 
-fn fields(conn: &dyn Sql, id: i64) -> Result<BTreeMap<String, String>, DbError> {
+/// A lead's custom fields, by key.
+pub fn fields(conn: &dyn Sql, id: i64) -> Result<BTreeMap<String, String>, DbError> {
     let mut out = BTreeMap::new();
     conn.each_row(
         "SELECT key, value FROM lead_fields WHERE lead_id = ?1 ORDER BY key",
