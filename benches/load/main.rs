@@ -7,7 +7,8 @@
 //! (of the closed loop, default 32), `--floor` (the baseline and the floor
 //! of a stored delivery and of a new lead instead of the scenarios: see
 //! floor.rs). `LOAD_WRAP`
-//! runs the server under another command, e.g. a profiler.
+//! runs the server under another command, e.g. a profiler; `LOAD_BINARY`
+//! serves with another build (a before/after pair on the same data).
 //!
 //! The store (see pg.rs):
 //!
@@ -548,10 +549,13 @@ fn clock_ticks_per_second() -> f64 {
     unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
 }
 
-/// The server binary, run under `LOAD_WRAP` when set (for instance
-/// `LOAD_WRAP="valgrind --tool=callgrind"` to profile a scenario).
+/// The server binary (another build when `LOAD_BINARY` names one, to
+/// compare two builds back to back on the same data), run under
+/// `LOAD_WRAP` when set (for instance `LOAD_WRAP="valgrind
+/// --tool=callgrind"` to profile a scenario).
 fn server_command() -> Command {
-    let bin = env!("CARGO_BIN_EXE_crm-responder");
+    let bin = std::env::var("LOAD_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_crm-responder").to_owned());
     let wrap = std::env::var("LOAD_WRAP").unwrap_or_default();
     let mut words = wrap.split_whitespace();
     match words.next() {

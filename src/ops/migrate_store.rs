@@ -210,6 +210,7 @@ pub fn run(
         }
     };
     // Say goodbye to the server rather than vanish mid-connection.
+    drop(pg);
     drop(client);
     let _ = handle.block_on(connection);
     let _ = lite.execute_batch("COMMIT");

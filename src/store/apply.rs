@@ -283,19 +283,24 @@ fn identify(
     let visitor = event.visitor.as_ref().unwrap_or(&empty);
     let Identifiers { emails, phones } = identifiers;
 
-    let owner = |kind, values: &[(String, String)]| -> Result<Vec<Option<i64>>, DbError> {
-        values
-            .iter()
-            .map(|(v, _)| {
-                leads::contact_owner(conn, kind, v)?
-                    .map(|id| leads::survivor(conn, id))
-                    .transpose()
-            })
-            .collect()
-    };
-    let email_owners = owner(ContactKind::Email, &emails)?;
-    let phone_owners = owner(ContactKind::Phone, &phones)?;
-    let known = known_lead(conn, platform, event, visitor)?;
+    let visitor_ids = &visitor.ids[..visitor.ids.len().min(MAX_IDENTIFIERS)];
+    let owners = leads::owners(
+        conn,
+        &leads::Lookup {
+            platform,
+            emails: &emails,
+            phones: &phones,
+            visitors: visitor_ids,
+            chat: event.chat_id.as_deref(),
+            hint: event.lead_hint,
+        },
+    )?;
+    let known = known_lead(conn, &owners)?;
+    let leads::Owners {
+        emails: email_owners,
+        phones: phone_owners,
+        ..
+    } = owners;
     let matches = Matches {
         by_email: email_owners.iter().flatten().copied().next(),
         by_phone: phone_owners.iter().flatten().copied().next(),
@@ -442,30 +447,15 @@ fn identify(
 
 /// The lead the platform already knows this visitor as: by visitor id, else
 /// by the chat the event belongs to, else by the lead id the platform echoes.
-fn known_lead(
-    conn: &dyn Sql,
-    platform: &str,
-    event: &Event,
-    visitor: &Visitor,
-) -> Result<Option<Known>, DbError> {
-    let mut found = None;
-    for id in visitor.ids.iter().take(MAX_IDENTIFIERS) {
-        if let Some(lead) = leads::visitor_owner(conn, platform, id)? {
-            found = Some(lead);
-            break;
-        }
-    }
-    if found.is_none()
-        && let Some(chat) = &event.chat_id
-    {
-        found = leads::chat_owner(conn, platform, chat)?;
-    }
-    if found.is_none()
-        && let Some(hint) = event.lead_hint
-        && leads::exists(conn, hint)?
-    {
-        found = Some(hint);
-    }
+fn known_lead(conn: &dyn Sql, owners: &leads::Owners) -> Result<Option<Known>, DbError> {
+    let found = owners
+        .visitors
+        .iter()
+        .flatten()
+        .copied()
+        .next()
+        .or(owners.chat)
+        .or(owners.hint);
     match found {
         Some(lead) => {
             let lead = leads::survivor(conn, lead)?;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 
 use super::DbError;
-use super::sql::Sql;
+use super::sql::{Query, Sql, Value};
 use crate::args;
 use crate::event::{ConversationUpdate, Message, Note};
 
@@ -76,9 +76,10 @@ pub fn store(
         }
     };
     let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut added = 0;
-    for message in &update.messages {
-        let ext_id = match &message.ext_id {
+    let ext_ids: Vec<String> = update
+        .messages
+        .iter()
+        .map(|message| match &message.ext_id {
             Some(id) => id.clone(),
             None => {
                 // Identical messages in one transcript stay distinct by their
@@ -88,21 +89,34 @@ pub fn store(
                 *n += 1;
                 format!("{digest}#{n}")
             }
-        };
-        added += conn.execute(
-            "INSERT INTO messages (conversation_id, ext_id, sender, author, text, at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-            args![
-                conversation,
-                ext_id,
-                message.from.as_str(),
-                message.author,
-                message.text,
-                message.at
-            ],
-        )?;
-    }
-    Ok(added)
+        })
+        .collect();
+    let args: Vec<[Value<'_>; 6]> = update
+        .messages
+        .iter()
+        .zip(&ext_ids)
+        .map(|(message, ext_id)| {
+            [
+                Value::of(&conversation),
+                Value::of(ext_id),
+                Value::of(message.from.as_str()),
+                Value::of(&message.author),
+                Value::of(&message.text),
+                Value::of(&message.at),
+            ]
+        })
+        .collect();
+    let inserts: Vec<Query<'_>> = args
+        .iter()
+        .map(|args| {
+            Query::new(
+                "INSERT INTO messages (conversation_id, ext_id, sender, author, text, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                args,
+            )
+        })
+        .collect();
+    Ok(conn.execute_each(&inserts)?.into_iter().sum())
 }
 
 fn content_id(message: &Message) -> String {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use super::DbError;
 use super::leads;
-use super::sql::{CellRef, Dialect, Row, Sql};
+use super::sql::{CellRef, Dialect, Query, Row, Sql, Value};
 use crate::args;
 use crate::crm::duplicates::{
     Attribute, email_similarity, name_similarity, phone_similarity, push_quoted, reverse_into,
@@ -53,9 +53,23 @@ pub fn detect(
     threshold: f64,
     at: &str,
 ) -> Result<Vec<Similar>, DbError> {
-    let found = candidates(conn, lead, profile, threshold, |index, key, visit| {
-        visit_neighbours(conn, index, key, visit)
-    })?;
+    let found = match conn.dialect() {
+        // In-process reads cost less than copying what they return.
+        Dialect::Sqlite => candidates(conn, lead, profile, threshold, |index, key, visit| {
+            visit_neighbours(conn, index, key, visit)
+        })?,
+        // Every index read in one round trip, before any is scored.
+        Dialect::Postgres => {
+            let fetched = fetch_neighbours(conn, profile)?;
+            candidates(conn, lead, profile, threshold, |index, key, visit| {
+                let rows = fetched.iter().find(|(i, k, _)| *i == index && k == key);
+                for (owner, value) in rows.into_iter().flat_map(|(_, _, rows)| rows) {
+                    visit(*owner, value);
+                }
+                Ok(())
+            })?
+        }
+    };
     let mut linked = Vec::with_capacity(found.len());
     for similar in found {
         if leads::link_duplicate(conn, lead, similar.lead, similar.score, &similar.reason, at)? {
@@ -63,6 +77,59 @@ pub fn detect(
         }
     }
     Ok(linked)
+}
+
+/// A key, the index it is looked up in, and its neighbours there.
+type Neighbours = (Index, String, Vec<(Owner, String)>);
+
+/// The neighbours of every key of `profile` in its index, as
+/// [`visit_neighbours`] visits them, read together.
+fn fetch_neighbours(conn: &dyn Sql, profile: &Profile) -> Result<Vec<Neighbours>, DbError> {
+    let mut keys: Vec<(Index, String)> = Vec::new();
+    if let Some(key) = &profile.name_key {
+        keys.push((Index::Name, key.clone()));
+        keys.push((Index::NameRev, reversed(key)));
+    }
+    keys.extend(profile.emails.iter().map(|e| (Index::Email, e.clone())));
+    keys.extend(profile.phones.iter().map(|p| (Index::Phone, p.clone())));
+    let args: Vec<[Value<'_>; 1]> = keys.iter().map(|(_, key)| [Value::of(key)]).collect();
+    let mut queries = Vec::with_capacity(2 * keys.len());
+    for ((index, _), args) in keys.iter().zip(&args) {
+        let (below, above) = neighbour_queries(*index, conn.dialect());
+        queries.push(Query::new(below, args));
+        queries.push(Query::new(above, args));
+    }
+    let mut fetched: Vec<_> = keys
+        .iter()
+        .map(|(index, key)| (*index, key.clone(), Vec::new()))
+        .collect();
+    conn.each_row_of(&queries, &mut |query, row| {
+        let (index, _, rows) = &mut fetched[query / 2];
+        rows.push((owner_of(*index)(row.get(0)?), row.get(1)?));
+        Ok(())
+    })?;
+    Ok(fetched)
+}
+
+/// The statements reading the neighbours below and above a key.
+fn neighbour_queries(index: Index, dialect: Dialect) -> (&'static str, &'static str) {
+    match (index, dialect) {
+        (Index::Name, Dialect::Sqlite) => (NAME_BELOW, NAME_ABOVE),
+        (Index::Name, Dialect::Postgres) => (PG_NAME_BELOW, PG_NAME_ABOVE),
+        (Index::NameRev, Dialect::Sqlite) => (REV_BELOW, REV_ABOVE),
+        (Index::NameRev, Dialect::Postgres) => (PG_REV_BELOW, PG_REV_ABOVE),
+        // Values are unique: no ties to order.
+        (Index::Email, _) => (EMAIL_BELOW, EMAIL_ABOVE),
+        (Index::Phone, _) => (PHONE_BELOW, PHONE_ABOVE),
+    }
+}
+
+/// What the ids an index holds are.
+fn owner_of(index: Index) -> fn(i64) -> Owner {
+    match index {
+        Index::Name | Index::NameRev => Owner::Lead,
+        Index::Email | Index::Phone => Owner::Contact,
+    }
 }
 
 /// The neighbours of `key` in `index`, looked up in the database (see
@@ -119,19 +186,8 @@ fn visit_neighbours(
     key: &str,
     visit: &mut dyn FnMut(Owner, &str),
 ) -> Result<(), DbError> {
-    let (below, above) = match (index, conn.dialect()) {
-        (Index::Name, Dialect::Sqlite) => (NAME_BELOW, NAME_ABOVE),
-        (Index::Name, Dialect::Postgres) => (PG_NAME_BELOW, PG_NAME_ABOVE),
-        (Index::NameRev, Dialect::Sqlite) => (REV_BELOW, REV_ABOVE),
-        (Index::NameRev, Dialect::Postgres) => (PG_REV_BELOW, PG_REV_ABOVE),
-        // Values are unique: no ties to order.
-        (Index::Email, _) => (EMAIL_BELOW, EMAIL_ABOVE),
-        (Index::Phone, _) => (PHONE_BELOW, PHONE_ABOVE),
-    };
-    let owner = match index {
-        Index::Name | Index::NameRev => Owner::Lead,
-        Index::Email | Index::Phone => Owner::Contact,
-    };
+    let (below, above) = neighbour_queries(index, conn.dialect());
+    let owner = owner_of(index);
     for sql in [below, above] {
         conn.each_row(sql, args![key], &mut |row| {
             let value = borrowed_text(row, 1)?;

@@ -94,7 +94,7 @@ pub fn insert(conn: &dyn Sql, d: &NewDelivery) -> Result<Inserted, DbError> {
 
 /// Records which lead a delivery was applied to.
 pub fn set_lead(conn: &dyn Sql, id: i64, lead: Option<i64>) -> Result<(), DbError> {
-    conn.execute(
+    conn.execute_later(
         "UPDATE deliveries SET lead_id = ?2 WHERE id = ?1",
         args![id, lead],
     )?;

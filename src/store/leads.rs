@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use super::DbError;
-use super::sql::Sql;
+use super::sql::{Query, Row, Sql, Value};
 use crate::args;
 use crate::crm::duplicates::reversed;
 use crate::crm::explain::Explanation;
@@ -90,45 +90,207 @@ pub fn chat_owner(conn: &dyn Sql, platform: &str, chat_id: &str) -> Result<Optio
     )
 }
 
-/// Whether the lead has neither email nor phone.
-pub fn is_anonymous(conn: &dyn Sql, id: i64) -> Result<bool, DbError> {
-    let has_email = conn.exists("SELECT 1 FROM lead_emails WHERE lead_id = ?1", args![id])?;
-    let has_phone = conn.exists("SELECT 1 FROM lead_phones WHERE lead_id = ?1", args![id])?;
-    Ok(!has_email && !has_phone)
+/// The identifiers one delivery carries, to look up together.
+pub struct Lookup<'a> {
+    /// The platform the visitor ids and chat belong to.
+    pub platform: &'a str,
+    /// Normalised emails.
+    pub emails: &'a [(String, String)],
+    /// Normalised phones.
+    pub phones: &'a [(String, String)],
+    /// The platform's visitor ids.
+    pub visitors: &'a [String],
+    /// The chat the event belongs to.
+    pub chat: Option<&'a str>,
+    /// A lead id the platform echoes back.
+    pub hint: Option<i64>,
 }
 
-/// A lead's emails or phones, primary first.
-pub fn contacts(conn: &dyn Sql, kind: ContactKind, id: i64) -> Result<Vec<Contact>, DbError> {
-    let sql = match kind {
+/// Who owns each identifier of a [`Lookup`]; emails and phones answered
+/// with the lead they live on now (folds followed).
+#[derive(Debug, Default)]
+pub struct Owners {
+    /// The owner of each email, in order.
+    pub emails: Vec<Option<i64>>,
+    /// The owner of each phone, in order.
+    pub phones: Vec<Option<i64>>,
+    /// The owner of each visitor id, in order.
+    pub visitors: Vec<Option<i64>>,
+    /// The owner of the chat.
+    pub chat: Option<i64>,
+    /// The lead the platform echoes back, if it exists.
+    pub hint: Option<i64>,
+}
+
+/// Looks every identifier of a delivery up at once (one round trip on
+/// PostgreSQL, where each used to be its own), each contact with the
+/// `merged_into` of its lead so that only a folded owner costs more.
+pub fn owners(conn: &dyn Sql, lookup: &Lookup<'_>) -> Result<Owners, DbError> {
+    const EMAIL: &str = "SELECT e.lead_id, l.merged_into FROM lead_emails e
+         JOIN leads l ON l.id = e.lead_id WHERE e.value = ?1";
+    const PHONE: &str = "SELECT p.lead_id, l.merged_into FROM lead_phones p
+         JOIN leads l ON l.id = p.lead_id WHERE p.value = ?1";
+    const VISITOR: &str =
+        "SELECT lead_id FROM lead_visitors WHERE platform = ?1 AND visitor_id = ?2";
+    const CHAT: &str = "SELECT lead_id FROM conversations WHERE platform = ?1 AND chat_id = ?2";
+    const HINT: &str = "SELECT 1 FROM leads WHERE id = ?1";
+    let email_args: Vec<[Value<'_>; 1]> =
+        lookup.emails.iter().map(|(v, _)| [Value::of(v)]).collect();
+    let phone_args: Vec<[Value<'_>; 1]> =
+        lookup.phones.iter().map(|(v, _)| [Value::of(v)]).collect();
+    let visitor_args: Vec<[Value<'_>; 2]> = lookup
+        .visitors
+        .iter()
+        .map(|v| [Value::of(lookup.platform), Value::of(v)])
+        .collect();
+    let chat_args = lookup
+        .chat
+        .map(|c| [Value::of(lookup.platform), Value::of(c)]);
+    let hint_args = lookup.hint.map(|h| [Value::Int(h)]);
+    // What each query's rows answer, in the order the queries are sent.
+    enum Slot {
+        Email(usize),
+        Phone(usize),
+        Visitor(usize),
+        Chat,
+        Hint,
+    }
+    let mut queries = Vec::new();
+    let mut slots = Vec::new();
+    for (i, args) in email_args.iter().enumerate() {
+        queries.push(Query::new(EMAIL, args));
+        slots.push(Slot::Email(i));
+    }
+    for (i, args) in phone_args.iter().enumerate() {
+        queries.push(Query::new(PHONE, args));
+        slots.push(Slot::Phone(i));
+    }
+    for (i, args) in visitor_args.iter().enumerate() {
+        queries.push(Query::new(VISITOR, args));
+        slots.push(Slot::Visitor(i));
+    }
+    if let Some(args) = &chat_args {
+        queries.push(Query::new(CHAT, args));
+        slots.push(Slot::Chat);
+    }
+    if let Some(args) = &hint_args {
+        queries.push(Query::new(HINT, args));
+        slots.push(Slot::Hint);
+    }
+    let mut owners = Owners {
+        emails: vec![None; email_args.len()],
+        phones: vec![None; phone_args.len()],
+        visitors: vec![None; visitor_args.len()],
+        ..Owners::default()
+    };
+    // Contacts whose lead was folded, to follow afterwards: `(email?, index, next)`.
+    let mut folded = Vec::new();
+    conn.each_row_of(&queries, &mut |query, r| {
+        match slots[query] {
+            Slot::Email(i) | Slot::Phone(i) => {
+                let email = matches!(slots[query], Slot::Email(_));
+                let lead: i64 = r.get(0)?;
+                match r.get::<Option<i64>>(1)? {
+                    Some(into) => folded.push((email, i, into)),
+                    None if email => owners.emails[i] = Some(lead),
+                    None => owners.phones[i] = Some(lead),
+                }
+            }
+            Slot::Visitor(i) => owners.visitors[i] = Some(r.get(0)?),
+            Slot::Chat => owners.chat = Some(r.get(0)?),
+            Slot::Hint => owners.hint = lookup.hint,
+        }
+        Ok(())
+    })?;
+    for (email, i, into) in folded {
+        let lead = Some(survivor(conn, into)?);
+        if email {
+            owners.emails[i] = lead;
+        } else {
+            owners.phones[i] = lead;
+        }
+    }
+    Ok(owners)
+}
+
+/// Whether the lead has neither email nor phone.
+pub fn is_anonymous(conn: &dyn Sql, id: i64) -> Result<bool, DbError> {
+    let id_arg = args![id];
+    let mut anonymous = true;
+    conn.each_row_of(
+        &[
+            Query::new(
+                "SELECT 1 FROM lead_emails WHERE lead_id = ?1 LIMIT 1",
+                id_arg,
+            ),
+            Query::new(
+                "SELECT 1 FROM lead_phones WHERE lead_id = ?1 LIMIT 1",
+                id_arg,
+            ),
+        ],
+        &mut |_, _| {
+            anonymous = false;
+            Ok(())
+        },
+    )?;
+    Ok(anonymous)
+}
+
+/// The query of a lead's emails or phones, primary first.
+pub(super) fn contacts_sql(kind: ContactKind) -> &'static str {
+    match kind {
         ContactKind::Email => {
             "SELECT value, raw, is_primary FROM lead_emails WHERE lead_id = ?1 ORDER BY is_primary DESC, id"
         }
         ContactKind::Phone => {
             "SELECT value, raw, is_primary FROM lead_phones WHERE lead_id = ?1 ORDER BY is_primary DESC, id"
         }
-    };
-    conn.query_all(sql, args![id], |r| {
-        Ok(Contact {
-            value: r.get(0)?,
-            raw: r.get(1)?,
-            primary: r.get(2)?,
-        })
+    }
+}
+
+/// A row of [`contacts_sql`].
+pub(super) fn contact_row(r: &Row<'_>) -> Result<Contact, DbError> {
+    Ok(Contact {
+        value: r.get(0)?,
+        raw: r.get(1)?,
+        primary: r.get(2)?,
     })
 }
 
-/// What the merge policy needs to know about a lead.
+/// A lead's emails or phones, primary first.
+pub fn contacts(conn: &dyn Sql, kind: ContactKind, id: i64) -> Result<Vec<Contact>, DbError> {
+    conn.query_all(contacts_sql(kind), args![id], contact_row)
+}
+
+/// What the merge policy needs to know about a lead (in one round trip on
+/// PostgreSQL).
 pub fn current(conn: &dyn Sql, id: i64) -> Result<Current, DbError> {
-    let (name, description) = conn.query_row(
-        "SELECT name, description FROM leads WHERE id = ?1",
-        args![id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+    let id_arg = args![id];
+    let mut found = false;
+    let mut current = Current::default();
+    conn.each_row_of(
+        &[
+            Query::new("SELECT name, description FROM leads WHERE id = ?1", id_arg),
+            Query::new(contacts_sql(ContactKind::Email), id_arg),
+            Query::new(contacts_sql(ContactKind::Phone), id_arg),
+        ],
+        &mut |query, r| {
+            match query {
+                0 => {
+                    found = true;
+                    current.name = r.get(0)?;
+                    current.description = r.get(1)?;
+                }
+                1 => current.emails.push(contact_row(r)?),
+                _ => current.phones.push(contact_row(r)?),
+            }
+            Ok(())
+        },
     )?;
-    Ok(Current {
-        name,
-        description,
-        emails: contacts(conn, ContactKind::Email, id)?,
-        phones: contacts(conn, ContactKind::Phone, id)?,
-    })
+    if !found {
+        return Err(DbError::Internal(format!("no lead {id}")));
+    }
+    Ok(current)
 }
 
 /// Where a new lead starts: its status (the pipeline's first) and where
@@ -213,7 +375,7 @@ fn insert_history(
     decision: Option<i64>,
     explanation: Option<&str>,
 ) -> Result<(), DbError> {
-    conn.execute(
+    conn.execute_later(
         "INSERT INTO history (lead_id, at, field, old, new, delivery_id, source, explanation, decision_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         args![
@@ -235,11 +397,10 @@ fn insert_history(
 /// ETag, what forms carry) in the same statement, so that no change goes
 /// unseen and none costs a statement more.
 pub(super) fn touch(conn: &dyn Sql, lead: i64, at: &str) -> Result<(), DbError> {
-    conn.execute(
+    conn.execute_later(
         "UPDATE leads SET updated_at = ?2, version = version + 1 WHERE id = ?1",
         args![lead, at],
-    )?;
-    Ok(())
+    )
 }
 
 /// A delivery's decision, serialised once and stored once (in `decisions`,
@@ -629,7 +790,7 @@ pub fn apply_changes(
         match change {
             Change::Name { old, new, .. } => {
                 let key = name_key(new);
-                conn.execute(
+                conn.execute_later(
                     "UPDATE leads SET name = ?2, name_key = ?3, name_rev = ?4 WHERE id = ?1",
                     args![
                         lead,
@@ -641,7 +802,7 @@ pub fn apply_changes(
                 pending.push(("name".into(), old.clone(), Some(new)));
             }
             Change::Description { old, new, .. } => {
-                conn.execute(
+                conn.execute_later(
                     "UPDATE leads SET description = ?2 WHERE id = ?1",
                     args![lead, new],
                 )?;
@@ -665,7 +826,7 @@ pub fn apply_changes(
                     "INSERT INTO {} (lead_id, value, raw, is_primary, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     table(*kind)
                 );
-                conn.execute(&sql, args![lead, value, raw, primary, source.at])?;
+                conn.execute_later(&sql, args![lead, value, raw, primary, source.at])?;
                 let old = if *primary { old_primary } else { None };
                 pending.push((kind.as_str().into(), old, Some(value)));
             }
@@ -674,7 +835,7 @@ pub fn apply_changes(
                     "DELETE FROM {} WHERE lead_id = ?1 AND value = ?2",
                     table(*kind)
                 );
-                conn.execute(&sql, args![lead, value])?;
+                conn.execute_later(&sql, args![lead, value])?;
                 if primaries[slot(*kind)].as_ref() == Some(value) {
                     primaries[slot(*kind)] = None;
                 }
@@ -691,7 +852,7 @@ pub fn apply_changes(
                     "UPDATE {} SET is_primary = 1 WHERE lead_id = ?1 AND value = ?2",
                     table(*kind)
                 );
-                conn.execute(&sql, args![lead, value])?;
+                conn.execute_later(&sql, args![lead, value])?;
                 let field = format!("primary {}", kind.as_str());
                 pending.push((field.into(), old.clone(), Some(value)));
             }
@@ -788,8 +949,7 @@ fn clear_primary(conn: &dyn Sql, kind: ContactKind, lead: i64) -> Result<(), DbE
         "UPDATE {} SET is_primary = 0 WHERE lead_id = ?1 AND is_primary = 1",
         table(kind)
     );
-    conn.execute(&sql, args![lead])?;
-    Ok(())
+    conn.execute_later(&sql, args![lead])
 }
 
 /// Links a platform visitor id to a lead, unless it is linked already
@@ -801,12 +961,11 @@ pub fn link_visitor(
     lead: i64,
     at: &str,
 ) -> Result<(), DbError> {
-    conn.execute(
+    conn.execute_later(
         "INSERT INTO lead_visitors (platform, visitor_id, lead_id, created_at)
          VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
         args![platform, visitor_id, lead, at],
-    )?;
-    Ok(())
+    )
 }
 
 /// Links two leads as possible duplicates (once per pair; the first reason stays).
@@ -1010,7 +1169,7 @@ pub fn set_fields(
         if old.as_deref() == Some(value) {
             continue;
         }
-        conn.execute(
+        conn.execute_later(
             "INSERT INTO lead_fields (lead_id, key, value, updated_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (lead_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             args![lead, key, value, source.at],

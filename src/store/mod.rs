@@ -518,8 +518,12 @@ where
     fn run(&mut self, conn: &dyn Sql) -> JobEnd {
         let _entered = self.span.enter();
         let f = &mut self.f;
-        let result = catch_unwind(AssertUnwindSafe(|| f(conn)))
-            .unwrap_or_else(|panic| Err(DbError::Internal(panic_message(&panic))));
+        // The job's held-back writes are sent before it counts as done, so
+        // that their failure is its own (and its savepoint's).
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            f(conn).and_then(|r| conn.flush().map(|()| r))
+        }))
+        .unwrap_or_else(|panic| Err(DbError::Internal(panic_message(&panic))));
         let end = match &result {
             Ok(_) => JobEnd::Keep,
             Err(e @ DbError::Unavailable(_)) => JobEnd::Fault(e.to_string()),

@@ -21,7 +21,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use super::DbError;
-use super::sql::{Dialect, Row, Sql, Value, postgres_placeholders};
+use super::sql::{Dialect, OwnedValue, Query, Row, Sql, Value, postgres_placeholders};
 
 /// Advisory-lock key every write transaction holds ("crm-wr").
 pub(super) const WRITE_LOCK: i64 = 0x63726d2d7772;
@@ -119,6 +119,7 @@ impl Postgres {
         Session {
             conn: Conn::Pooled(client),
             exec: Exec::Shared(&self.handle),
+            later: RefCell::default(),
         }
     }
 
@@ -237,6 +238,7 @@ impl OwnConnection {
                 statements: &self.statements,
             },
             exec: Exec::Own(&self.runtime),
+            later: RefCell::default(),
         }
     }
 
@@ -255,6 +257,22 @@ pub type Statements = RefCell<HashMap<String, tokio_postgres::Statement>>;
 pub struct Session<'a> {
     conn: Conn<'a>,
     exec: Exec<'a>,
+    /// Writes held back by `execute_later`, sent with the next statement.
+    later: RefCell<Vec<(tokio_postgres::Statement, Vec<OwnedValue>)>>,
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        // Every transaction ends with a statement that sends them; writes
+        // left here would be lost without a word.
+        let later = self.later.get_mut();
+        if !later.is_empty() {
+            tracing::error!(
+                statements = later.len(),
+                "a database session ended with writes never sent"
+            );
+        }
+    }
 }
 
 enum Conn<'a> {
@@ -293,6 +311,7 @@ impl<'a> Session<'a> {
         Session {
             conn: Conn::Plain { client, statements },
             exec: Exec::Shared(handle),
+            later: RefCell::default(),
         }
     }
 
@@ -325,6 +344,103 @@ fn params<'v>(args: &'v [Value<'v>]) -> Vec<&'v (dyn ToSql + Sync)> {
     args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
 }
 
+/// What a statement sent in a pipeline answers.
+enum Answer {
+    /// The rows of a query.
+    Rows(Vec<tokio_postgres::Row>),
+    /// The number of rows a write changed.
+    Changed(u64),
+}
+
+impl Session<'_> {
+    /// Sends the held-back writes and then `statements`, all before waiting
+    /// for any answer (tokio-postgres pipelines requests sent together), and
+    /// answers each of `statements`: its rows, or with `count` the number of
+    /// rows it changed. The first error in order is the answer; statements
+    /// after a failed one fail too (the transaction is aborted).
+    fn pipeline(
+        &self,
+        statements: &[(tokio_postgres::Statement, &[Value<'_>])],
+        count: bool,
+    ) -> Result<Vec<Answer>, DbError> {
+        let later = std::mem::take(&mut *self.later.borrow_mut());
+        let later_values: Vec<Vec<Value<'_>>> = later
+            .iter()
+            .map(|(_, args)| args.iter().map(OwnedValue::as_value).collect())
+            .collect();
+        let client = self.client();
+        let writes = later
+            .iter()
+            .zip(&later_values)
+            .map(|((statement, _), args)| (statement, args.as_slice(), true));
+        let asked = statements
+            .iter()
+            .map(|(statement, args)| (statement, *args, count));
+        type Pending<'f> = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Answer, tokio_postgres::Error>> + 'f>,
+        >;
+        let futures: Vec<Pending<'_>> = writes
+            .chain(asked)
+            .map(|(statement, args, count)| -> Pending<'_> {
+                let params = params(args);
+                if count {
+                    Box::pin(async move {
+                        client
+                            .execute(statement, &params)
+                            .await
+                            .map(Answer::Changed)
+                    })
+                } else {
+                    Box::pin(
+                        async move { client.query(statement, &params).await.map(Answer::Rows) },
+                    )
+                }
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(statements.len());
+        for (i, answer) in self
+            .exec
+            .block_on(in_order(futures))
+            .into_iter()
+            .enumerate()
+        {
+            let answer = answer?;
+            if i >= later.len() {
+                answers.push(answer);
+            }
+        }
+        Ok(answers)
+    }
+}
+
+/// Awaits `futures`, polling them in order, so that each sends its request
+/// before the next one does and all are sent before any answer is awaited.
+async fn in_order<F: std::future::Future + Unpin>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures = futures;
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match std::pin::Pin::new(&mut *future).poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future ended"))
+        .collect()
+}
+
 impl Sql for Session<'_> {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
@@ -332,10 +448,10 @@ impl Sql for Session<'_> {
 
     fn execute(&self, sql: &str, args: &[Value<'_>]) -> Result<usize, DbError> {
         let statement = self.prepared(sql)?;
-        let changed = self
-            .exec
-            .block_on(self.client().execute(&statement, &params(args)))?;
-        Ok(changed as usize)
+        match self.pipeline(&[(statement, args)], true)?.pop() {
+            Some(Answer::Changed(changed)) => Ok(changed as usize),
+            _ => Err(DbError::Internal("no row count for a write".into())),
+        }
     }
 
     fn each_row(
@@ -344,17 +460,60 @@ impl Sql for Session<'_> {
         args: &[Value<'_>],
         each: &mut dyn FnMut(&Row<'_>) -> Result<(), DbError>,
     ) -> Result<(), DbError> {
-        let statement = self.prepared(sql)?;
-        let rows = self
-            .exec
-            .block_on(self.client().query(&statement, &params(args)))?;
-        for row in &rows {
-            each(&Row::Postgres(row))?;
-        }
-        Ok(())
+        self.each_row_of(&[Query::new(sql, args)], &mut |_, row| each(row))
     }
 
     fn batch(&self, sql: &str) -> Result<(), DbError> {
+        // The simple protocol cannot be pipelined with the held-back
+        // writes: they go first, in a round trip of their own.
+        self.flush()?;
         Ok(self.exec.block_on(self.client().batch_execute(sql))?)
+    }
+
+    fn execute_later(&self, sql: &str, args: &[Value<'_>]) -> Result<(), DbError> {
+        let statement = self.prepared(sql)?;
+        let args = args.iter().map(|&a| OwnedValue::from(a)).collect();
+        self.later.borrow_mut().push((statement, args));
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), DbError> {
+        if self.later.borrow().is_empty() {
+            return Ok(());
+        }
+        self.pipeline(&[], false).map(drop)
+    }
+
+    fn execute_each(&self, statements: &[Query<'_>]) -> Result<Vec<usize>, DbError> {
+        let writes = statements
+            .iter()
+            .map(|q| Ok((self.prepared(q.sql)?, q.args)))
+            .collect::<Result<Vec<_>, DbError>>()?;
+        self.pipeline(&writes, true)?
+            .into_iter()
+            .map(|answer| match answer {
+                Answer::Changed(n) => Ok(n as usize),
+                Answer::Rows(_) => Err(DbError::Internal("no row count for a write".into())),
+            })
+            .collect()
+    }
+
+    fn each_row_of(
+        &self,
+        queries: &[Query<'_>],
+        each: &mut dyn FnMut(usize, &Row<'_>) -> Result<(), DbError>,
+    ) -> Result<(), DbError> {
+        let reads = queries
+            .iter()
+            .map(|q| Ok((self.prepared(q.sql)?, q.args)))
+            .collect::<Result<Vec<_>, DbError>>()?;
+        for (i, answer) in self.pipeline(&reads, false)?.iter().enumerate() {
+            if let Answer::Rows(rows) = answer {
+                for row in rows {
+                    each(i, &Row::Postgres(row))?;
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -49,6 +49,41 @@ pub trait Sql {
     ) -> Result<(), DbError>;
     /// Runs several statements without parameters (schema, transaction control).
     fn batch(&self, sql: &str) -> Result<(), DbError>;
+    /// Runs a write whose answer nobody reads. PostgreSQL holds it back and
+    /// sends it together with the next statement that waits for an answer
+    /// (one round trip for both), which then reports its error, if any;
+    /// SQLite, in-process, runs it at once.
+    fn execute_later(&self, sql: &str, args: &[Value<'_>]) -> Result<(), DbError> {
+        self.execute(sql, args).map(drop)
+    }
+    /// Sends whatever [`execute_later`](Sql::execute_later) holds back, and
+    /// waits for it.
+    fn flush(&self) -> Result<(), DbError> {
+        Ok(())
+    }
+    /// Runs writes that do not depend on each other's answers, in order,
+    /// answering the number of rows each changed. PostgreSQL sends them all
+    /// at once.
+    fn execute_each(&self, statements: &[Query<'_>]) -> Result<Vec<usize>, DbError> {
+        statements
+            .iter()
+            .map(|s| self.execute(s.sql, s.args))
+            .collect()
+    }
+    /// Runs queries that do not depend on each other, handing each row to
+    /// `each` with the index of its query, query by query in order.
+    /// PostgreSQL sends them all at once (one round trip instead of one
+    /// each).
+    fn each_row_of(
+        &self,
+        queries: &[Query<'_>],
+        each: &mut dyn FnMut(usize, &Row<'_>) -> Result<(), DbError>,
+    ) -> Result<(), DbError> {
+        for (i, query) in queries.iter().enumerate() {
+            self.each_row(query.sql, query.args, &mut |row| each(i, row))?;
+        }
+        Ok(())
+    }
     /// The SQLite connection underneath, for what only SQLite has (its
     /// `data_version`, WAL checkpoints, query plans); `None` on PostgreSQL.
     fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
@@ -121,6 +156,22 @@ impl dyn Sql + '_ {
     }
 }
 
+/// One query of several run together by [`Sql::each_row_of`].
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    /// The statement.
+    pub sql: &'a str,
+    /// Its parameters.
+    pub args: &'a [Value<'a>],
+}
+
+impl<'a> Query<'a> {
+    /// `sql` with `args`.
+    pub fn new(sql: &'a str, args: &'a [Value<'a>]) -> Query<'a> {
+        Query { sql, args }
+    }
+}
+
 fn first_line(sql: &str) -> &str {
     sql.trim().lines().next().unwrap_or_default()
 }
@@ -138,6 +189,46 @@ pub enum Value<'a> {
     Text(&'a str),
     /// Bytes.
     Blob(&'a [u8]),
+}
+
+/// A parameter kept by a statement that runs later.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OwnedValue {
+    /// SQL NULL.
+    Null,
+    /// An integer.
+    Int(i64),
+    /// A floating-point number.
+    Real(f64),
+    /// Text.
+    Text(String),
+    /// Bytes.
+    Blob(Vec<u8>),
+}
+
+impl OwnedValue {
+    /// The parameter, borrowed again.
+    pub fn as_value(&self) -> Value<'_> {
+        match self {
+            OwnedValue::Null => Value::Null,
+            OwnedValue::Int(i) => Value::Int(*i),
+            OwnedValue::Real(r) => Value::Real(*r),
+            OwnedValue::Text(s) => Value::Text(s),
+            OwnedValue::Blob(b) => Value::Blob(b),
+        }
+    }
+}
+
+impl From<Value<'_>> for OwnedValue {
+    fn from(value: Value<'_>) -> Self {
+        match value {
+            Value::Null => OwnedValue::Null,
+            Value::Int(i) => OwnedValue::Int(i),
+            Value::Real(r) => OwnedValue::Real(r),
+            Value::Text(s) => OwnedValue::Text(s.to_owned()),
+            Value::Blob(b) => OwnedValue::Blob(b.to_vec()),
+        }
+    }
 }
 
 /// What can be passed as a statement parameter.

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::DbError;
 use super::leads;
-use super::sql::Sql;
+use super::sql::{Query, Row, Sql, Value};
 use crate::args;
 pub use crate::crm::card::LeadCard;
 use crate::crm::merge::{Contact, ContactKind, Current};
@@ -29,48 +29,65 @@ pub fn card_of(
     current_chat: Option<(&str, &str)>,
     known: Option<Current>,
 ) -> Result<LeadCard, DbError> {
-    let (status, owner, known) = match known {
-        Some(known) => {
-            let (status, owner) = conn.query_row(
-                "SELECT status, owner FROM leads WHERE id = ?1",
-                args![id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            (status, owner, known)
-        }
-        None => {
-            let (name, description, status, owner) = conn.query_row(
-                "SELECT name, description, status, owner FROM leads WHERE id = ?1",
-                args![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )?;
-            let known = Current {
-                name,
-                description,
-                emails: leads::contacts(conn, ContactKind::Email, id)?,
-                phones: leads::contacts(conn, ContactKind::Phone, id)?,
-            };
-            (status, owner, known)
-        }
-    };
-    let chats: i64 = conn.query_row(
-        "SELECT count(*) FROM conversations WHERE lead_id = ?1",
-        args![id],
-        |r| r.get(0),
-    )?;
     let (platform, chat) = current_chat.unwrap_or(("", ""));
-    let last_chat = conn.query_opt(
-        "SELECT platform, chat_id, started_at FROM conversations
-         WHERE lead_id = ?1 AND NOT (platform = ?2 AND chat_id = ?3)
-         ORDER BY started_at DESC LIMIT 1",
-        args![id, platform, chat],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
-    let duplicates = duplicate_links(conn, id)?
-        .into_iter()
-        .take(3)
-        .map(|d| (d.id, d.name))
-        .collect();
+    let id_arg = args![id];
+    let chat_args = args![id, platform, chat];
+    // Independent reads, sent together (one round trip on PostgreSQL).
+    let mut queries = vec![
+        Query::new(
+            "SELECT name, description, status, owner FROM leads WHERE id = ?1",
+            id_arg,
+        ),
+        Query::new(
+            "SELECT count(*) FROM conversations WHERE lead_id = ?1",
+            id_arg,
+        ),
+        Query::new(
+            "SELECT platform, chat_id, started_at FROM conversations
+             WHERE lead_id = ?1 AND NOT (platform = ?2 AND chat_id = ?3)
+             ORDER BY started_at DESC LIMIT 1",
+            chat_args,
+        ),
+        Query::new(DUPLICATE_LINKS, id_arg),
+        Query::new(TAGS, id_arg),
+        Query::new(FIELDS, id_arg),
+    ];
+    if known.is_none() {
+        queries.push(Query::new(leads::contacts_sql(ContactKind::Email), id_arg));
+        queries.push(Query::new(leads::contacts_sql(ContactKind::Phone), id_arg));
+    }
+    let mut row = None;
+    let mut read = Current::default();
+    let mut chats = 0;
+    let mut last_chat = None;
+    let mut duplicates = Vec::new();
+    let mut tags = Vec::new();
+    let mut fields = BTreeMap::new();
+    conn.each_row_of(&queries, &mut |query, r| {
+        match query {
+            0 => {
+                read.name = r.get(0)?;
+                read.description = r.get(1)?;
+                row = Some((r.get::<String>(2)?, r.get::<Option<String>>(3)?));
+            }
+            1 => chats = r.get(0)?,
+            2 => last_chat = Some((r.get(0)?, r.get(1)?, r.get(2)?)),
+            3 if duplicates.len() < 3 => {
+                let link = duplicate_link(r)?;
+                duplicates.push((link.id, link.name));
+            }
+            3 => {}
+            4 => tags.push(r.get(0)?),
+            5 => {
+                fields.insert(r.get(0)?, r.get(1)?);
+            }
+            6 => read.emails.push(leads::contact_row(r)?),
+            _ => read.phones.push(leads::contact_row(r)?),
+        }
+        Ok(())
+    })?;
+    let (status, owner) = row.ok_or_else(|| DbError::Internal(format!("no lead {id}")))?;
+    let known = known.unwrap_or(read);
     Ok(LeadCard {
         id,
         name: known.name,
@@ -81,8 +98,8 @@ pub fn card_of(
         phones: known.phones,
         chats,
         last_chat,
-        tags: tags(conn, id)?,
-        fields: fields(conn, id)?,
+        tags,
+        fields,
         duplicates,
     })
 }
@@ -124,17 +141,20 @@ pub fn new_lead_card<'a>(conn: &dyn Sql, id: i64, new: NewLead<'a>) -> Result<Le
     };
     // The order of `duplicate_links`: best score first, then lead id.
     links.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let duplicates = links
-        .into_iter()
+    let shown: Vec<[Value<'_>; 1]> = links
+        .iter()
         .take(3)
-        .map(|(other, _)| {
-            let name =
-                conn.query_row("SELECT name FROM leads WHERE id = ?1", args![other], |r| {
-                    r.get(0)
-                })?;
-            Ok((other, name))
-        })
-        .collect::<Result<_, DbError>>()?;
+        .map(|(other, _)| [Value::Int(*other)])
+        .collect();
+    let queries: Vec<Query<'_>> = shown
+        .iter()
+        .map(|args| Query::new("SELECT name FROM leads WHERE id = ?1", args))
+        .collect();
+    let mut duplicates: Vec<(i64, Option<String>)> = Vec::with_capacity(shown.len());
+    conn.each_row_of(&queries, &mut |query, r| {
+        duplicates.push((links[query].0, r.get(0)?));
+        Ok(())
+    })?;
     // Text as the store gives it back: PostgreSQL keeps a U+0000 as U+FFFD.
     let postgres = conn.dialect() == super::sql::Dialect::Postgres;
     let stored = |s: &str| {
@@ -172,25 +192,21 @@ pub fn new_lead_card<'a>(conn: &dyn Sql, id: i64, new: NewLead<'a>) -> Result<Le
     })
 }
 
+const TAGS: &str = "SELECT tag FROM lead_tags WHERE lead_id = ?1 ORDER BY tag";
+
+const FIELDS: &str = "SELECT key, value FROM lead_fields WHERE lead_id = ?1 ORDER BY key";
+
 fn tags(conn: &dyn Sql, id: i64) -> Result<Vec<String>, DbError> {
-    conn.query_all(
-        "SELECT tag FROM lead_tags WHERE lead_id = ?1 ORDER BY tag",
-        args![id],
-        |r| r.get(0),
-    )
+    conn.query_all(TAGS, args![id], |r| r.get(0))
 }
 
 /// A lead's custom fields, by key.
 pub fn fields(conn: &dyn Sql, id: i64) -> Result<BTreeMap<String, String>, DbError> {
     let mut out = BTreeMap::new();
-    conn.each_row(
-        "SELECT key, value FROM lead_fields WHERE lead_id = ?1 ORDER BY key",
-        args![id],
-        &mut |r| {
-            out.insert(r.get(0)?, r.get(1)?);
-            Ok(())
-        },
-    )?;
+    conn.each_row(FIELDS, args![id], &mut |r| {
+        out.insert(r.get(0)?, r.get(1)?);
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -207,27 +223,28 @@ pub struct DuplicateLink {
     pub reason: String,
 }
 
+/// The possible duplicates of a lead, best first. Two index seeks (pairs
+/// are stored once, lead_a < lead_b); an OR across both columns would cost
+/// several times more on every answer.
+const DUPLICATE_LINKS: &str = "SELECT l.id, l.name, d.score, d.reason FROM (
+         SELECT lead_b AS other, score, reason FROM duplicate_links WHERE lead_a = ?1
+         UNION ALL
+         SELECT lead_a, score, reason FROM duplicate_links WHERE lead_b = ?1
+     ) d JOIN leads l ON l.id = d.other
+     ORDER BY d.score DESC, l.id";
+
+fn duplicate_link(r: &Row<'_>) -> Result<DuplicateLink, DbError> {
+    Ok(DuplicateLink {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        score: r.get(2)?,
+        reason: r.get(3)?,
+    })
+}
+
 /// The possible duplicates of lead `id`, best first.
 pub(super) fn duplicate_links(conn: &dyn Sql, id: i64) -> Result<Vec<DuplicateLink>, DbError> {
-    conn.query_all(
-        // Two index seeks (pairs are stored once, lead_a < lead_b); an OR
-        // across both columns would cost several times more on every answer.
-        "SELECT l.id, l.name, d.score, d.reason FROM (
-             SELECT lead_b AS other, score, reason FROM duplicate_links WHERE lead_a = ?1
-             UNION ALL
-             SELECT lead_a, score, reason FROM duplicate_links WHERE lead_b = ?1
-         ) d JOIN leads l ON l.id = d.other
-         ORDER BY d.score DESC, l.id",
-        args![id],
-        |r| {
-            Ok(DuplicateLink {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                score: r.get(2)?,
-                reason: r.get(3)?,
-            })
-        },
-    )
+    conn.query_all(DUPLICATE_LINKS, args![id], duplicate_link)
 }
 
 /// An email or phone in the JSON lead.

@@ -244,13 +244,14 @@ fn control(conn: &dyn Sql, sql: &str) -> Result<(), DbError> {
 fn begin(conn: &dyn Sql) -> Result<(), DbError> {
     match conn.dialect() {
         Dialect::Sqlite => conn.batch("BEGIN IMMEDIATE"),
+        // Sent with the first job's first statement: a failure to begin is
+        // that job's failure, as a broken connection would be.
         Dialect::Postgres => {
-            conn.batch("BEGIN")?;
-            conn.execute(
+            conn.execute_later("BEGIN", &[])?;
+            conn.execute_later(
                 "SELECT pg_advisory_xact_lock(?1)",
                 crate::args![postgres::WRITE_LOCK],
             )
-            .map(drop)
         }
     }
 }
@@ -338,19 +339,17 @@ fn run_batch(conn: &dyn Sql, batch: &mut Vec<Job>) -> Settled {
 /// Commits the batch's transaction.
 fn commit(conn: &dyn Sql, jobs: Vec<(Job, Option<DbError>)>, job_fault: Option<String>) -> Settled {
     // PostgreSQL answers COMMIT of an aborted transaction by rolling it
-    // back without an error: ask first whether it still takes statements.
-    let healthy = match conn.dialect() {
-        Dialect::Sqlite => Ok(()),
-        Dialect::Postgres => conn.batch("SELECT 1"),
+    // back without an error: `SELECT 1` fails first in such a transaction,
+    // and the rest of the string is then skipped.
+    let committed = match conn.dialect() {
+        Dialect::Sqlite => conn.batch("COMMIT"),
+        Dialect::Postgres => conn.batch("SELECT 1; COMMIT"),
     };
-    let commit_error = healthy
-        .and_then(|()| conn.batch("COMMIT"))
-        .err()
-        .map(|err| {
-            tracing::error!(error = %err, "commit failed; batch rolled back");
-            let _ = conn.batch("ROLLBACK");
-            err
-        });
+    let commit_error = committed.err().map(|err| {
+        tracing::error!(error = %err, "commit failed; batch rolled back");
+        let _ = conn.batch("ROLLBACK");
+        err
+    });
     Settled {
         fault: commit_error.as_ref().map(ToString::to_string).or(job_fault),
         jobs,
