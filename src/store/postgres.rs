@@ -323,13 +323,15 @@ impl<'a> Session<'a> {
     }
 
     fn prepared(&self, sql: &str) -> Result<tokio_postgres::Statement, DbError> {
-        let text = postgres_placeholders(sql);
         match &self.conn {
-            Conn::Pooled(object) => Ok(self.exec.block_on(object.prepare_cached(&text))?),
+            Conn::Pooled(object) => Ok(self
+                .exec
+                .block_on(object.prepare_cached(&postgres_placeholders(sql)))?),
             Conn::Plain { client, statements } => {
                 if let Some(statement) = statements.borrow().get(sql) {
                     return Ok(statement.clone());
                 }
+                let text = postgres_placeholders(sql);
                 let statement = self.exec.block_on(client.prepare(&text))?;
                 statements
                     .borrow_mut()
