@@ -19,6 +19,7 @@ mod metrics;
 mod migrate_store;
 mod ops;
 mod pages;
+mod privacy;
 mod reload;
 mod rocketchat;
 mod secrets;
