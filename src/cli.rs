@@ -488,14 +488,17 @@ async fn token_command(db: &Db, action: TokenCommand) -> Result<ExitCode, String
 
 fn print_import(file: &Path, s: &crate::ops::import::Summary) -> ExitCode {
     println!(
-        "imported {}: {} rows: {} created, {} merged, {} unchanged, {} flagged as possible duplicates, {} rejected, {} skipped (people erased since the file was written)",
+        "imported {}: {} rows: {} created, {} merged, {} unchanged, {} flagged as possible duplicates, {} rejected",
         file.display(),
         s.rows,
         s.created,
         s.merged,
         s.unchanged,
         s.flagged,
-        s.rejected.len(),
+        s.rejected.len()
+    );
+    println!(
+        "skipped {} rows of people erased since the file was written",
         s.skipped
     );
     for (line, reason) in &s.rejected {

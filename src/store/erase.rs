@@ -430,12 +430,47 @@ pub fn export(
         )?;
         raw.extend(row);
     }
-    Ok(serde_json::json!({
+    let document = serde_json::json!({
         "exported_at": crate::event::now_rfc3339(),
         "leads": leads,
         "folded_leads": folded,
         "deliveries": raw,
-    }))
+    });
+    // Decisions quote the names of the leads they flagged as possible
+    // duplicates: another person's name is not theirs to receive.
+    let others = other_names(conn, person)?;
+    if others.is_empty() {
+        return Ok(document);
+    }
+    let mut text = document.to_string();
+    for name in others {
+        text = text.replace(&name, "[another lead]");
+    }
+    serde_json::from_str(&text).map_err(internal)
+}
+
+/// The names (as written and as compared) of the leads linked to the
+/// person's as possible duplicates, except names the person has too.
+fn other_names(conn: &dyn Sql, person: &Person) -> Result<Vec<String>, DbError> {
+    let own: BTreeSet<String> = person.names.iter().map(|n| n.to_lowercase()).collect();
+    let mut names = BTreeSet::new();
+    for &lead in &person.leads {
+        let linked: Vec<(Option<String>, Option<String>)> = conn.query_all(
+            "SELECT name, name_key FROM leads WHERE id IN
+             (SELECT lead_b FROM duplicate_links WHERE lead_a = ?1
+              UNION SELECT lead_a FROM duplicate_links WHERE lead_b = ?1)",
+            args![lead],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        for name in linked.into_iter().flat_map(|(n, k)| n.into_iter().chain(k)) {
+            if name.trim().chars().count() >= 3 && !own.contains(&name.to_lowercase()) {
+                // As serde_json writes it inside a string.
+                let quoted = serde_json::to_string(&name).map_err(internal)?;
+                names.insert(quoted[1..quoted.len() - 1].to_owned());
+            }
+        }
+    }
+    Ok(names.into_iter().collect())
 }
 
 /// A lead folded or merged into another: what stays on it.

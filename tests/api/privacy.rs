@@ -401,6 +401,46 @@ async fn an_erased_person_leaves_no_trace_and_old_data_does_not_bring_them_back(
     );
     let service_log = server.stop();
 
+    // Her subject export, asked by the folded lead's id: her lead, the
+    // folded one, each delivery of hers (the failed one too), nobody else.
+    let export: Value = serde_json::from_str(&run(
+        &config,
+        &["export-person", "--lead", &anon.to_string()],
+    ))
+    .unwrap();
+    assert_eq!(export["leads"][0]["id"], erin);
+    assert_eq!(export["folded_leads"][0]["id"], anon);
+    // Jivo's two chats, Rocket.Chat's room, LiveChat's chat.
+    assert_eq!(
+        export["leads"][0]["conversations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let text = export.to_string();
+    for line in &ERIN_LINES[..3] {
+        assert!(text.contains(line), "{line} missing from {text}");
+    }
+    let hers: i64 = query_store(
+        &db,
+        url.as_deref(),
+        &format!(
+            "SELECT count(*) FROM deliveries WHERE lead_id IN ({erin}, {anon}) OR status = 'failed'"
+        ),
+    );
+    assert_eq!(export["deliveries"].as_array().unwrap().len() as i64, hers);
+    for other in [
+        BOB_NAME,
+        BOB_EMAIL,
+        "4084987855",
+        "e.twin@example.com",
+        "erin erasmusen",
+        "Erin Erasmusen",
+    ] {
+        assert!(!text.contains(other), "{other} in her export: {text}");
+    }
+
     // A backup taken before the erasure (SQLite's own command).
     let backup = dir.path().join("backup.sqlite3");
     if url.is_none() {
@@ -528,7 +568,7 @@ async fn an_erased_person_leaves_no_trace_and_old_data_does_not_bring_them_back(
         .unwrap();
     let said = run(&config, &["import", csv.to_str().unwrap()]);
     assert!(
-        said.contains("1 created") && said.contains("1 skipped"),
+        said.contains("1 created") && said.contains("skipped 1 rows"),
         "{said}"
     );
     let rows = all_rows(&db, url.as_deref());
@@ -599,6 +639,17 @@ async fn privacy_app() -> TestApp {
 #[tokio::test]
 async fn only_admins_erase_and_export_and_the_export_holds_each_delivery_of_the_person_only() {
     let app = privacy_app().await;
+    // A lead of a similar name, there first: hers is flagged against it.
+    let (_, twin) = app
+        .jivo(&accepted(
+            9400,
+            "940",
+            "Erin Erasmusen",
+            Some("e.twin@example.com"),
+            None,
+        ))
+        .await;
+    let twin = lead_id(&twin);
     let (_, jivo) = app
         .jivo(&accepted(9401, "941", ERIN_NAME, Some(ERIN_EMAIL), None))
         .await;
@@ -698,8 +749,16 @@ async fn only_admins_erase_and_export_and_the_export_holds_each_delivery_of_the_
     for line in &ERIN_LINES[..2] {
         assert!(text.contains(line), "{line} missing from the export");
     }
-    for other in [BOB_NAME, BOB_EMAIL, "4084987855"] {
-        assert!(!text.contains(other), "{other} in Erin's export");
+    assert_eq!(export["leads"][0]["possible_duplicates"], json!([twin]));
+    for other in [
+        BOB_NAME,
+        BOB_EMAIL,
+        "4084987855",
+        "e.twin@example.com",
+        "Erin Erasmusen",
+        "erin erasmusen",
+    ] {
+        assert!(!text.contains(other), "{other} in Erin's export: {text}");
     }
     // The CLI says the same.
     let config = app.db_path.with_file_name("cli.toml");
