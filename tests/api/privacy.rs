@@ -898,3 +898,79 @@ async fn an_admin_erases_from_the_lead_page_after_confirming() {
     let (status, _) = app.api(&format!("/api/leads/{erin}")).await;
     assert_eq!(status, 404);
 }
+
+/// A SQLite file still holding raw deliveries of a person erased after
+/// they arrived (their tombstone is there): `migrate-store` leaves those
+/// deliveries behind, and says how many.
+#[tokio::test]
+async fn migrate_store_leaves_old_deliveries_of_erased_people_behind() {
+    let Some(server) = postgres_server() else {
+        eprintln!("skipped: set CRM_TEST_POSTGRES to run");
+        return;
+    };
+    let app = spawn_app_with(|config| {
+        config.database.url = None;
+        config.privacy.secret = Some(crm_responder::config::Secret::new(SECRET));
+    })
+    .await;
+    app.jivo(&accepted(9601, "961", ERIN_NAME, Some(ERIN_EMAIL), None))
+        .await;
+    app.jivo(&accepted(9602, "962", BOB_NAME, Some(BOB_EMAIL), None))
+        .await;
+    let dir = app.stop().await;
+    let db = dir.path().join("crm.sqlite3");
+    let config = dir.path().join("migrate.toml");
+    std::fs::write(
+        &config,
+        privacy_config(&db, None, &dir.path().join("spool")),
+    )
+    .unwrap();
+    // Her tombstone, as an erasure leaves it, dated after her delivery.
+    let parsed = crm_responder::config::Config::load(&config).unwrap();
+    let key = crm_responder::privacy::Key::of(&parsed).unwrap();
+    let email = crm_responder::privacy::Identifier::Email(ERIN_EMAIL.into());
+    with_store(&db, None, |conn| {
+        conn.execute(
+            "INSERT INTO tombstones (hash, kind, erased_at, key_id) VALUES (?1, 'email', ?2, ?3)",
+            crm_responder::args![key.hash(&email), "2999-01-01T00:00:00.000Z", key.id()],
+        )
+        .unwrap()
+    });
+    let target = fresh_postgres_database(&server).await;
+    let out = {
+        let (config, target) = (config.clone(), target.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .arg("--config")
+                .arg(&config)
+                .args(["migrate-store", "--to", &target])
+                .env("RUST_LOG", "warn")
+                .env_remove("CRM_DATABASE_URL")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("skipped 1 deliveries"), "{said}");
+    let bodies = with_store(&db, Some(&target), |conn| {
+        conn.query_all("SELECT body FROM deliveries", &[], |r| r.get::<Vec<u8>>(0))
+            .unwrap()
+    });
+    assert_eq!(bodies.len(), 1);
+    let text = String::from_utf8_lossy(&bodies[0]);
+    assert!(
+        text.contains(BOB_EMAIL) && !text.contains(ERIN_EMAIL),
+        "{text}"
+    );
+    assert_eq!(
+        query_store::<i64>(&db, Some(&target), "SELECT count(*) FROM tombstones"),
+        1
+    );
+}
