@@ -848,6 +848,15 @@ async fn an_admin_erases_from_the_lead_page_after_confirming() {
         .await
         .unwrap();
     assert!(page.contains("erase-form") && page.contains(&format!("/api/leads/{erin}/export")));
+    // The export link works with the admin's session.
+    let r = boss
+        .get(app.url(&format!("/api/leads/{erin}/export")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let export: Value = r.json().await.unwrap();
+    assert_eq!(export["leads"][0]["id"], erin);
     let marker = "name=\"csrf\" value=\"";
     let start = page.find(marker).unwrap() + marker.len();
     let csrf = &page[start..start + page[start..].find('"').unwrap()];
