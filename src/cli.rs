@@ -122,6 +122,42 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         to: String,
     },
+    /// Erase a person for good: their leads (and every lead folded into
+    /// them), contacts, conversations, notes, history and raw deliveries,
+    /// in the database and the spool; keyed hashes of their identifiers
+    /// stay, so that replay, import and migrate-store skip their old data.
+    #[command(group(clap::ArgGroup::new("who").required(true).args(["lead", "email", "phone"])))]
+    Erase {
+        /// A lead id.
+        #[arg(long)]
+        lead: Option<i64>,
+        /// An email.
+        #[arg(long)]
+        email: Option<String>,
+        /// A phone, in any format.
+        #[arg(long)]
+        phone: Option<String>,
+        /// Do not ask (for scripts).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Print everything held on a person as one JSON document (a subject
+    /// access request).
+    #[command(group(clap::ArgGroup::new("who").required(true).args(["lead", "email", "phone"])))]
+    ExportPerson {
+        /// A lead id.
+        #[arg(long)]
+        lead: Option<i64>,
+        /// An email.
+        #[arg(long)]
+        email: Option<String>,
+        /// A phone, in any format.
+        #[arg(long)]
+        phone: Option<String>,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 /// `crm-responder token …`
@@ -209,11 +245,17 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve => serve(&cli.config),
         Command::CheckConfig => check_config(&cli.config),
         Command::HashPassword => hash_password(),
-        Command::Import { file } => ops_command(&cli.config, |db, policy| async move {
-            crate::ops::import::run(&db, &policy, &file)
-                .await
-                .map(|s| print_import(&file, &s))
-        }),
+        Command::Import { file } => {
+            let key = match load(&cli.config) {
+                Ok(config) => crate::privacy::Key::of(&config),
+                Err(code) => return code,
+            };
+            ops_command(&cli.config, |db, policy| async move {
+                crate::ops::import::run(&db, &policy, &file, key)
+                    .await
+                    .map(|s| print_import(&file, &s))
+            })
+        }
         Command::Export { format, output } => ops_command(&cli.config, |db, _| async move {
             let out: Box<dyn std::io::Write + Send> = match &output {
                 Some(path) => Box::new(
@@ -233,22 +275,28 @@ pub fn run(cli: Cli) -> ExitCode {
             since,
             from,
         } => {
+            let key = match load(&cli.config) {
+                Ok(config) => crate::privacy::Key::of(&config),
+                Err(code) => return code,
+            };
             let selection = crate::ops::replay::Selection {
                 failed_only: !all,
                 since,
                 from: from.map(crate::ops::replay::Source::File),
                 last: None,
+                key,
             };
             ops_command(&cli.config, |db, policy| async move {
                 let s = crate::ops::replay::run(&db, &policy, &selection).await?;
                 println!(
-                    "replayed {} deliveries: {} applied ({} leads created, {} merged), {} unchanged, {} still failing",
+                    "replayed {} deliveries: {} applied ({} leads created, {} merged), {} unchanged, {} still failing, {} skipped (people erased since)",
                     s.seen,
                     s.applied,
                     s.created,
                     s.merged,
                     s.unchanged,
-                    s.failed.len()
+                    s.failed.len(),
+                    s.skipped
                 );
                 for (id, reason) in &s.failed {
                     println!("delivery {id}: {reason}");
@@ -284,6 +332,70 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(config) => crate::ops::migrate_store::command(&config, &to),
             Err(code) => code,
         },
+        Command::Erase {
+            lead,
+            email,
+            phone,
+            yes,
+        } => {
+            let config = match load(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let region = config.merge.default_region;
+            let subject = match crate::ops::erase::subject(
+                lead,
+                email.as_deref(),
+                phone.as_deref(),
+                region,
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let Some(key) = crate::privacy::Key::of(&config) else {
+                eprintln!(
+                    "error: [privacy] secret is not set: erasure keeps keyed hashes and needs it"
+                );
+                return ExitCode::from(2);
+            };
+            let spool = match crate::spool::Spool::open(&config.database.spool_dir()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: spool: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            ops_command(&cli.config, |db, _| async move {
+                crate::ops::erase::command(&db, &spool, key, region, subject, yes).await
+            })
+        }
+        Command::ExportPerson {
+            lead,
+            email,
+            phone,
+            output,
+        } => ops_command(&cli.config, |db, policy| async move {
+            let region = policy.merge.default_region;
+            let subject =
+                crate::ops::erase::subject(lead, email.as_deref(), phone.as_deref(), region)?;
+            let Some(document) = db
+                .export_person(subject, region)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                return Err("nothing is held on that person".into());
+            };
+            let text = serde_json::to_string_pretty(&document).map_err(|e| e.to_string())?;
+            match &output {
+                Some(path) => std::fs::write(path, text + "\n")
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+                None => println!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Backup { path, force } => {
             let config = match load(&cli.config) {
                 Ok(c) => c,
@@ -384,6 +496,10 @@ fn print_import(file: &Path, s: &crate::ops::import::Summary) -> ExitCode {
         s.unchanged,
         s.flagged,
         s.rejected.len()
+    );
+    println!(
+        "skipped {} rows of people erased since the file was written",
+        s.skipped
     );
     for (line, reason) in &s.rejected {
         println!("line {line}: {reason}");

@@ -97,6 +97,9 @@ pub struct Config {
     /// `[sessions]`: how long a sign-in lasts.
     #[serde(default)]
     pub sessions: SessionsConfig,
+    /// `[privacy]`: the key of erasure tombstones.
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
 }
 
 /// `[server]`
@@ -598,6 +601,17 @@ impl SessionsConfig {
     }
 }
 
+/// `[privacy]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Key of the HMAC that turns an erased person's identifiers into
+    /// tombstones. Absent: `erase` refuses. Changing it makes existing
+    /// tombstones unrecognisable, so `replay` and `import` refuse then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+}
+
 mod defaults {
     use std::path::PathBuf;
 
@@ -788,6 +802,9 @@ impl Config {
             check_secret("livechat.password", &lc.password)?;
             check_secret("livechat.secret_key", &lc.secret_key)?;
         }
+        if let Some(secret) = &self.privacy.secret {
+            check_secret("privacy.secret", secret)?;
+        }
         let order = &self.merge.match_order;
         if order.len() != 2 || order[0] == order[1] {
             return Err(invalid(
@@ -879,6 +896,7 @@ const SHIPPED_SECRETS: &[&str] = &[
     "change-me-rocketchat-token",
     "change-me-livechat-password",
     "change-me-livechat-secret",
+    "change-me-privacy-secret",
     // The shipped user's hash of "change-me-now".
     "$argon2id$v=19$m=19456,t=2,p=1$SM2NyHmir08ExIehJyQhbg$hGmnpmsOc6otx+RJQR70pSERgH/+7NlK6W6pSj3Clpc",
 ];
@@ -907,6 +925,11 @@ impl Config {
             if shipped(&lc.secret_key) {
                 keys.push("livechat.secret_key".to_owned());
             }
+        }
+        if let Some(secret) = &self.privacy.secret
+            && shipped(secret)
+        {
+            keys.push("privacy.secret".to_owned());
         }
         for (i, user) in self.sales.users.iter().enumerate() {
             if shipped(&user.password_hash) {

@@ -261,7 +261,8 @@ pub fn now_rfc3339() -> String {
     format_time(time::OffsetDateTime::now_utc())
 }
 
-fn format_time(t: time::OffsetDateTime) -> String {
+/// `t` as times are stored (RFC 3339 UTC, milliseconds).
+pub fn format_time(t: time::OffsetDateTime) -> String {
     const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );

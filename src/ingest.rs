@@ -68,7 +68,9 @@ pub async fn deliver(
                 .metrics
                 .delivery(platform, &event, "rejected", started.elapsed());
             state.metrics.inbox_failure();
-            tracing::info!(%platform, %event, outcome = "rejected", %reason, "delivery");
+            // The reason may quote the body's values: not in the log.
+            let logged = crate::privacy::redact(&reason);
+            tracing::info!(%platform, %event, outcome = "rejected", reason = %logged, "delivery");
             return Err(Refused::BadBody(reason));
         }
     };

@@ -29,6 +29,9 @@
 //! - [`ops`]: `import`, `export`, `replay`, `backup`, `explain`, `preview`,
 //!   `token`, `migrate-store`, one file each.
 //! - [`spool`]: deliveries acknowledged during a storage fault, applied when it ends.
+//! - [`privacy`]: who a person is (identifiers), tombstones of erased people
+//!   and matching old data against them; the erasure itself is
+//!   [`store::erase`], run by [`ops::erase`].
 
 pub mod app;
 pub mod cli;
@@ -41,6 +44,7 @@ pub mod metrics;
 pub mod ops;
 pub mod password;
 pub mod platforms;
+pub mod privacy;
 pub mod spool;
 pub mod staff;
 pub mod store;

@@ -104,6 +104,34 @@ impl Spool {
         Ok(files)
     }
 
+    /// Removes every spooled delivery `erased(platform, body)` says
+    /// belongs to an erased person, its bytes overwritten with zeros and
+    /// synced first (a plain unlink leaves them in the file's blocks for
+    /// anyone who opens the disk). Answers how many were removed; files that
+    /// cannot be read are left for the drain to report.
+    pub fn remove_matching(&self, erased: impl Fn(&str, &[u8]) -> bool) -> io::Result<u64> {
+        let mut removed = 0;
+        for path in self.list()? {
+            let Ok(spooled) = Spool::read(&path) else {
+                continue;
+            };
+            let Ok(body) = spooled.body() else { continue };
+            if !erased(&spooled.platform, &body) {
+                continue;
+            }
+            let len = fs::metadata(&path)?.len();
+            let mut file = fs::OpenOptions::new().write(true).open(&path)?;
+            file.write_all(&vec![0u8; len as usize])?;
+            file.sync_all()?;
+            fs::remove_file(&path)?;
+            removed += 1;
+        }
+        if removed > 0 {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(removed)
+    }
+
     /// How many deliveries wait.
     pub fn depth(&self) -> usize {
         self.list().map(|l| l.len()).unwrap_or(0)

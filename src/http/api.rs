@@ -15,15 +15,19 @@ use crate::store::search::{Cursor, Query};
 use crate::store::view::{Found, LeadView};
 
 mod edits;
+pub mod privacy;
 
-/// `/api/leads/{id}`, `/api/leads`, and the writes on a lead (`edits.rs`).
+/// `/api/leads/{id}`, `/api/leads`, the writes on a lead (`edits.rs`), and
+/// the admin's erasure and export of a person (`privacy.rs`).
 pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     lead(state.clone())
         .or(search(state.clone()))
         .unify()
-        .or(edits::routes(state))
+        .or(edits::routes(state.clone()))
+        .unify()
+        .or(privacy::routes(state))
         .unify()
 }
 

@@ -142,9 +142,11 @@ async fn lead_page(
                     .map(|u| u.name.clone())
                     .collect(),
             });
+            let admin = Role::can_admin(user.staff.role).then(|| user.csrf.clone());
             let mut page = LeadPage::new(&lead, merged_from)
                 .signed_in(user)
-                .working(work);
+                .working(work)
+                .administering(admin);
             if let Some(problem) = problem {
                 page = page.refused(problem);
             }

@@ -6,6 +6,10 @@
 //! content, then applied as an event: a row seen before is a recognised
 //! redelivery, so importing a file twice changes nothing, and `replay` can
 //! re-apply imports like any other delivery.
+//!
+//! A row of an erased person is skipped (and counted) when the file was
+//! last written before their erasure: an old export must not bring them
+//! back, while a file written since may hold them as they came back.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
@@ -440,6 +444,8 @@ pub struct Summary {
     pub flagged: u64,
     /// Rows refused: line number and reason.
     pub rejected: Vec<(u64, String)>,
+    /// Rows of people erased after the file was written: not imported.
+    pub skipped: u64,
 }
 
 impl Summary {
@@ -486,8 +492,22 @@ type Piece = Vec<Result<(u64, Parsed), (u64, String)>>;
 /// Records are read on one thread and parsed on [`PARSERS`] others (phone
 /// parsing is most of the cost of a row), in pieces that are put back in
 /// file order before the writer applies them, [`BULK`] rows per write job.
-pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, String> {
+pub async fn run(
+    db: &Db,
+    policy: &Policy,
+    path: &Path,
+    key: Option<crate::privacy::Key>,
+) -> Result<Summary, String> {
     let open = |path: &Path| File::open(path).map_err(|e| format!("{}: {e}", path.display()));
+    let tombstones = db
+        .read(move |conn| Ok(crate::privacy::Tombstones::load(conn, key.as_ref())))
+        .await
+        .map_err(|e| e.to_string())??;
+    let written = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map(|t| crate::event::format_time(t.into()))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let region = policy.merge.default_region;
     let mut head = Vec::with_capacity(64 * 1024);
     open(path)?
         .take(64 * 1024)
@@ -558,6 +578,14 @@ pub async fn run(db: &Db, policy: &Policy, path: &Path) -> Result<Summary, Strin
                 for item in piece {
                     summary.rows += 1;
                     match item {
+                        Ok((_, parsed))
+                            if tombstones.erases(
+                                &crate::privacy::of_import_row(&parsed.row, region),
+                                &written,
+                            ) =>
+                        {
+                            summary.skipped += 1
+                        }
                         Ok(parsed) => batch.push(parsed),
                         Err((line, reason)) => summary.rejected.push((line, reason)),
                     }

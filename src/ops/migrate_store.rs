@@ -18,6 +18,10 @@
 //! and definitions, before the commit: PostgreSQL then checks each of them
 //! with one join instead of a trigger per row, and does not queue a pending
 //! trigger event per copied row (millions of them run out of memory).
+//!
+//! Raw deliveries of a person erased after they arrived (they match a
+//! tombstone: see `privacy.rs`) are not copied, and counted; a history row
+//! that pointed at one keeps its change without the pointer.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -57,6 +61,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("lead_pins", &["lead_id", "field"]),
     ("api_tokens", &["name"]),
     ("sessions", &["id_hash"]),
+    ("tombstones", &["hash"]),
 ];
 
 /// Most columns a table has (a row's values are kept on the stack).
@@ -80,6 +85,18 @@ pub struct Summary {
     pub replaced_nul: u64,
     /// How long the whole copy took, verification included.
     pub elapsed: Duration,
+    /// Deliveries of erased people not copied.
+    pub skipped: u64,
+}
+
+/// How old data is checked against erasures: the tombstones' key and the
+/// region phones are read in.
+#[derive(Debug, Clone)]
+pub struct Erasures {
+    /// `[privacy] secret`.
+    pub key: Option<crate::privacy::Key>,
+    /// `[merge] default_region`.
+    pub region: phonenumber::country::Id,
 }
 
 /// Runs the command for `config` and prints its outcome.
@@ -136,7 +153,17 @@ pub fn command(config: &Config, to: &str) -> ExitCode {
     );
     let result = {
         let _entered = runtime.enter();
-        run(&source, busy_timeout, &settings, runtime.handle())
+        let erasures = Erasures {
+            key: crate::privacy::Key::of(config),
+            region: config.merge.default_region,
+        };
+        run(
+            &source,
+            busy_timeout,
+            &settings,
+            runtime.handle(),
+            &erasures,
+        )
     };
     match result {
         Ok(s) => {
@@ -159,6 +186,10 @@ pub fn command(config: &Config, to: &str) -> ExitCode {
                 "verified: {} tables, {} rows, {} leads sampled",
                 s.tables, s.rows, s.sampled
             );
+            println!(
+                "skipped {} deliveries of people erased after they arrived",
+                s.skipped
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -177,9 +208,12 @@ pub fn run(
     busy_timeout: Duration,
     settings: &PostgresSettings,
     handle: &Handle,
+    erasures: &Erasures,
 ) -> Result<Summary, String> {
     let started = Instant::now();
     let lite = open_source(source, busy_timeout)?;
+    let skip =
+        erased_deliveries(&lite, erasures).map_err(|e| format!("{}: {e}", source.display()))?;
     let target = DatabaseUrl::new(&settings.url).redacted();
 
     let (client, connection) =
@@ -196,7 +230,7 @@ pub fn run(
     }
     let statements = Statements::default();
     let pg = Target::new(&client, &statements, handle);
-    let result = pg.run("BEGIN").and_then(|()| copy_all(&lite, &pg));
+    let result = pg.run("BEGIN").and_then(|()| copy_all(&lite, &pg, &skip));
     let result = match result {
         Ok(copied) => pg
             .run("COMMIT")
@@ -302,7 +336,7 @@ fn connect(
 /// The copy inside the open transaction: tables locked and found empty,
 /// foreign keys set aside, every table copied, the copy checked, foreign
 /// keys back and sequences past the copied ids.
-fn copy_all(lite: &Connection, pg: &Target<'_>) -> Result<Summary, String> {
+fn copy_all(lite: &Connection, pg: &Target<'_>, skip: &BTreeSet<i64>) -> Result<Summary, String> {
     let all = TABLES
         .iter()
         .map(|(t, _)| quote(t))
@@ -359,7 +393,7 @@ fn copy_all(lite: &Connection, pg: &Target<'_>) -> Result<Summary, String> {
     let mut counts = Vec::with_capacity(TABLES.len());
     let (mut rows, mut replaced_nul) = (0, 0);
     for (table, key) in TABLES {
-        let (n, nul) = copy_table(lite, pg, table, key)?;
+        let (n, nul) = copy_table(lite, pg, table, key, skip)?;
         rows += n;
         replaced_nul += nul;
         counts.push(n);
@@ -384,7 +418,7 @@ fn copy_all(lite: &Connection, pg: &Target<'_>) -> Result<Summary, String> {
         checking.elapsed().as_secs_f64()
     );
 
-    let sampled = verify(lite, pg, &counts)?;
+    let sampled = verify(lite, pg, &counts, skip)?;
 
     for (table, key) in TABLES {
         if *key == ["id"] {
@@ -406,7 +440,32 @@ fn copy_all(lite: &Connection, pg: &Target<'_>) -> Result<Summary, String> {
         sampled,
         replaced_nul,
         elapsed: Duration::ZERO,
+        skipped: skip.len() as u64,
     })
+}
+
+/// The ids of the source's deliveries that belong to people erased after
+/// they arrived.
+fn erased_deliveries(lite: &Connection, erasures: &Erasures) -> Result<BTreeSet<i64>, String> {
+    let conn: &dyn Sql = lite;
+    let tombstones = crate::privacy::Tombstones::load(conn, erasures.key.as_ref())?;
+    let mut skip = BTreeSet::new();
+    if tombstones.is_empty() {
+        return Ok(skip);
+    }
+    conn.each_row(
+        "SELECT id, platform, body, received_at FROM deliveries",
+        &[],
+        &mut |r| {
+            let (platform, body, at): (String, Vec<u8>, String) = (r.get(1)?, r.get(2)?, r.get(3)?);
+            if tombstones.erases_delivery(&platform, &body, &at, erasures.region) {
+                skip.insert(r.get::<i64>(0)?);
+            }
+            Ok(())
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(skip)
 }
 
 /// Streams one table into the target with binary `COPY`; answers its rows
@@ -416,6 +475,7 @@ fn copy_table(
     pg: &Target<'_>,
     table: &str,
     key: &[&str],
+    skip: &BTreeSet<i64>,
 ) -> Result<(u64, u64), String> {
     let (client, handle) = (pg.client, pg.handle);
     let started = Instant::now();
@@ -468,7 +528,16 @@ fn copy_table(
             r.get(0)
         })
         .map_err(sqlite)?;
-    let total = total as u64;
+    // Erased people's deliveries stay behind; history rows lose the pointer.
+    let skipped = if table == "deliveries" {
+        skip.len() as u64
+    } else {
+        0
+    };
+    let total = total as u64 - skipped;
+    let skipped_row = |row: &rusqlite::Row<'_>| {
+        table == "deliveries" && row.get::<_, i64>("id").is_ok_and(|id| skip.contains(&id))
+    };
     let bar = super::progress(total, "{msg:<16} {human_pos}/{human_len} rows");
     bar.set_message(table.to_owned());
 
@@ -490,9 +559,19 @@ fn copy_table(
     let mut source = stmt.query([]).map_err(sqlite)?;
     let (mut copied, mut nul): (u64, u64) = (0, 0);
     while let Some(row) = source.next().map_err(sqlite)? {
+        if skipped_row(row) {
+            continue;
+        }
         let mut values = [Value::Null; MAX_COLUMNS];
         for (i, (name, ty)) in columns.iter().enumerate() {
-            let cell = row.get_ref(i).map_err(sqlite)?;
+            let mut cell = row.get_ref(i).map_err(sqlite)?;
+            if table == "history"
+                && name == "delivery_id"
+                && let ValueRef::Integer(id) = cell
+                && skip.contains(&id)
+            {
+                cell = ValueRef::Null;
+            }
             let value = value_for(cell, ty).map_err(|why| {
                 format!(
                     "{table} row {}, column {name}: {why}; fix the row in the SQLite database \
@@ -602,7 +681,12 @@ fn row_key(row: &rusqlite::Row<'_>, key: &[&str], at: &[usize]) -> String {
 /// Row counts equal on both sides, and a sample of leads (the first, the
 /// last and [`SAMPLE`] spread over the ids) equal through the service's
 /// JSON view. Answers the leads sampled.
-fn verify(lite: &Connection, pg: &Target<'_>, counts: &[u64]) -> Result<usize, String> {
+fn verify(
+    lite: &Connection,
+    pg: &Target<'_>,
+    counts: &[u64],
+    skip: &BTreeSet<i64>,
+) -> Result<usize, String> {
     let started = Instant::now();
     for ((table, _), &copied) in TABLES.iter().zip(counts) {
         let sql = format!("SELECT count(*) FROM {}", quote(table));
@@ -610,16 +694,33 @@ fn verify(lite: &Connection, pg: &Target<'_>, counts: &[u64]) -> Result<usize, S
             .sql()
             .query_row(&sql, &[], |r| r.get(0))
             .map_err(|e| e.to_string())?;
-        let here: u64 = (lite as &dyn Sql)
+        let mut here: u64 = (lite as &dyn Sql)
             .query_row(&sql, &[], |r| r.get(0))
             .map_err(|e| e.to_string())?;
+        if *table == "deliveries" {
+            here -= skip.len() as u64;
+        }
         if here != there || here != copied {
             return Err(format!(
                 "verification failed: {table} has {here} rows in SQLite, {there} in PostgreSQL"
             ));
         }
     }
-    let sample = sample_ids(lite).map_err(|e| e.to_string())?;
+    let mut sample = sample_ids(lite).map_err(|e| e.to_string())?;
+    // Leads whose history pointed at a skipped delivery read without the
+    // pointer on PostgreSQL, as they should.
+    for &delivery in skip {
+        let leads: Vec<i64> = (lite as &dyn Sql)
+            .query_all(
+                "SELECT lead_id FROM history WHERE delivery_id = ?1",
+                crate::args![delivery],
+                |r| r.get(0),
+            )
+            .map_err(|e| e.to_string())?;
+        for lead in leads {
+            sample.remove(&lead);
+        }
+    }
     for &id in &sample {
         let here = lead_json(lite, id).map_err(|e| format!("lead {id} (SQLite): {e}"))?;
         let there = lead_json(pg.sql(), id).map_err(|e| format!("lead {id} (PostgreSQL): {e}"))?;

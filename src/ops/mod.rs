@@ -1,9 +1,10 @@
 //! Operator commands that work on the database directly, one file each:
 //! `import`, `export`, `replay`, `backup`, `explain`, `preview`,
-//! `migrate-store`, `token`. They run as their own process beside (or instead of) the
+//! `migrate-store`, `token`, `erase` and `export-person`. They run as their own process beside (or instead of) the
 //! service; SQLite's locking and the busy timeout keep both consistent.
 
 pub mod backup;
+pub mod erase;
 pub mod explain;
 pub mod export;
 pub mod import;

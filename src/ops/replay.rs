@@ -9,8 +9,13 @@
 //! `--from OTHER.sqlite3` deliveries are read from another database, e.g.
 //! to rebuild a fresh database under a new merge policy; that source is
 //! always a SQLite file (opened by path), whatever store the target is.
+//!
+//! Deliveries of an erased person received before their erasure are
+//! skipped (and counted): the tombstones of the target and of the source
+//! are read first, under `[privacy] secret` ([`Selection::key`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags};
@@ -19,6 +24,7 @@ use super::import::{self, Row};
 use crate::args;
 use crate::event::Platform;
 use crate::platforms;
+use crate::privacy::Tombstones;
 use crate::store::apply::{self, Outcome, Policy};
 use crate::store::inbox::{self, NewDelivery};
 use crate::store::sql::Sql;
@@ -38,6 +44,9 @@ pub struct Selection {
     pub from: Option<Source>,
     /// Only the last N of the deliveries selected otherwise.
     pub last: Option<u64>,
+    /// The key of erasure tombstones (`[privacy] secret`); without it, a
+    /// database holding tombstones is refused.
+    pub key: Option<crate::privacy::Key>,
 }
 
 /// Where replayed deliveries are read from, when not from the target.
@@ -86,6 +95,8 @@ pub struct Summary {
     pub merged: u64,
     /// Still not translatable: delivery id and reason.
     pub failed: Vec<(i64, String)>,
+    /// Deliveries of people erased after they arrived: not applied.
+    pub skipped: u64,
 }
 
 /// Parses `--since`: an RFC 3339 time or a date (midnight UTC), into the
@@ -111,6 +122,7 @@ pub async fn run(db: &Db, policy: &Policy, selection: &Selection) -> Result<Summ
             .map_err(|e| e.to_string())?;
         total = last;
     }
+    let tombstones = Arc::new(tombstones(db, selection).await?);
     let bar = super::progress(total, "{pos}/{len} deliveries");
     let same_db = selection.from.is_none();
     let mut summary = Summary::default();
@@ -121,13 +133,21 @@ pub async fn run(db: &Db, policy: &Policy, selection: &Selection) -> Result<Summ
         let Some(last) = page.last() else { break };
         after = (last.received_at.clone(), last.id);
         let policy = policy.clone();
+        let tombstones = tombstones.clone();
         let results = db
             .write(move |conn| {
                 let conn: &dyn Sql = conn;
                 let mut out = Vec::with_capacity(page.len());
                 for stored in page {
+                    let region = policy.merge.default_region;
+                    let (platform, body, at) =
+                        (&stored.platform, &stored.body, &stored.received_at);
+                    if tombstones.erases_delivery(platform, body, at, region) {
+                        out.push((stored.id, Ok(Ok(None))));
+                        continue;
+                    }
                     conn.batch("SAVEPOINT replay_one")?;
-                    let result = replay_one(conn, &policy, &stored, same_db);
+                    let result = replay_one(conn, &policy, &stored, same_db).map(|r| r.map(Some));
                     let end = if result.is_ok() {
                         "RELEASE replay_one"
                     } else {
@@ -143,8 +163,9 @@ pub async fn run(db: &Db, policy: &Policy, selection: &Selection) -> Result<Summ
         for (id, result) in results {
             summary.seen += 1;
             match result {
-                Ok(Ok(outcome)) if outcome.redelivery => summary.unchanged += 1,
-                Ok(Ok(outcome)) => {
+                Ok(Ok(None)) => summary.skipped += 1,
+                Ok(Ok(Some(outcome))) if outcome.redelivery => summary.unchanged += 1,
+                Ok(Ok(Some(outcome))) => {
                     summary.applied += 1;
                     summary.created += outcome.created as u64;
                     summary.merged += (outcome.merged || outcome.folded) as u64;
@@ -157,6 +178,26 @@ pub async fn run(db: &Db, policy: &Policy, selection: &Selection) -> Result<Summ
     }
     bar.finish_and_clear();
     Ok(summary)
+}
+
+/// The tombstones replayed deliveries are checked against: the target's
+/// and, with `--from`, the source's.
+async fn tombstones(db: &Db, selection: &Selection) -> Result<Tombstones, String> {
+    let key = selection.key.clone();
+    let mut all = db
+        .read(move |conn| Ok(Tombstones::load(conn, key.as_ref())))
+        .await
+        .map_err(|e| e.to_string())??;
+    if selection.from.is_some() {
+        let key = selection.key.clone();
+        let source = on_source(db, selection, move |conn| {
+            Ok(Tombstones::load(conn, key.as_ref()))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        all.merge(source);
+    }
+    Ok(all)
 }
 
 /// Applies one stored delivery. `Ok(Err(reason))`: it still does not translate.

@@ -15,6 +15,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_packed_new_lead_entries.sql"),
     include_str!("../../migrations/0006_links_by_newer_lead.sql"),
     include_str!("../../migrations/0007_staff.sql"),
+    // Numbered 0009: 0008 is another branch's, and goes before it when merged.
+    include_str!("../../migrations/0009_tombstones.sql"),
 ];
 
 /// Applies every migration the database has not seen, each in its own

@@ -19,6 +19,7 @@ mod checkpoint;
 mod conversations;
 mod duplicates;
 pub mod edits;
+pub mod erase;
 pub mod inbox;
 pub mod leads;
 pub mod locks;
@@ -302,6 +303,26 @@ impl Db {
         result
     }
 
+    /// Runs `f` on a pooled connection outside any transaction, off the
+    /// async runtime: maintenance that cannot run in one (PostgreSQL's
+    /// `VACUUM`). PostgreSQL only; SQLite has one writer, see `erase.rs`.
+    pub async fn maintain<R, F>(&self, f: F) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&dyn Sql) -> Result<R, DbError> + Send + 'static,
+    {
+        let Engine::Postgres(pg) = &self.shared.engine else {
+            return Err(DbError::Internal("maintain runs on PostgreSQL".into()));
+        };
+        let pg = pg.clone();
+        tokio::task::spawn_blocking(move || {
+            let client = pg.connection()?;
+            f(&pg.session(&client))
+        })
+        .await
+        .map_err(|e| DbError::Internal(format!("maintenance task failed: {e}")))?
+    }
+
     /// The SQLite file, when the store is one; `None` on PostgreSQL.
     pub fn sqlite_path(&self) -> Option<&Path> {
         match &self.shared.engine {
@@ -492,6 +513,9 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), DbError> {
     // Statement journals and sorts in memory, not in files made and
     // deleted many times a second.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Deleted rows are overwritten with zeros, free pages included: an
+    // erased person must leave no bytes in the file (see `erase.rs`).
+    conn.pragma_update(None, "secure_delete", "ON")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }

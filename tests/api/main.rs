@@ -20,6 +20,7 @@ mod migrate_store;
 mod ops;
 mod pages;
 mod pipelining;
+mod privacy;
 mod reload;
 mod rocketchat;
 mod secrets;

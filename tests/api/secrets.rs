@@ -418,6 +418,7 @@ async fn the_service_refuses_a_public_address_while_a_secret_has_its_shipped_val
         "rocketchat.token",
         "livechat.password",
         "livechat.secret_key",
+        "privacy.secret",
         "sales.users[0].password_hash",
     ] {
         assert!(message.contains(key), "{key} not named in: {message}");

@@ -17,7 +17,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::model::Problem;
+use super::model::{ErasedPage, Problem};
 use super::{error_page, lead_page};
 use crate::crm::merge::ContactKind;
 use crate::http::error::ApiError;
@@ -77,6 +77,8 @@ enum Action {
     Remove(ContactKind),
     /// Make one primary.
     Primary(ContactKind),
+    /// Erase the person (admins, with the confirmation box ticked).
+    Erase,
 }
 
 impl Action {
@@ -91,6 +93,7 @@ impl Action {
                 "edit" => Action::Edit,
                 "take" => Action::Take,
                 "notes" => Action::Note,
+                "erase" => Action::Erase,
                 other => Action::Add(kind(other)?),
             },
             Some((k, "remove")) => Action::Remove(kind(k)?),
@@ -134,6 +137,9 @@ async fn submit(
     .and_then(|()| require(&user.staff, Role::can_work));
     if let Err(e) = allowed {
         return error_page(&e);
+    }
+    if let Action::Erase = action {
+        return erase(&state, &user, id, &form).await;
     }
     let by = user.staff.label();
     let text = |key: &str| form.get(key).cloned().unwrap_or_default();
@@ -190,6 +196,7 @@ async fn submit(
             db.make_primary(id, kind, text("value"), by, Expect::nothing())
                 .await
         }
+        Action::Erase => unreachable!("answered above"),
     };
     let (status, problem) = match done {
         Ok(()) => return see_other(&format!("/leads/{id}")),
@@ -223,6 +230,36 @@ async fn submit(
         Err(other) => return error_page(&ApiError::from(other)),
     };
     lead_page(&state, &user, id, None, status, Some(problem)).await
+}
+
+/// `POST /leads/{id}/erase`: an admin erases the person, once the form's
+/// box saying it cannot be undone is ticked (the confirmation step; a
+/// browser also insists on it before sending).
+async fn erase(state: &AppState, user: &PageUser, id: i64, form: &Form) -> Response {
+    if let Err(e) = require(&user.staff, Role::can_admin) {
+        return error_page(&e);
+    }
+    if form.get("confirm").map(String::as_str) != Some("erase") {
+        let problem = Problem {
+            message: "Not erased: tick the box to confirm that the person is erased for good."
+                .into(),
+            lead: None,
+        };
+        return lead_page(
+            state,
+            user,
+            id,
+            None,
+            StatusCode::BAD_REQUEST,
+            Some(problem),
+        )
+        .await;
+    }
+    match crate::http::api::privacy::erase_lead(state, id).await {
+        Ok(Some(erased)) => super::render(StatusCode::OK, &ErasedPage::new(user, &erased)),
+        Ok(None) => error_page(&ApiError::NotFound),
+        Err(e) => error_page(&e),
+    }
 }
 
 /// A value the page showed: empty is none (a field without a value is

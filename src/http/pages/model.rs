@@ -61,6 +61,9 @@ pub struct LeadPage<'a> {
     problem: Option<Problem>,
     /// Whether the user owns the lead already (no "take it").
     mine: bool,
+    /// The session's CSRF token, when the user may administer (the
+    /// export link and the erase form).
+    admin: Option<String>,
 }
 
 /// What the lead page's forms need: who posts them and the choices.
@@ -229,6 +232,7 @@ impl<'a> LeadPage<'a> {
             work: None,
             problem: None,
             mine: false,
+            admin: None,
         }
     }
 
@@ -244,6 +248,13 @@ impl<'a> LeadPage<'a> {
             .as_ref()
             .is_some_and(|w| self.lead.owner.as_deref() == Some(w.me.as_str()));
         self.work = work;
+        self
+    }
+
+    /// The page with the admin's privacy forms, under the session's CSRF
+    /// token (for a user who may administer).
+    pub fn administering(mut self, csrf: Option<String>) -> Self {
+        self.admin = csrf;
         self
     }
 
@@ -278,6 +289,39 @@ fn source_lines(source: Option<&Value>) -> Vec<(&'static str, String)> {
         Some((label, value))
     })
     .collect()
+}
+
+/// `POST /leads/{id}/erase`, done: what was removed.
+#[derive(Template)]
+#[template(path = "erased.html")]
+pub struct ErasedPage {
+    q: &'static str,
+    account: Option<Account>,
+    /// The leads erased.
+    leads: String,
+    /// `(what, rows)` removed.
+    removed: Vec<(&'static str, u64)>,
+    /// Tombstones kept.
+    tombstones: u64,
+}
+
+impl ErasedPage {
+    /// The page after `erased`, for `user`.
+    pub fn new(user: &PageUser, erased: &crate::store::erase::Erased) -> Self {
+        ErasedPage {
+            q: "",
+            account: Account::of(user),
+            leads: (erased.lead_ids.iter())
+                .map(|id| format!("#{id}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            removed: (erased.removed.iter())
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| (*k, *n))
+                .collect(),
+            tombstones: erased.tombstones,
+        }
+    }
 }
 
 /// An error, as a page.

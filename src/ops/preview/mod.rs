@@ -211,6 +211,7 @@ pub fn command(
     let selection = Selection {
         since,
         last,
+        key: crate::privacy::Key::of(current),
         ..Selection::default()
     };
     let busy = Duration::from_millis(current.database.busy_timeout_ms);

@@ -1,0 +1,129 @@
+//! The admin's privacy endpoints: erase a person, and export everything
+//! held on them. Both need a role that may administer (an `admin` token or
+//! user): 403 for anyone else.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use warp::{Filter, Rejection, Reply};
+
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::session::{api_staff, require};
+use crate::staff::{Role, Staff};
+use crate::store::erase::Subject;
+
+/// `DELETE /api/leads/{id}` and `GET /api/leads/{id}/export`.
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    erase(state.clone()).or(export(state)).unify()
+}
+
+/// The acting staff member, when their role may administer (403 otherwise).
+fn admin(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Arc<AppState>, Staff), Error = Rejection> + Clone {
+    api_staff(state)
+        .and_then(|state: Arc<AppState>, staff: Staff| async move {
+            require(&staff, Role::can_admin).map_err(ApiError::reject)?;
+            Ok::<_, Rejection>((state, staff))
+        })
+        .untuple_one()
+}
+
+fn lead_id(id: &str) -> Result<i64, Rejection> {
+    id.parse()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::NotFound.reject())
+}
+
+/// Erases the person of lead `id` (see `ops::erase::erase`); `Ok(None)`:
+/// no such lead. Shared by the API and the lead page.
+pub async fn erase_lead(
+    state: &AppState,
+    id: i64,
+) -> Result<Option<crate::store::erase::Erased>, ApiError> {
+    let config = state.config();
+    let key = crate::privacy::Key::of(&config).ok_or_else(|| ApiError::Conflict {
+        message: "[privacy] secret is not set in the configuration: an erasure keeps keyed \
+                  hashes and needs it"
+            .into(),
+        lead: None,
+    })?;
+    let erased = crate::ops::erase::erase(
+        &state.db,
+        &state.spool,
+        key,
+        config.merge.default_region,
+        Subject::Lead(id),
+    )
+    .await?;
+    Ok(erased.filter(|e| !e.lead_ids.is_empty()))
+}
+
+/// DELETE /api/leads/{id}
+///
+/// Erases the person of the lead for good: the lead (a folded id names
+/// the lead it was folded into), every lead folded into it, their
+/// contacts, conversations, notes, custom fields, history, duplicate links,
+/// and every raw or spooled delivery carrying their identifiers. 200
+/// `{"erased": [ids], "removed": {kind: rows}, "tombstones": n,
+/// "erased_at": …}`; 404 for an unknown lead.
+fn erase(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("api" / "leads" / String)
+        .and(warp::delete())
+        .and(admin(state))
+        .and_then(
+            |id: String, state: Arc<AppState>, _staff: Staff| async move {
+                let id = lead_id(&id)?;
+                match erase_lead(&state, id).await.map_err(ApiError::reject)? {
+                    Some(erased) => Ok::<_, Rejection>(
+                        warp::reply::json(&json!({
+                            "erased": erased.lead_ids,
+                            "removed": erased.removed,
+                            "tombstones": erased.tombstones,
+                            "erased_at": erased.erased_at,
+                        }))
+                        .into_response(),
+                    ),
+                    None => Err(ApiError::NotFound.reject()),
+                }
+            },
+        )
+}
+
+/// GET /api/leads/{id}/export
+///
+/// Everything held on the person of the lead, as one JSON document:
+/// `{"exported_at", "leads": [lead as GET /api/leads/{id}], "folded_leads":
+/// […], "deliveries": [{"id", "platform", "event", "received_at",
+/// "status", "body"}]}`, offered as a download; 404 for an unknown lead.
+fn export(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("api" / "leads" / String / "export")
+        .and(warp::get())
+        .and(admin(state))
+        .and_then(
+            |id: String, state: Arc<AppState>, _staff: Staff| async move {
+                let id = lead_id(&id)?;
+                let region = state.config().merge.default_region;
+                let document = state
+                    .db
+                    .export_person(Subject::Lead(id), region)
+                    .await
+                    .map_err(|e| ApiError::from(e).reject())?
+                    .ok_or_else(|| ApiError::NotFound.reject())?;
+                let reply = warp::reply::with_header(
+                    warp::reply::json(&document),
+                    "content-disposition",
+                    format!("attachment; filename=\"lead-{id}-export.json\""),
+                );
+                Ok::<_, Rejection>(reply.into_response())
+            },
+        )
+}
