@@ -23,6 +23,8 @@
 //!   PostgreSQL, and the one async gateway, [`store::Db`], whose named
 //!   operations are the reads, staff edits ([`store::edits`]) and filtered
 //!   lists ([`store::search::filters`]).
+//! - [`outbound`]: signed outbound webhooks (`[[outbound]]`): signing and
+//!   the sending worker; the outbox itself is [`store::outbox`].
 //! - [`metrics`]: counters for `/metrics`.
 //! - [`password`]: argon2 hashes of `[[sales.users]]`.
 //! - [`staff`]: who acts (a sales user or an API token) and what each role may do.
@@ -39,6 +41,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod ops;
+pub mod outbound;
 pub mod password;
 pub mod platforms;
 pub mod spool;

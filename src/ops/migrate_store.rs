@@ -57,6 +57,9 @@ const TABLES: &[(&str, &[&str])] = &[
     ("lead_pins", &["lead_id", "field"]),
     ("api_tokens", &["name"]),
     ("sessions", &["id_hash"]),
+    ("outbound_events", &["id"]),
+    ("outbound_deliveries", &["endpoint", "event_id"]),
+    ("outbound_endpoints", &["name"]),
 ];
 
 /// Most columns a table has (a row's values are kept on the stack).

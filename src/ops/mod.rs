@@ -1,6 +1,6 @@
 //! Operator commands that work on the database directly, one file each:
 //! `import`, `export`, `replay`, `backup`, `explain`, `preview`,
-//! `migrate-store`, `token`. They run as their own process beside (or instead of) the
+//! `migrate-store`, `token`, `outbound`. They run as their own process beside (or instead of) the
 //! service; SQLite's locking and the busy timeout keep both consistent.
 
 pub mod backup;
@@ -8,6 +8,7 @@ pub mod explain;
 pub mod export;
 pub mod import;
 pub mod migrate_store;
+pub mod outbound;
 pub mod preview;
 pub mod replay;
 pub mod tokens;

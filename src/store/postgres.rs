@@ -33,6 +33,11 @@ const MIGRATE_LOCK: i64 = 0x63726d2d6d67;
 const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/postgres/0006_schema.sql")),
     (7, include_str!("../../migrations/postgres/0007_staff.sql")),
+    // Numbered by its place until 0008 to 0010 land beside it.
+    (
+        8,
+        include_str!("../../migrations/postgres/0011_outbound.sql"),
+    ),
 ];
 
 /// How to reach the server.
