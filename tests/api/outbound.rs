@@ -724,3 +724,61 @@ async fn an_event_committed_while_the_receiver_was_down_arrives_after_a_sigkill_
     assert_eq!(delivered[0].lead(), lead);
     drop(served);
 }
+
+#[tokio::test]
+async fn two_instances_on_one_database_send_each_event_once() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crm.sqlite3");
+    let store = fresh_store();
+    let mut instances = Vec::new();
+    for name in ["a", "b"] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join(format!("{name}.toml"));
+        let text = store_config_text(&db, store.as_deref())
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+            .replacen(
+                "[database]\n",
+                &format!(
+                    "[database]\nspool_dir = \"{}\"\n",
+                    dir.path().join(name).display()
+                ),
+                1,
+            )
+            + &endpoint_text(&receiver.url(), &ALL);
+        std::fs::write(&config, text).unwrap();
+        let served = Served::start(&config, port);
+        served.wait_for_log("serving", 1);
+        instances.push(served);
+    }
+    let client = reqwest::Client::new();
+    for i in 0..20u64 {
+        let base = &instances[i as usize % 2].base;
+        let email = format!("twin{i}@example.com");
+        let body = accepted(1_100 + i, &format!("t{i}"), "Twin", Some(&email), None);
+        let answer = client
+            .post(format!("{base}/webhooks/jivo/{JIVO_TOKEN}"))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let delivered = receiver.wait_delivered(20).await;
+    let ids: std::collections::BTreeSet<&str> = delivered.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids.len(), 20);
+    assert_eq!(
+        delivered.len(),
+        20,
+        "an event was sent twice: {delivered:#?}"
+    );
+    assert!(
+        delivered
+            .iter()
+            .all(|m| m.verified && m.kind() == "lead.created")
+    );
+}
