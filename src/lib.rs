@@ -29,7 +29,7 @@
 //! - [`password`]: argon2 hashes of `[[sales.users]]`.
 //! - [`staff`]: who acts (a sales user or an API token) and what each role may do.
 //! - [`ops`]: `import`, `export`, `replay`, `backup`, `explain`, `preview`,
-//!   `token`, `migrate-store`, one file each.
+//!   `token`, `migrate-store`, `outbound`, one file each.
 //! - [`spool`]: deliveries acknowledged during a storage fault, applied when it ends.
 
 pub mod app;
