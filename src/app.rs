@@ -115,8 +115,11 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let state = self.state.clone();
         let drainer = tokio::spawn(drain_spool_forever(state.clone()));
+        let sender = tokio::spawn(crate::outbound::worker::run(state.clone()));
         let result = http::run(self.listener, self.state, shutdown).await;
         drainer.abort();
+        // A delivery cut off mid-send is sent again once its lease ends.
+        sender.abort();
         let db = state.db.clone();
         let _ = tokio::task::spawn_blocking(move || db.close()).await;
         result

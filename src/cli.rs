@@ -158,6 +158,12 @@ pub enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Outbound webhooks ([[outbound]]): status, replay, enable.
+    Outbound {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::ops::outbound::OutboundCommand,
+    },
 }
 
 /// `crm-responder token …`
@@ -328,6 +334,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Token { action } => ops_command(&cli.config, |db, _| async move {
             token_command(&db, action).await
         }),
+        Command::Outbound { action } => match load(&cli.config) {
+            Ok(config) => ops_command(&cli.config, |db, _| async move {
+                crate::ops::outbound::command(&db, &config, action).await
+            }),
+            Err(code) => code,
+        },
         Command::MigrateStore { to } => match load(&cli.config) {
             Ok(config) => crate::ops::migrate_store::command(&config, &to),
             Err(code) => code,
@@ -451,6 +463,8 @@ where
             }
         }
     };
+    // What the command writes is forwarded as the service's writes are.
+    db.subscribe(&config.outbound);
     let result = runtime.block_on(f(db.clone(), Policy::of(&config)));
     db.close();
     match result {

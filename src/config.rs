@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod outbound;
+pub use outbound::OutboundConfig;
+
 /// A configuration problem, naming the key and why it is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -100,6 +103,9 @@ pub struct Config {
     /// `[privacy]`: the key of erasure tombstones.
     #[serde(default)]
     pub privacy: PrivacyConfig,
+    /// `[[outbound]]`: endpoints that receive signed lead events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbound: Vec<OutboundConfig>,
 }
 
 /// `[server]`
@@ -872,6 +878,7 @@ impl Config {
                 "must be greater than zero",
             ));
         }
+        outbound::validate(&self.outbound)?;
         Ok(())
     }
 
@@ -897,6 +904,8 @@ const SHIPPED_SECRETS: &[&str] = &[
     "change-me-livechat-password",
     "change-me-livechat-secret",
     "change-me-privacy-secret",
+    // The commented-out `[[outbound]]` example's signing secret.
+    "whsec_Y2hhbmdlLW1lLWV4YW1wbGUtb3V0Ym91bmQtc2VjcmV0",
     // The shipped user's hash of "change-me-now".
     "$argon2id$v=19$m=19456,t=2,p=1$SM2NyHmir08ExIehJyQhbg$hGmnpmsOc6otx+RJQR70pSERgH/+7NlK6W6pSj3Clpc",
 ];
@@ -934,6 +943,11 @@ impl Config {
         for (i, user) in self.sales.users.iter().enumerate() {
             if shipped(&user.password_hash) {
                 keys.push(format!("sales.users[{i}].password_hash"));
+            }
+        }
+        for (i, endpoint) in self.outbound.iter().enumerate() {
+            if shipped(&endpoint.secret) {
+                keys.push(format!("outbound[{i}].secret"));
             }
         }
         keys

@@ -23,11 +23,13 @@
 //!   PostgreSQL, and the one async gateway, [`store::Db`], whose named
 //!   operations are the reads, staff edits ([`store::edits`]) and filtered
 //!   lists ([`store::search::filters`]).
+//! - [`outbound`]: signed outbound webhooks (`[[outbound]]`): signing and
+//!   the sending worker; the outbox itself is [`store::outbox`].
 //! - [`metrics`]: counters for `/metrics`.
 //! - [`password`]: argon2 hashes of `[[sales.users]]`.
 //! - [`staff`]: who acts (a sales user or an API token) and what each role may do.
 //! - [`ops`]: `import`, `export`, `replay`, `backup`, `explain`, `preview`,
-//!   `token`, `migrate-store`, one file each.
+//!   `token`, `migrate-store`, `outbound`, one file each.
 //! - [`spool`]: deliveries acknowledged during a storage fault, applied when it ends.
 //! - [`privacy`]: who a person is (identifiers), tombstones of erased people
 //!   and matching old data against them; the erasure itself is
@@ -42,6 +44,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod ops;
+pub mod outbound;
 pub mod password;
 pub mod platforms;
 pub mod privacy;

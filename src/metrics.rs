@@ -24,6 +24,7 @@ pub struct Metrics {
     inbox_failures: AtomicU64,
     folded: AtomicU64,
     flagged: AtomicU64,
+    outbound: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl Metrics {
@@ -69,6 +70,59 @@ impl Metrics {
         }
         self.flagged
             .fetch_add(outcome.flagged as u64, Ordering::Relaxed);
+    }
+
+    /// Counts an outbound attempt at `endpoint` by outcome: `sent`,
+    /// `retried` (failed, to be tried again), `failed` (given up),
+    /// `disabled` (410 Gone).
+    pub fn outbound(&self, endpoint: &str, outcome: &'static str) {
+        *self
+            .outbound
+            .lock()
+            .unwrap()
+            .entry((endpoint.to_owned(), outcome))
+            .or_default() += 1;
+    }
+
+    /// The outbound series: attempts by endpoint and outcome (zero for
+    /// configured endpoints not tried yet), and each endpoint's backlog:
+    /// `(name, pending deliveries, age in seconds of the oldest)`.
+    pub fn render_outbound(&self, configured: &[String], backlog: &[(String, i64, f64)]) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP crm_outbound_deliveries_total Outbound webhook attempts by endpoint and outcome (sent, retried, failed, disabled).\n");
+        out.push_str("# TYPE crm_outbound_deliveries_total counter\n");
+        let mut counts = self.outbound.lock().unwrap().clone();
+        for name in configured {
+            for outcome in ["sent", "retried", "failed", "disabled"] {
+                counts.entry((name.clone(), outcome)).or_default();
+            }
+        }
+        for ((endpoint, outcome), n) in &counts {
+            let _ = writeln!(
+                out,
+                "crm_outbound_deliveries_total{{endpoint=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(endpoint)
+            );
+        }
+        out.push_str("# HELP crm_outbound_backlog Outbound deliveries waiting, by endpoint.\n");
+        out.push_str("# TYPE crm_outbound_backlog gauge\n");
+        for (endpoint, pending, _) in backlog {
+            let _ = writeln!(
+                out,
+                "crm_outbound_backlog{{endpoint=\"{}\"}} {pending}",
+                escape(endpoint)
+            );
+        }
+        out.push_str("# HELP crm_outbound_backlog_age_seconds Age of the oldest outbound delivery waiting, by endpoint (0 when none waits).\n");
+        out.push_str("# TYPE crm_outbound_backlog_age_seconds gauge\n");
+        for (endpoint, _, age) in backlog {
+            let _ = writeln!(
+                out,
+                "crm_outbound_backlog_age_seconds{{endpoint=\"{}\"}} {age:.3}",
+                escape(endpoint)
+            );
+        }
+        out
     }
 
     /// Counts a delivery stored as failed (its body did not translate).

@@ -44,6 +44,7 @@
 mod client;
 mod datagen;
 mod floor;
+mod outbound;
 mod pg;
 mod scenarios;
 
@@ -181,6 +182,7 @@ fn main() {
         targets.extend(instances.iter().map(|&k| Target::Postgres(k as usize)));
     }
     let phase = Duration::from_secs(seconds);
+    let is_outbound = args.iter().any(|a| a == "--outbound");
 
     let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-data");
     std::fs::create_dir_all(&data_dir).expect("bench data dir");
@@ -192,6 +194,15 @@ fn main() {
     // Dropped (a throwaway cluster stopped) at the end, or on a panic.
     let postgres = on_postgres.then(|| runtime.block_on(pg::Server::start(pg_fsync)));
 
+    if is_outbound {
+        let n = sizes[0];
+        let seed = data_dir.join(format!("leads-v{}-{n}.sqlite3", datagen::DATA_VERSION));
+        if !seed.exists() {
+            datagen::generate(&seed, n);
+        }
+        runtime.block_on(outbound::run(&seed, n, &data_dir, phase));
+        return;
+    }
     let mut rows: Vec<Row> = Vec::new();
     for &n in &sizes {
         let seed = data_dir.join(format!("leads-v{}-{n}.sqlite3", datagen::DATA_VERSION));

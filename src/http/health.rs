@@ -72,7 +72,8 @@ fn metrics(
     warp::path!("metrics")
         .and(warp::get())
         .and(with_state(state))
-        .map(|state: Arc<AppState>| {
+        .then(|state: Arc<AppState>| async move {
+            let outbound = outbound_series(&state).await;
             // The SQLite file and its WAL; PostgreSQL's size is the server's to report.
             let bytes = state.db.sqlite_path().map_or(0, |path| {
                 let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
@@ -90,6 +91,7 @@ fn metrics(
             text.push_str("# HELP crm_spool_depth Deliveries acknowledged during a storage fault, not yet applied.\n");
             text.push_str("# TYPE crm_spool_depth gauge\n");
             text.push_str(&format!("crm_spool_depth {}\n", state.spool.depth()));
+            text.push_str(&outbound);
             warp::reply::with_header(
                 text,
                 "content-type",
@@ -97,4 +99,34 @@ fn metrics(
             )
             .into_response()
         })
+}
+
+/// The outbound series of `/metrics`: attempts counted by this instance,
+/// and every endpoint's backlog as the store has it (shared by instances).
+/// A store that cannot answer leaves the backlog out, not the page.
+async fn outbound_series(state: &AppState) -> String {
+    let config = state.config();
+    if config.outbound.is_empty() {
+        return String::new();
+    }
+    let configured: Vec<String> = config.outbound.iter().map(|e| e.name.clone()).collect();
+    let now = crate::store::outbox::now_ms();
+    let backlog = match state.db.read(crate::store::outbox::status).await {
+        Ok(rows) => configured
+            .iter()
+            .map(|name| {
+                let row = rows.iter().find(|r| &r.name == name);
+                let pending = row.map_or(0, |r| r.pending);
+                let age = row
+                    .and_then(|r| r.oldest_pending_ms)
+                    .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+                (name.clone(), pending, age)
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the outbound backlog for /metrics");
+            Vec::new()
+        }
+    };
+    state.metrics.render_outbound(&configured, &backlog)
 }

@@ -58,6 +58,7 @@ pub struct AppState {
 impl AppState {
     /// Wraps a checked config, an open database and its spool.
     pub fn new(config: Config, db: Db, spool: Spool) -> Arc<AppState> {
+        db.subscribe(&config.outbound);
         Arc::new(AppState {
             config: RwLock::new(Arc::new(config)),
             db,
@@ -85,6 +86,7 @@ impl AppState {
 
     /// Replaces the settings in force.
     pub fn set_config(&self, config: Config) {
+        self.db.subscribe(&config.outbound);
         *self.config.write().unwrap() = Arc::new(config);
     }
 }

@@ -13,6 +13,7 @@
 mod forms;
 mod list;
 pub(crate) mod model;
+mod outbound;
 
 use std::sync::Arc;
 
@@ -47,7 +48,9 @@ pub fn routes(
     let pages = lead(state.clone())
         .or(search(state.clone()))
         .unify()
-        .or(forms::routes(state))
+        .or(forms::routes(state.clone()))
+        .unify()
+        .or(outbound::routes(state))
         .unify()
         .map(protect);
     stylesheet().or(pages).unify()

@@ -62,6 +62,9 @@ const TABLES: &[(&str, &[&str])] = &[
     ("api_tokens", &["name"]),
     ("sessions", &["id_hash"]),
     ("tombstones", &["hash"]),
+    ("outbound_events", &["id"]),
+    ("outbound_deliveries", &["endpoint", "event_id"]),
+    ("outbound_endpoints", &["name"]),
 ];
 
 /// Most columns a table has (a row's values are kept on the stack).

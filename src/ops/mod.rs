@@ -1,6 +1,6 @@
 //! Operator commands that work on the database directly, one file each:
 //! `import`, `export`, `replay`, `backup`, `explain`, `preview`,
-//! `migrate-store`, `token`, `erase` and `export-person`. They run as their own process beside (or instead of) the
+//! `migrate-store`, `token`, `erase`, `export-person` and `outbound`. They run as their own process beside (or instead of) the
 //! service; SQLite's locking and the busy timeout keep both consistent.
 
 pub mod backup;
@@ -9,6 +9,7 @@ pub mod explain;
 pub mod export;
 pub mod import;
 pub mod migrate_store;
+pub mod outbound;
 pub mod preview;
 pub mod replay;
 pub mod tokens;

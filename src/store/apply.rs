@@ -6,6 +6,7 @@ use super::conversations;
 use super::duplicates::{self, Profile};
 use super::inbox::{self, Inserted, NewDelivery};
 use super::leads::{self, Source};
+use super::outbox::{self, OutboundEvent};
 use super::sql::Sql;
 use super::view::{self, LeadCard};
 use crate::config::{DuplicatesConfig, MergePolicy};
@@ -14,6 +15,7 @@ use crate::crm::identity::{Email, Phone, name_key};
 use crate::crm::merge::{self, ContactKind, Incoming, IncomingContact};
 use crate::crm::resolve::{self, Known, Matches, Target};
 use crate::event::{Event, Visitor};
+use crate::outbound::EventKind;
 
 /// Most emails, phones and visitor ids taken from one delivery; the rest of
 /// an abusive list stays in the raw delivery only.
@@ -181,11 +183,17 @@ pub fn apply_stored(
             outcome.created,
             "lead {lead}'s created row"
         );
+        let mut closed = None;
         if let Some(conversation) = &event.conversation {
-            conversations::store(conn, lead, delivery.platform, conversation, &source.at)?;
+            let (_, closed_now) =
+                conversations::store(conn, lead, delivery.platform, conversation, &source.at)?;
+            closed = closed_now.then_some(conversation.chat_id.as_str());
         }
-        if let Some(note) = &event.note {
-            conversations::store_note(conn, lead, delivery.platform, note, &source.at)?;
+        let mut noted = None;
+        if let Some(note) = &event.note
+            && conversations::store_note(conn, lead, delivery.platform, note, &source.at)?
+        {
+            noted = Some(note);
         }
         let tagged = leads::add_tags(conn, lead, &event.tags)? > 0;
         if tagged {
@@ -200,6 +208,14 @@ pub fn apply_stored(
         if let Some(created) = created {
             created.write(conn, &source)?;
         }
+        forward(
+            conn,
+            lead,
+            &outcome,
+            delivery.platform,
+            (closed, noted),
+            &source.at,
+        )?;
         if event.wants_card {
             let chat = event_chat(delivery, event);
             // The conversation a new lead has is the event's own chat.
@@ -233,6 +249,43 @@ pub fn apply_stored(
     inbox::set_lead(conn, delivery_id, lead)?;
     outcome.lead_id = lead;
     Ok(outcome)
+}
+
+/// Writes the outbound events of what the delivery did to `lead`, in its
+/// transaction (nothing when no endpoint subscribes): the lead created or
+/// changed, the chat it `closed`, the note it added (`noted`).
+fn forward(
+    conn: &dyn Sql,
+    lead: i64,
+    outcome: &Outcome,
+    platform: &str,
+    (closed, noted): (Option<&str>, Option<&crate::event::Note>),
+    at: &str,
+) -> Result<(), DbError> {
+    if outcome.created {
+        outbox::enqueue(conn, &OutboundEvent::new(EventKind::LeadCreated, lead))?;
+    } else if outcome.merged || outcome.folded {
+        outbox::enqueue(conn, &OutboundEvent::new(EventKind::LeadUpdated, lead))?;
+    }
+    if let Some(chat) = closed {
+        let mut event = OutboundEvent::new(EventKind::ConversationClosed, lead);
+        event.conversation = Some((platform.to_owned(), chat.to_owned()));
+        outbox::enqueue(conn, &event)?;
+    }
+    if let Some(note) = noted.filter(|_| outbox::wanted(EventKind::NoteAdded)) {
+        let shown = serde_json::json!({
+            "platform": platform,
+            "kind": note.kind,
+            "text": note.text,
+            "at": note.at.as_deref().unwrap_or(at),
+            "author": null,
+        });
+        outbox::enqueue(
+            conn,
+            &OutboundEvent::new(EventKind::NoteAdded, lead).with("note", shown),
+        )?;
+    }
+    Ok(())
 }
 
 fn event_chat<'a>(delivery: &'a NewDelivery, event: &'a Event) -> Option<(&'a str, &'a str)> {

@@ -12,14 +12,15 @@ use crate::event::{ConversationUpdate, Message, Note};
 /// Stores a conversation update on `lead`: the conversation is created on
 /// first sight and keeps its lead afterwards; messages already stored (same
 /// platform id, or same content when the platform gives none) are skipped.
-/// Returns how many messages were new.
+/// Returns how many messages were new, and whether this update closed
+/// the conversation (it was open, or new and closed at once).
 pub fn store(
     conn: &dyn Sql,
     lead: i64,
     platform: &str,
     update: &ConversationUpdate,
     at: &str,
-) -> Result<usize, DbError> {
+) -> Result<(usize, bool), DbError> {
     let started = update
         .messages
         .iter()
@@ -29,12 +30,13 @@ pub fn store(
     // Looked up, then updated or inserted: the same as an upsert with
     // `RETURNING id`, which cost SQLite three times as much (inside the
     // writer's transaction nothing can come in between).
-    let existing: Option<i64> = conn.query_opt(
-        "SELECT id FROM conversations WHERE platform = ?1 AND chat_id = ?2",
+    let existing: Option<(i64, bool)> = conn.query_opt(
+        "SELECT id, closed FROM conversations WHERE platform = ?1 AND chat_id = ?2",
         args![platform, update.chat_id],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let conversation = match existing {
+    let closed_now = update.closed && existing.is_none_or(|(_, closed)| !closed);
+    let conversation = match existing.map(|(id, _)| id) {
         Some(id) => {
             // Scalar max and min are GREATEST and LEAST in PostgreSQL (both
             // columns are NOT NULL, where the two agree).
@@ -116,7 +118,8 @@ pub fn store(
             )
         })
         .collect();
-    Ok(conn.execute_each(&inserts)?.into_iter().sum())
+    let added = conn.execute_each(&inserts)?.into_iter().sum();
+    Ok((added, closed_now))
 }
 
 fn content_id(message: &Message) -> String {

@@ -15,12 +15,14 @@ mod notes;
 use std::fmt;
 
 use super::leads::{self, Source};
+use super::outbox::{self, OutboundEvent};
 use super::sql::Sql;
 use super::{Db, DbError};
 use crate::args;
 use crate::crm::duplicates::reversed;
 use crate::crm::identity::name_key;
 use crate::event::now_rfc3339;
+use crate::outbound::EventKind;
 
 /// Longest name staff may set.
 const MAX_NAME_CHARS: usize = 500;
@@ -344,7 +346,15 @@ fn edit(
             None,
         )?;
     }
-    leads::touch(conn, id, &source.at)?;
+    changed(conn, id, &source.at)?;
+    Ok(())
+}
+
+/// Marks lead `id` changed by staff: its version grows, and `lead.updated`
+/// goes to the endpoints that subscribe to it, in the edit's transaction.
+fn changed(conn: &dyn Sql, id: i64, at: &str) -> Result<(), DbError> {
+    leads::touch(conn, id, at)?;
+    outbox::enqueue(conn, &OutboundEvent::new(EventKind::LeadUpdated, id))?;
     Ok(())
 }
 

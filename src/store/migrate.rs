@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_staff.sql"),
     // Numbered 0009: 0008 is another branch's, and goes before it when merged.
     include_str!("../../migrations/0009_tombstones.sql"),
+    include_str!("../../migrations/0011_outbound.sql"),
 ];
 
 /// Applies every migration the database has not seen, each in its own

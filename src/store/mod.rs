@@ -24,6 +24,7 @@ pub mod inbox;
 pub mod leads;
 pub mod locks;
 mod migrate;
+pub mod outbox;
 pub mod postgres;
 mod reads;
 pub mod search;
@@ -173,6 +174,9 @@ struct Shared {
     write_fault: Mutex<Option<(String, Instant)>>,
     /// When the batch being written now started, if one is.
     batch_started: Mutex<Option<Instant>>,
+    /// The outbound webhooks' subscriptions, installed on the writer
+    /// thread for each batch (`outbox.rs`).
+    outbound: Mutex<Option<Arc<outbox::Subscriptions>>>,
 }
 
 impl Db {
@@ -245,6 +249,7 @@ impl Db {
             writer_thread: Mutex::new(None),
             write_fault: Mutex::new(fault.map(|f| (f, Instant::now()))),
             batch_started: Mutex::new(None),
+            outbound: Mutex::new(None),
         });
         let weak = Arc::downgrade(&shared);
         let handle = std::thread::Builder::new()

@@ -38,6 +38,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../../migrations/postgres/0009_tombstones.sql"),
     ),
+    // Numbered by its place until 0008 to 0010 land beside it.
+    (
+        9,
+        include_str!("../../migrations/postgres/0011_outbound.sql"),
+    ),
 ];
 
 /// How to reach the server.

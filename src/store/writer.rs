@@ -168,6 +168,7 @@ pub(super) fn writer_loop(mut writer: Writer, rx: mpsc::Receiver<Job>, shared: W
         }
         if let Some(shared) = shared.upgrade() {
             *shared.batch_started.lock().unwrap() = Some(Instant::now());
+            super::outbox::install(shared.outbound.lock().unwrap().clone());
         }
         let settled = writer.run(&mut batch);
         let fault = settled.fault.clone();

@@ -18,6 +18,7 @@ mod merge;
 mod metrics;
 mod migrate_store;
 mod ops;
+mod outbound;
 mod pages;
 mod pipelining;
 mod privacy;

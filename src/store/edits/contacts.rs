@@ -4,7 +4,7 @@
 //! parser is the costly part), and an email or phone belongs to one lead
 //! only: a value another lead holds is refused, naming that lead.
 
-use super::{EditError, Expect, checked, pin, refused, source};
+use super::{EditError, Expect, changed, checked, pin, refused, source};
 use crate::args;
 use crate::crm::identity::{Email, Phone};
 use crate::crm::merge::{Contact, ContactKind};
@@ -104,7 +104,7 @@ fn add(
             let old = held.iter().find(|c| c.primary).map(|c| c.value.as_str());
             promote(conn, kind, id, (old, value), &source)?;
             pin(conn, id, kind.as_str(), &source)?;
-            leads::touch(conn, id, &source.at)?;
+            changed(conn, id, &source.at)?;
         }
         return Ok(());
     }
@@ -137,7 +137,7 @@ fn add(
         None,
     )?;
     pin(conn, id, kind.as_str(), &source)?;
-    leads::touch(conn, id, &source.at)?;
+    changed(conn, id, &source.at)?;
     Ok(())
 }
 
@@ -173,7 +173,7 @@ fn remove(
         }
     }
     pin(conn, id, kind.as_str(), &source)?;
-    leads::touch(conn, id, &source.at)?;
+    changed(conn, id, &source.at)?;
     Ok(())
 }
 
@@ -193,7 +193,7 @@ fn make_primary(
     let old = held.iter().find(|c| c.primary).map(|c| c.value.as_str());
     promote(conn, kind, id, (old, &found.value), &source)?;
     pin(conn, id, kind.as_str(), &source)?;
-    leads::touch(conn, id, &source.at)?;
+    changed(conn, id, &source.at)?;
     Ok(())
 }
 

@@ -3,8 +3,10 @@
 
 use super::{EditError, Expect, MAX_TEXT_CHARS, checked, refused, source};
 use crate::args;
+use crate::outbound::EventKind;
 use crate::store::Db;
 use crate::store::leads;
+use crate::store::outbox::{self, OutboundEvent};
 use crate::store::sql::Sql;
 
 /// Stores a staff note on lead `id` (see [`Db::add_staff_note`]).
@@ -32,6 +34,17 @@ fn note(
     )?;
     leads::history(conn, id, "note", None, Some(text), &source, None)?;
     leads::touch(conn, id, &source.at)?;
+    let shown = serde_json::json!({
+        "platform": "staff",
+        "kind": "note",
+        "text": text,
+        "at": source.at,
+        "author": author,
+    });
+    outbox::enqueue(
+        conn,
+        &OutboundEvent::new(EventKind::NoteAdded, id).with("note", shown),
+    )?;
     Ok(())
 }
 
