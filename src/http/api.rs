@@ -14,7 +14,10 @@ use crate::store::search::filters::{LeadFilter, OwnerFilter};
 use crate::store::search::{Cursor, Query};
 use crate::store::view::{Found, LeadView};
 
+mod duplicates;
 mod edits;
+
+pub use duplicates::{CHOICES, keep_of};
 
 /// `/api/leads/{id}`, `/api/leads`, and the writes on a lead (`edits.rs`).
 pub fn routes(
@@ -22,6 +25,8 @@ pub fn routes(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     lead(state.clone())
         .or(search(state.clone()))
+        .unify()
+        .or(duplicates::routes(state.clone()))
         .unify()
         .or(edits::routes(state))
         .unify()

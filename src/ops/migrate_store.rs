@@ -57,6 +57,8 @@ const TABLES: &[(&str, &[&str])] = &[
     ("lead_pins", &["lead_id", "field"]),
     ("api_tokens", &["name"]),
     ("sessions", &["id_hash"]),
+    ("merges", &["id"]),
+    ("dismissed_duplicates", &["lead_a", "lead_b"]),
 ];
 
 /// Most columns a table has (a row's values are kept on the stack).

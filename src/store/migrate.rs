@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_packed_new_lead_entries.sql"),
     include_str!("../../migrations/0006_links_by_newer_lead.sql"),
     include_str!("../../migrations/0007_staff.sql"),
+    include_str!("../../migrations/0008_merges.sql"),
 ];
 
 /// Applies every migration the database has not seen, each in its own

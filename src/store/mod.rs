@@ -22,6 +22,7 @@ pub mod edits;
 pub mod inbox;
 pub mod leads;
 pub mod locks;
+pub mod merges;
 mod migrate;
 pub mod postgres;
 mod reads;
