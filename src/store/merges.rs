@@ -473,7 +473,7 @@ pub fn absorb(
     let their_tags: BTreeSet<String> = lead_tags(conn, survivor)?.into_iter().collect();
     let their_links: BTreeSet<i64> = links(conn, survivor)?.iter().map(|l| l.other).collect();
 
-    let moved = Moved {
+    let mut moved = Moved {
         emails: conn.query_all(
             "SELECT value FROM lead_emails WHERE lead_id = ?1 ORDER BY id",
             args![absorbed],
@@ -511,7 +511,6 @@ pub fn absorb(
             .collect(),
         links: Vec::new(),
     };
-    let mut moved = moved;
 
     // Identifiers keep their rows (and ids): moving changes only the lead,
     // so no value is ever on two leads, not even inside the transaction.

@@ -656,3 +656,182 @@ async fn merges_and_unmerges_racing_webhooks_lose_nothing_and_share_no_identifie
         assert_eq!(chats, 4, "round {round}: every chat stored");
     }
 }
+
+#[tokio::test]
+async fn the_pages_merge_dismiss_and_unmerge_only_with_the_forms_token_and_a_working_role() {
+    use crate::working_pages::{get, hidden, post as post_form, signed_in};
+    let app = spawn_app_with(|config| {
+        let mut viewer = config.sales.users[0].clone();
+        viewer.name = "vic".into();
+        viewer.password_hash = Secret::new(SALES_HASH);
+        viewer.role = Role::Viewer;
+        config.sales.users.push(viewer);
+    })
+    .await;
+    let a = worked_lead(&app, 1, "Page One", "new", None).await;
+    let b = worked_lead(&app, 2, "Page Two", "new", None).await;
+    let c = worked_lead(&app, 3, "Page Three", "new", None).await;
+    flag(&app, 4, a, b).await;
+    let sales = signed_in(&app, "sales").await;
+    let (status, queue) = get(&app, &sales, "/duplicates").await;
+    assert_eq!(status, 200);
+    assert!(queue.contains(&format!("data-pair=\"{a}-{b}\"")), "{queue}");
+    let csrf = hidden(&queue, "csrf");
+    let (status, preview) = get(
+        &app,
+        &sales,
+        &format!("/leads/{a}/merge?other={b}&name=other"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        preview.contains("Page Two") && preview.contains("id=\"merge-form\""),
+        "{preview}"
+    );
+
+    let version = |id: i64| app.sql::<i64>(&format!("SELECT version FROM leads WHERE id = {id}"));
+    let before = (version(a), version(b));
+    for token in [None, Some("forged")] {
+        for (path, field) in [
+            (format!("/leads/{a}/merge"), ("other", b.to_string())),
+            (
+                format!("/leads/{a}/duplicates/{b}/dismiss"),
+                ("x", String::new()),
+            ),
+        ] {
+            let mut form = vec![(field.0, field.1.as_str())];
+            form.extend(token.map(|t| ("csrf", t)));
+            let (status, _, _) = post_form(&app, &sales, &path, &form).await;
+            assert_eq!(status, 403, "{path} with {token:?}");
+        }
+    }
+    assert_eq!((version(a), version(b)), before, "nothing changed");
+
+    // A viewer reads the queue, without the forms, and may not post them.
+    let vic = signed_in(&app, "vic").await;
+    let (status, seen) = get(&app, &vic, "/duplicates").await;
+    assert_eq!(status, 200);
+    assert!(!seen.contains("Not the same person"), "{seen}");
+    let (_, lead_page) = get(&app, &vic, &format!("/leads/{a}")).await;
+    let vic_csrf = hidden(&lead_page, "csrf");
+    let (status, _, _) = post_form(
+        &app,
+        &vic,
+        &format!("/leads/{a}/merge"),
+        &[("csrf", &vic_csrf), ("other", &b.to_string())],
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // With the token: merge, unmerge from the survivor's page, dismiss.
+    let (status, location, _) = post_form(
+        &app,
+        &sales,
+        &format!("/leads/{a}/merge"),
+        &[
+            ("csrf", &csrf),
+            ("other", &b.to_string()),
+            ("name", "other"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, location.as_deref()),
+        (303, Some(format!("/leads/{a}").as_str()))
+    );
+    assert_eq!(app.lead(a).await["name"], "Page Two");
+    let (_, page) = get(&app, &sales, &format!("/leads/{a}")).await;
+    assert!(page.contains(&format!("data-unmerge=\"{b}\"")), "{page}");
+    let (status, location, _) = post_form(
+        &app,
+        &sales,
+        &format!("/leads/{a}/unmerge"),
+        &[("csrf", &csrf), ("lead", &b.to_string())],
+    )
+    .await;
+    assert_eq!(
+        (status, location.as_deref()),
+        (303, Some(format!("/leads/{b}").as_str()))
+    );
+    assert_eq!(app.lead(a).await["name"], "Page One");
+    let (status, location, _) = post_form(
+        &app,
+        &sales,
+        &format!("/leads/{a}/duplicates/{c}/dismiss"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!((status, location.as_deref()), (303, Some("/duplicates")));
+    assert!(history_has(
+        &app.lead(c).await,
+        "duplicate dismissed",
+        "not the same person"
+    ));
+}
+
+#[tokio::test]
+async fn the_survivors_next_jivo_answer_shows_the_merged_card() {
+    let app = spawn_app().await;
+    let a = worked_lead(&app, 1, "Card One", "new", None).await;
+    let b = worked_lead(&app, 2, "Card Two", "new", None).await;
+    merge(
+        &app,
+        a,
+        b,
+        json!({"name": "other", "primary_phone": "other"}),
+    )
+    .await;
+    // The absorbed visitor chats again: the answer is the merged lead.
+    let (status, answer) = app.jivo(&accepted(9, "visitor-2", "", None, None)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(lead_id(&answer), a);
+    assert_eq!(answer["contact_info"]["name"], "Card Two");
+    assert_eq!(answer["contact_info"]["phone"], "+1 408 498 7002");
+    assert_eq!(answer["contact_info"]["email"], "person1@example.com");
+}
+
+#[tokio::test]
+async fn a_fold_made_before_merges_were_recorded_is_rebuilt_from_its_deliveries() {
+    let app = spawn_app().await;
+    let known = chat(
+        &app,
+        1,
+        "known-1",
+        "Kim Known",
+        Some("kim@example.com"),
+        None,
+    )
+    .await;
+    let anon = chat(&app, 2, "anon-2", "", None, None).await;
+    let before = app.lead(anon).await;
+    assert_eq!(
+        chat(&app, 3, "anon-2", "", Some("kim@example.com"), None).await,
+        known
+    );
+    // As a database upgraded from version 7 has it: the fold, no record.
+    app.execute(
+        "DELETE FROM merges WHERE absorbed = ?1",
+        crm_responder::args![anon],
+    );
+    let undone = unmerge(&app, known, anon).await;
+    let restored = &undone["restored"];
+    for key in ["visitor_ids", "conversations", "name", "status", "tags"] {
+        assert_eq!(restored[key], before[key], "{key}");
+    }
+    assert!(
+        !app.lead(known).await["visitor_ids"]
+            .to_string()
+            .contains("anon-2")
+    );
+    // Recorded now, undone: the pair stays apart.
+    assert_eq!(
+        chat(&app, 4, "anon-2", "", Some("kim@example.com"), None).await,
+        known
+    );
+    assert!(
+        app.lead(anon).await["possible_duplicates"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(known))
+    );
+}
