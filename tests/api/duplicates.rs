@@ -456,6 +456,14 @@ async fn a_dismissed_pair_is_never_flagged_again_by_webhooks_or_replay() {
     );
     cli(&config, &["replay", "--failed"]);
     cli(&config, &["replay", "--all"]);
+    // Nor by an import row naming both.
+    let csv = dir.path().join("both.csv");
+    std::fs::write(
+        &csv,
+        format!("name,emails,phones\nLee Both,{email},{phone}\n"),
+    )
+    .unwrap();
+    cli(&config, &["import", csv.to_str().unwrap()]);
     assert_eq!(app.lead(a).await["possible_duplicates"], json!([]));
     assert_eq!(app.lead(b).await["possible_duplicates"], json!([]));
     assert_eq!(
