@@ -10,34 +10,16 @@
 //! lead (its visitor ids, chats and notes) and its history (custom fields,
 //! tags); what arrived after such a fold stays with the survivor.
 
-use std::collections::{BTreeMap, HashSet};
-
-use bytes::Bytes;
-use serde::Serialize;
-
+use super::arrivals::{Row, Unattributed, attribute, keys_before, move_row};
+use super::legacy::rebuilt;
 use super::{
     Link, Marks, MergeError, Moved, Snapshot, Values, ensure_primary, json, live, make_primary,
     refused, set_values, staff_source, values,
 };
 use crate::args;
-use crate::crm::identity::{Email, Phone};
-use crate::event::{Event, Platform};
-use crate::platforms;
 use crate::store::leads;
 use crate::store::sql::Sql;
 use crate::store::{Db, DbError};
-
-/// Something that arrived on the survivor after the merge through a
-/// delivery that names both leads: it stays with the survivor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Unattributed {
-    /// `email`, `phone`, `visitor`, `conversation` or `note`.
-    pub kind: &'static str,
-    /// The value, visitor id or chat (`platform:id`), or note (`platform:kind:id`).
-    pub value: String,
-    /// The delivery that brought it.
-    pub delivery_id: i64,
-}
 
 /// What an unmerge did.
 #[derive(Debug, Clone)]
@@ -47,12 +29,17 @@ pub struct Unmerged {
 }
 
 /// A `merges` row.
-struct Record {
-    id: Option<i64>,
-    at: String,
-    snapshot: Snapshot,
-    moved: Moved,
-    marks: Marks,
+pub(super) struct Record {
+    /// Its id; none for a fold rebuilt from before version 8.
+    pub(super) id: Option<i64>,
+    /// When the merge was made.
+    pub(super) at: String,
+    /// The absorbed lead as it was.
+    pub(super) snapshot: Snapshot,
+    /// What moved.
+    pub(super) moved: Moved,
+    /// The highest ids then.
+    pub(super) marks: Marks,
 }
 
 /// The latest merge of `absorbed` not undone yet.
@@ -76,251 +63,6 @@ fn record(conn: &dyn Sql, absorbed: i64) -> Result<Option<Record>, DbError> {
         moved: serde_json::from_str(&moved).map_err(|_| parse("moved", &moved))?,
         marks: serde_json::from_str(&marks).map_err(|_| parse("marks", &marks))?,
     }))
-}
-
-/// What a stored delivery names: its identifiers as `(kind, value)` keys
-/// (`email`, `phone`, `visitor`, `chat`) and the note it carried.
-struct Named {
-    keys: Vec<(&'static str, String)>,
-    note: Option<String>,
-}
-
-/// Reads a stored delivery again; `None` when it does not translate (an
-/// import row, a body no version could parse).
-fn named(platform: &str, body: &[u8], region: phonenumber::country::Id) -> Option<Named> {
-    let parsed = Platform::parse(platform)?;
-    let (event, _) = platforms::translate(parsed, &Bytes::copy_from_slice(body)).ok()?;
-    Some(named_event(platform, &event, region))
-}
-
-fn named_event(platform: &str, event: &Event, region: phonenumber::country::Id) -> Named {
-    let mut keys = Vec::new();
-    if let Some(visitor) = &event.visitor {
-        for id in &visitor.ids {
-            keys.push(("visitor", format!("{platform}:{id}")));
-        }
-        for email in visitor.emails.iter().filter_map(|e| Email::parse(e)) {
-            keys.push(("email", email.normalized));
-        }
-        for phone in visitor
-            .phones
-            .iter()
-            .filter_map(|p| Phone::parse(p, region))
-        {
-            keys.push(("phone", phone.normalized));
-        }
-    }
-    for chat in event
-        .chat_id
-        .iter()
-        .chain(event.conversation.as_ref().map(|c| &c.chat_id))
-    {
-        keys.push(("chat", format!("{platform}:{chat}")));
-    }
-    let note = event
-        .note
-        .as_ref()
-        .map(|n| format!("{platform}:{}:{}", n.kind, n.ext_id));
-    Named { keys, note }
-}
-
-/// A row on the survivor: its table's key and how it is shown.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Row {
-    Email(String),
-    Phone(String),
-    Visitor(String, String),
-    Conversation(i64),
-    Note(i64),
-}
-
-/// Rows that arrived on `survivor` after the merge, by the key a delivery
-/// names them with.
-fn arrivals(
-    conn: &dyn Sql,
-    survivor: i64,
-    rec: &Record,
-) -> Result<BTreeMap<(&'static str, String), Row>, DbError> {
-    let mut out = BTreeMap::new();
-    conn.each_row(
-        "SELECT value FROM lead_emails WHERE lead_id = ?1 AND id > ?2",
-        args![survivor, rec.marks.email],
-        &mut |r| {
-            let v: String = r.get(0)?;
-            out.insert(("email", v.clone()), Row::Email(v));
-            Ok(())
-        },
-    )?;
-    conn.each_row(
-        "SELECT value FROM lead_phones WHERE lead_id = ?1 AND id > ?2",
-        args![survivor, rec.marks.phone],
-        &mut |r| {
-            let v: String = r.get(0)?;
-            out.insert(("phone", v.clone()), Row::Phone(v));
-            Ok(())
-        },
-    )?;
-    conn.each_row(
-        "SELECT platform, visitor_id FROM lead_visitors WHERE lead_id = ?1 AND created_at > ?2",
-        args![survivor, rec.at],
-        &mut |r| {
-            let (p, v): (String, String) = (r.get(0)?, r.get(1)?);
-            out.insert(("visitor", format!("{p}:{v}")), Row::Visitor(p, v));
-            Ok(())
-        },
-    )?;
-    conn.each_row(
-        "SELECT id, platform, chat_id FROM conversations WHERE lead_id = ?1 AND id > ?2",
-        args![survivor, rec.marks.conversation],
-        &mut |r| {
-            let (id, p, c): (i64, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            out.insert(("chat", format!("{p}:{c}")), Row::Conversation(id));
-            Ok(())
-        },
-    )?;
-    // Staff notes (with an author) are the survivor's own.
-    conn.each_row(
-        "SELECT id, platform, kind, ext_id FROM notes
-         WHERE lead_id = ?1 AND id > ?2 AND author IS NULL",
-        args![survivor, rec.marks.note],
-        &mut |r| {
-            let (id, p, k, e): (i64, String, String, String) =
-                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-            out.insert(("note", format!("{p}:{k}:{e}")), Row::Note(id));
-            Ok(())
-        },
-    )?;
-    Ok(out)
-}
-
-/// The identifying keys of a lead's rows that were there at the merge.
-fn keys_before(
-    conn: &dyn Sql,
-    lead: i64,
-    rec: &Record,
-) -> Result<HashSet<(&'static str, String)>, DbError> {
-    let mut keys = HashSet::new();
-    for (kind, sql, mark) in [
-        (
-            "email",
-            "SELECT value FROM lead_emails WHERE lead_id = ?1 AND id <= ?2",
-            rec.marks.email,
-        ),
-        (
-            "phone",
-            "SELECT value FROM lead_phones WHERE lead_id = ?1 AND id <= ?2",
-            rec.marks.phone,
-        ),
-        (
-            "chat",
-            "SELECT platform || ':' || chat_id FROM conversations WHERE lead_id = ?1 AND id <= ?2",
-            rec.marks.conversation,
-        ),
-    ] {
-        conn.each_row(sql, args![lead, mark], &mut |r| {
-            keys.insert((kind, r.get::<String>(0)?));
-            Ok(())
-        })?;
-    }
-    conn.each_row(
-        "SELECT platform || ':' || visitor_id FROM lead_visitors WHERE lead_id = ?1 AND created_at <= ?2",
-        args![lead, rec.at],
-        &mut |r| {
-            keys.insert(("visitor", r.get::<String>(0)?));
-            Ok(())
-        },
-    )?;
-    Ok(keys)
-}
-
-/// Sorts what arrived on the survivor after the merge: the rows to move
-/// to the restored lead, and those that stay, unattributed. `theirs` are
-/// the restored lead's keys (its rows already moved back), `ours` the
-/// survivor's.
-fn attribute(
-    conn: &dyn Sql,
-    survivor: i64,
-    rec: &Record,
-    theirs: &mut HashSet<(&'static str, String)>,
-    region: phonenumber::country::Id,
-) -> Result<(Vec<Row>, Vec<Unattributed>), DbError> {
-    let mut pending = arrivals(conn, survivor, rec)?;
-    if pending.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let mut ours = keys_before(conn, survivor, rec)?;
-    let mut back = Vec::new();
-    let mut unattributed = Vec::new();
-    let deliveries: Vec<(i64, String, Vec<u8>)> = conn.query_all(
-        "SELECT id, platform, body FROM deliveries
-         WHERE id > ?1 AND lead_id = ?2 AND status = 'applied' ORDER BY id",
-        args![rec.marks.delivery, survivor],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
-    for (delivery_id, platform, body) in deliveries {
-        let Some(named) = named(&platform, &body, region) else {
-            continue;
-        };
-        let via_theirs = named.keys.iter().any(|k| theirs.contains(k));
-        let via_ours = named.keys.iter().any(|k| ours.contains(k));
-        let brought: Vec<(&'static str, String)> = named
-            .keys
-            .iter()
-            .cloned()
-            .chain(named.note.map(|n| ("note", n)))
-            .filter(|k| pending.contains_key(k))
-            .collect();
-        for key in brought {
-            let Some(row) = pending.remove(&key) else {
-                continue;
-            };
-            match (via_theirs, via_ours) {
-                (true, false) => {
-                    theirs.insert(key);
-                    back.push(row);
-                }
-                (true, true) => unattributed.push(Unattributed {
-                    kind: match key.0 {
-                        "chat" => "conversation",
-                        other => other,
-                    },
-                    value: key.1,
-                    delivery_id,
-                }),
-                _ => {
-                    ours.insert(key);
-                }
-            }
-        }
-    }
-    Ok((back, unattributed))
-}
-
-/// Moves `row` from `from` to `to` (only if `from` holds it).
-fn move_row(conn: &dyn Sql, row: &Row, from: i64, to: i64) -> Result<(), DbError> {
-    match row {
-        Row::Email(v) => conn.execute(
-            "UPDATE lead_emails SET lead_id = ?3, is_primary = 0 WHERE value = ?1 AND lead_id = ?2",
-            args![v, from, to],
-        )?,
-        Row::Phone(v) => conn.execute(
-            "UPDATE lead_phones SET lead_id = ?3, is_primary = 0 WHERE value = ?1 AND lead_id = ?2",
-            args![v, from, to],
-        )?,
-        Row::Visitor(p, v) => conn.execute(
-            "UPDATE lead_visitors SET lead_id = ?4 WHERE platform = ?1 AND visitor_id = ?2 AND lead_id = ?3",
-            args![p, v, from, to],
-        )?,
-        Row::Conversation(id) => conn.execute(
-            "UPDATE conversations SET lead_id = ?3 WHERE id = ?1 AND lead_id = ?2",
-            args![id, from, to],
-        )?,
-        Row::Note(id) => conn.execute(
-            "UPDATE notes SET lead_id = ?3 WHERE id = ?1 AND lead_id = ?2",
-            args![id, from, to],
-        )?,
-    };
-    Ok(())
 }
 
 /// Undoes the merge of `absorbed` into `survivor` (see [`Db::unmerge_lead`]).
@@ -567,114 +309,6 @@ fn unmerge(
         }
     }
     Ok(Unmerged { unattributed })
-}
-
-/// The record of a fold made before merges were recorded, rebuilt: what
-/// the deliveries applied to the absorbed lead brought (visitor ids, chats,
-/// notes) and its history (custom fields, tags). Its marks are now: what
-/// arrived after such a fold is not told apart.
-fn rebuilt(
-    conn: &dyn Sql,
-    survivor: i64,
-    absorbed: i64,
-    region: phonenumber::country::Id,
-) -> Result<Record, DbError> {
-    let at: String = conn
-        .query_opt(
-            "SELECT at FROM history WHERE lead_id = ?1 AND field = 'merged_into'
-             ORDER BY id DESC LIMIT 1",
-            args![absorbed],
-            |r| r.get(0),
-        )?
-        .unwrap_or_default();
-    let mut moved = Moved::default();
-    let deliveries: Vec<(String, Vec<u8>)> = conn.query_all(
-        "SELECT platform, body FROM deliveries WHERE lead_id = ?1 AND status = 'applied' ORDER BY id",
-        args![absorbed],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    for (platform, body) in deliveries {
-        let Some(named) = named(&platform, &body, region) else {
-            continue;
-        };
-        for (kind, value) in named.keys {
-            let (p, v) = value.split_once(':').unwrap_or_default();
-            match kind {
-                "visitor" if !moved.visitors.iter().any(|(a, b)| a == p && b == v) => {
-                    moved.visitors.push((p.to_owned(), v.to_owned()));
-                }
-                "chat" if leads::chat_owner(conn, p, v)? == Some(survivor) => {
-                    let id = conversation_id(conn, p, v)?;
-                    if !moved.conversations.contains(&id) {
-                        moved.conversations.push(id);
-                    }
-                }
-                _ => {}
-            }
-        }
-        if let Some(note) = named.note {
-            let mut parts = note.splitn(3, ':');
-            if let (Some(p), Some(k), Some(e)) = (parts.next(), parts.next(), parts.next()) {
-                let id: Option<i64> = conn.query_opt(
-                    "SELECT id FROM notes WHERE platform = ?1 AND kind = ?2 AND ext_id = ?3 AND lead_id = ?4",
-                    args![p, k, e, survivor],
-                    |r| r.get(0),
-                )?;
-                moved.notes.extend(id);
-            }
-        }
-    }
-    let mut snapshot = Snapshot {
-        absorbed: values(conn, absorbed)?,
-        ..Snapshot::default()
-    };
-    snapshot.survivor_before = values(conn, survivor)?;
-    snapshot.survivor_after = snapshot.survivor_before.clone();
-    // A new lead's first values are entries packed in its `created` row.
-    conn.each_row(
-        "SELECT field, old, new, explanation FROM history WHERE lead_id = ?1 ORDER BY id",
-        args![absorbed],
-        &mut |r| {
-            let row: Option<String> = r.get(3)?;
-            for entry in leads::entries((r.get(0)?, r.get(1)?, r.get(2)?), row.as_deref(), None) {
-                match (entry.field.strip_prefix("field "), entry.new) {
-                    (Some(key), Some(new)) => {
-                        snapshot.fields.insert(key.to_owned(), new);
-                    }
-                    (None, Some(new)) if entry.field == "tags" => {
-                        snapshot.tags.extend(new.split(", ").map(str::to_owned));
-                    }
-                    _ => {}
-                }
-            }
-            Ok(())
-        },
-    )?;
-    snapshot.tags.sort();
-    snapshot.tags.dedup();
-    // Fields the fold moved are those the survivor holds with that value.
-    let theirs = crate::store::view::fields(conn, survivor)?;
-    moved.fields = snapshot
-        .fields
-        .iter()
-        .filter(|(k, v)| theirs.get(*k) == Some(*v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    Ok(Record {
-        id: None,
-        at,
-        snapshot,
-        moved,
-        marks: super::marks(conn)?,
-    })
-}
-
-fn conversation_id(conn: &dyn Sql, platform: &str, chat: &str) -> Result<i64, DbError> {
-    conn.query_row(
-        "SELECT id FROM conversations WHERE platform = ?1 AND chat_id = ?2",
-        args![platform, chat],
-        |r| r.get(0),
-    )
 }
 
 impl Db {
