@@ -21,8 +21,9 @@
 //!   explanation of each decision; pure.
 //! - [`store`]: SQL written once over [`store::sql::Sql`] for SQLite and
 //!   PostgreSQL, and the one async gateway, [`store::Db`], whose named
-//!   operations are the reads, staff edits ([`store::edits`]) and filtered
-//!   lists ([`store::search::filters`]).
+//!   operations are the reads, staff edits ([`store::edits`]), filtered
+//!   lists ([`store::search::filters`]), and merges, folds, dismissals and
+//!   unmerges ([`store::merges`], recorded in `merges` so any can be undone).
 //! - [`outbound`]: signed outbound webhooks (`[[outbound]]`): signing and
 //!   the sending worker; the outbox itself is [`store::outbox`].
 //! - [`metrics`]: counters for `/metrics`.

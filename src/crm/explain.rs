@@ -255,6 +255,7 @@ mod tests {
                 by_email: Some(1),
                 by_phone: Some(2),
                 known: None,
+                kept_apart: Vec::new(),
             },
             &m.match_order,
         );

@@ -24,6 +24,9 @@ pub struct Matches {
     pub by_phone: Option<i64>,
     /// The lead linked to the platform's visitor id, or else owning the chat.
     pub known: Option<Known>,
+    /// Leads the known lead was unmerged from by staff: it is never folded
+    /// into one of them again, only linked as a possible duplicate.
+    pub kept_apart: Vec<i64>,
 }
 
 /// Where the delivery goes.
@@ -74,7 +77,16 @@ pub fn resolve(matches: &Matches, match_order: &[Identifier]) -> Resolution {
     let mut fold = None;
     let target = match (by_identifier, matches.known) {
         (Some(lead), Some(known)) if known.lead != lead => {
-            if known.anonymous {
+            if known.anonymous && matches.kept_apart.contains(&lead) {
+                duplicates.push((
+                    known.lead,
+                    format!("unmerged from lead {lead} by staff; kept apart"),
+                ));
+                rule.push_str(&format!(
+                    "; anonymous lead {} was unmerged from it, linked as possible duplicate",
+                    known.lead
+                ));
+            } else if known.anonymous {
                 fold = Some(known.lead);
                 rule.push_str(&format!(
                     "; anonymous lead {} (known by visitor id or chat) folded into it",
@@ -123,6 +135,7 @@ mod tests {
             by_email: Some(1),
             by_phone: Some(2),
             known: None,
+            kept_apart: Vec::new(),
         };
         let r = resolve(&m, EMAIL_FIRST);
         assert_eq!(r.target, Target::Existing(1));
@@ -149,10 +162,28 @@ mod tests {
                 lead: 9,
                 anonymous: true,
             }),
+            kept_apart: Vec::new(),
         };
         let r = resolve(&m, EMAIL_FIRST);
         assert_eq!(r.target, Target::Existing(7));
         assert_eq!(r.fold, Some(9));
+    }
+
+    #[test]
+    fn an_unmerged_visitor_lead_is_linked_not_folded_again() {
+        let m = Matches {
+            by_email: Some(7),
+            by_phone: None,
+            known: Some(Known {
+                lead: 9,
+                anonymous: true,
+            }),
+            kept_apart: vec![7],
+        };
+        let r = resolve(&m, EMAIL_FIRST);
+        assert_eq!(r.target, Target::Existing(7));
+        assert_eq!(r.fold, None);
+        assert_eq!(r.duplicates[0].0, 9);
     }
 
     #[test]
@@ -164,6 +195,7 @@ mod tests {
                 lead: 9,
                 anonymous: false,
             }),
+            kept_apart: Vec::new(),
         };
         let r = resolve(&m, EMAIL_FIRST);
         assert_eq!(r.target, Target::Existing(7));

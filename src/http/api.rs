@@ -14,16 +14,22 @@ use crate::store::search::filters::{LeadFilter, OwnerFilter};
 use crate::store::search::{Cursor, Query};
 use crate::store::view::{Found, LeadView};
 
+mod duplicates;
 mod edits;
 pub mod privacy;
 
-/// `/api/leads/{id}`, `/api/leads`, the writes on a lead (`edits.rs`), and
-/// the admin's erasure and export of a person (`privacy.rs`).
+pub use duplicates::{CHOICES, keep_of};
+
+/// `/api/leads/{id}`, `/api/leads`, the writes on a lead (`edits.rs`), the
+/// duplicates queue, merges and unmerges (`duplicates.rs`), and the admin's
+/// erasure and export of a person (`privacy.rs`).
 pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     lead(state.clone())
         .or(search(state.clone()))
+        .unify()
+        .or(duplicates::routes(state.clone()))
         .unify()
         .or(edits::routes(state.clone()))
         .unify()

@@ -10,6 +10,7 @@
 //! one stylesheet served by us, nothing from elsewhere (the service may run
 //! without internet access). Errors on these paths are HTML pages too.
 
+mod duplicates;
 mod forms;
 mod list;
 pub(crate) mod model;
@@ -41,12 +42,14 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
 /// The one stylesheet, compiled in so the binary is the whole deployment.
 const STYLESHEET: &str = include_str!("../../templates/style.css");
 
-/// `/leads/{id}`, `/leads`, and `/static/style.css`.
+/// `/leads/{id}`, `/leads`, `/duplicates`, and `/static/style.css`.
 pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let pages = lead(state.clone())
         .or(search(state.clone()))
+        .unify()
+        .or(duplicates::routes(state.clone()))
         .unify()
         .or(forms::routes(state.clone()))
         .unify()
@@ -128,6 +131,13 @@ async fn lead_page(
         Ok(read) => read,
         Err(e) => return error_page(&ApiError::from(e)),
     };
+    let absorbed = match &found {
+        Found::Lead(_) => match state.db.absorbed_leads(id).await {
+            Ok(absorbed) => absorbed,
+            Err(e) => return error_page(&ApiError::from(e)),
+        },
+        _ => Vec::new(),
+    };
     match found {
         Found::Lead(lead) => {
             let config = state.config();
@@ -149,7 +159,8 @@ async fn lead_page(
             let mut page = LeadPage::new(&lead, merged_from)
                 .signed_in(user)
                 .working(work)
-                .administering(admin);
+                .administering(admin)
+                .absorbed(absorbed);
             if let Some(problem) = problem {
                 page = page.refused(problem);
             }

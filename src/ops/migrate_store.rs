@@ -61,6 +61,8 @@ const TABLES: &[(&str, &[&str])] = &[
     ("lead_pins", &["lead_id", "field"]),
     ("api_tokens", &["name"]),
     ("sessions", &["id_hash"]),
+    ("merges", &["id"]),
+    ("dismissed_duplicates", &["lead_a", "lead_b"]),
     ("tombstones", &["hash"]),
     ("outbound_events", &["id"]),
     ("outbound_deliveries", &["endpoint", "event_id"]),

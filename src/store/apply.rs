@@ -354,10 +354,20 @@ fn identify(
         phones: phone_owners,
         ..
     } = owners;
+    let by_email = email_owners.iter().flatten().copied().next();
+    let by_phone = phone_owners.iter().flatten().copied().next();
+    // Only a fold asks: an anonymous known lead meeting another lead.
+    let kept_apart = match known {
+        Some(k) if k.anonymous && [by_email, by_phone].iter().flatten().any(|&l| l != k.lead) => {
+            super::merges::kept_apart(conn, k.lead)?
+        }
+        _ => Vec::new(),
+    };
     let matches = Matches {
-        by_email: email_owners.iter().flatten().copied().next(),
-        by_phone: phone_owners.iter().flatten().copied().next(),
+        by_email,
+        by_phone,
         known,
+        kept_apart,
     };
     // Closing a chat nobody is known for carries nothing worth a new lead.
     let has_content = event

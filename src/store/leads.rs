@@ -982,16 +982,22 @@ pub fn link_duplicate(
         return Ok(false);
     }
     let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    // A pair staff dismissed is never linked again (one key lookup in a
+    // table that is empty but for dismissals).
     let n = conn.execute(
         "INSERT INTO duplicate_links (lead_a, lead_b, score, reason, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+         SELECT CAST(?1 AS BIGINT), CAST(?2 AS BIGINT), CAST(?3 AS DOUBLE PRECISION),
+                CAST(?4 AS TEXT), CAST(?5 AS TEXT)
+         WHERE NOT EXISTS (SELECT 1 FROM dismissed_duplicates WHERE lead_a = ?1 AND lead_b = ?2)
+         ON CONFLICT DO NOTHING",
         args![lo, hi, score, reason, at],
     )?;
     Ok(n > 0)
 }
 
 /// Folds anonymous lead `from` into `into`: its visitor ids, conversations,
-/// notes, tags and fields move; `from` keeps answering with a pointer.
+/// notes, tags and fields move; `from` keeps answering with a pointer
+/// (see [`super::merges::absorb`], which also records it for an unmerge).
 /// `explanation` is the decision the history rows point at.
 pub fn fold(
     conn: &dyn Sql,
@@ -1000,64 +1006,15 @@ pub fn fold(
     source: &Source,
     explanation: Option<Why<'_>>,
 ) -> Result<(), DbError> {
-    // Each statement with how many of the leading parameters ?1..?n of
-    // (from, into, at) it uses: PostgreSQL takes exactly as many as the
-    // statement has. `?2` in a select list is cast, as PostgreSQL cannot
-    // infer its type there; the select's `WHERE` keeps SQLite from reading
-    // `ON CONFLICT` as a join's `ON`.
-    let moves = [
-        (
-            "UPDATE lead_visitors SET lead_id = ?2 WHERE lead_id = ?1",
-            2,
-        ),
-        (
-            "UPDATE conversations SET lead_id = ?2 WHERE lead_id = ?1",
-            2,
-        ),
-        ("UPDATE notes SET lead_id = ?2 WHERE lead_id = ?1", 2),
-        (
-            "INSERT INTO lead_tags (lead_id, tag)
-             SELECT CAST(?2 AS BIGINT), tag FROM lead_tags WHERE lead_id = ?1
-             ON CONFLICT DO NOTHING",
-            2,
-        ),
-        ("DELETE FROM lead_tags WHERE lead_id = ?1", 1),
-        (
-            "INSERT INTO lead_fields (lead_id, key, value, updated_at)
-             SELECT CAST(?2 AS BIGINT), key, value, updated_at FROM lead_fields WHERE lead_id = ?1
-             ON CONFLICT DO NOTHING",
-            2,
-        ),
-        ("DELETE FROM lead_fields WHERE lead_id = ?1", 1),
-        (
-            "UPDATE duplicate_links SET lead_a = ?2 WHERE lead_a = ?1 AND lead_b > ?2",
-            2,
-        ),
-        (
-            "UPDATE duplicate_links SET lead_b = ?2 WHERE lead_b = ?1 AND lead_a < ?2",
-            2,
-        ),
-        (
-            "DELETE FROM duplicate_links WHERE lead_a = ?1 OR lead_b = ?1",
-            1,
-        ),
-        (
-            "UPDATE leads SET merged_into = ?2, updated_at = ?3, version = version + 1 WHERE id = ?1",
-            3,
-        ),
-    ];
-    let all = args![from, into, source.at];
-    for (sql, n) in moves {
-        #[cfg(debug_assertions)]
-        if let Some(sqlite) = conn.as_sqlite() {
-            debug_assert_eq!(
-                sqlite.prepare_cached(sql)?.parameter_count(),
-                n,
-                "parameters of {sql}"
-            );
-        }
-        conn.execute(sql, &all[..n])?;
-    }
+    // Recorded in `merges` like staff's merges, so that it can be undone.
+    super::merges::absorb(
+        conn,
+        into,
+        from,
+        &super::merges::Keep::default(),
+        super::merges::Kind::Fold,
+        source,
+    )?;
     let (name, description): (Option<String>, Option<String>) = conn.query_row(
         "SELECT name, description FROM leads WHERE id = ?1",
         args![from],

@@ -15,7 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_packed_new_lead_entries.sql"),
     include_str!("../../migrations/0006_links_by_newer_lead.sql"),
     include_str!("../../migrations/0007_staff.sql"),
-    // Numbered 0009: 0008 is another branch's, and goes before it when merged.
+    include_str!("../../migrations/0008_merges.sql"),
     include_str!("../../migrations/0009_tombstones.sql"),
     include_str!("../../migrations/0011_outbound.sql"),
 ];

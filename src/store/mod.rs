@@ -23,6 +23,7 @@ pub mod erase;
 pub mod inbox;
 pub mod leads;
 pub mod locks;
+pub mod merges;
 mod migrate;
 pub mod outbox;
 pub mod postgres;

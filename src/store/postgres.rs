@@ -33,14 +33,13 @@ const MIGRATE_LOCK: i64 = 0x63726d2d6d67;
 const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/postgres/0006_schema.sql")),
     (7, include_str!("../../migrations/postgres/0007_staff.sql")),
-    // Version 8 until 0008 (another branch's) is merged before it; then 9.
-    (
-        8,
-        include_str!("../../migrations/postgres/0009_tombstones.sql"),
-    ),
-    // Numbered by its place until 0008 to 0010 land beside it.
+    (8, include_str!("../../migrations/postgres/0008_merges.sql")),
     (
         9,
+        include_str!("../../migrations/postgres/0009_tombstones.sql"),
+    ),
+    (
+        10,
         include_str!("../../migrations/postgres/0011_outbound.sql"),
     ),
 ];

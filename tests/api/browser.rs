@@ -565,3 +565,125 @@ async fn a_salesperson_works_a_lead_through_its_forms() {
     browser.open(&app.url(&path)).await;
     assert_eq!(browser.eval("return location.pathname;").await, "/login");
 }
+
+#[tokio::test]
+#[ignore = "needs Chromium and chromedriver (apt-get install chromium chromium-driver); .ci/run runs them with --include-ignored"]
+async fn a_salesperson_clears_a_pair_from_the_queue_and_undoes_the_merge() {
+    let app = spawn_app().await;
+    let (_, first) = app
+        .jivo(&accepted(
+            701,
+            "701",
+            "Maria Garcia",
+            Some("maria@example.com"),
+            Some("+1 408 498 7001"),
+        ))
+        .await;
+    let (_, second) = app
+        .jivo(&accepted(
+            702,
+            "702",
+            "Maria G.",
+            Some("mg@example.com"),
+            Some("+1 408 498 7002"),
+        ))
+        .await;
+    let (older, newer) = (lead_id(&first), lead_id(&second));
+    // One chat gives the first one's email and the second one's phone.
+    app.jivo(&accepted(
+        703,
+        "703",
+        "",
+        Some("maria@example.com"),
+        Some("+1 408 498 7002"),
+    ))
+    .await;
+    let browser = Browser::start().await;
+    browser.sign_in(&app, "/duplicates").await;
+    let pair = format!("[data-pair='{older}-{newer}']");
+    let text = browser
+        .eval(&format!(
+            "return document.querySelector(\"{pair}\").innerText;"
+        ))
+        .await;
+    let text = text.as_str().unwrap();
+    assert!(
+        text.contains("Maria Garcia") && text.contains("Maria G."),
+        "{text}"
+    );
+    assert!(text.contains("mg@example.com"), "{text}");
+
+    // The preview: keep the newer lead's name.
+    browser.submit(&format!("{pair} a.preview")).await;
+    assert_eq!(
+        browser.eval("return location.pathname;").await,
+        json!(format!("/leads/{older}/merge"))
+    );
+    browser
+        .click("tr[data-field=name] input[value=other]")
+        .await;
+    browser.submit("#update-preview").await;
+    let merged = browser
+        .eval("return document.querySelector('tr[data-field=name] .merged-value').innerText;")
+        .await;
+    assert!(merged.as_str().unwrap().starts_with("Maria G."), "{merged}");
+    let moves = browser
+        .eval("return document.querySelector('#moves').innerText;")
+        .await;
+    assert!(
+        moves.as_str().unwrap().contains("mg@example.com"),
+        "{moves}"
+    );
+    assert_png(&browser.screenshot("merge-preview.png").await);
+
+    // Merge: the survivor's page, with the other lead's contacts.
+    browser.submit("#merge-form button").await;
+    assert_eq!(
+        browser.eval("return location.pathname;").await,
+        json!(format!("/leads/{older}"))
+    );
+    let contacts = browser
+        .eval("return document.querySelector('#contacts').innerText;")
+        .await;
+    assert!(
+        contacts.as_str().unwrap().contains("mg@example.com"),
+        "{contacts}"
+    );
+    assert_eq!(
+        browser
+            .eval("return document.querySelector('#lead-name').innerText;")
+            .await,
+        "Maria G."
+    );
+    assert_eq!(
+        app.api(&format!("/api/leads/{newer}")).await.1["merged_into"],
+        older
+    );
+
+    // Unmerge from the survivor's page: both leads as they were.
+    browser
+        .submit(&format!("button[data-unmerge='{newer}']"))
+        .await;
+    assert_eq!(
+        browser.eval("return location.pathname;").await,
+        json!(format!("/leads/{newer}"))
+    );
+    assert_eq!(
+        browser
+            .eval("return document.querySelector('#lead-name').innerText;")
+            .await,
+        "Maria G."
+    );
+    assert_eq!(app.lead(older).await["name"], "Maria Garcia");
+    assert!(
+        !app.lead(older).await["emails"]
+            .to_string()
+            .contains("mg@example.com")
+    );
+    browser.open(&app.url("/duplicates")).await;
+    let queue = browser.text().await;
+    assert!(
+        queue.contains("Maria G."),
+        "the pair is back in the queue: {queue}"
+    );
+}

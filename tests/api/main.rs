@@ -5,6 +5,7 @@ mod browser;
 mod clients;
 mod crash;
 mod cross_platform;
+mod duplicates;
 mod errors;
 mod faults;
 mod helpers;

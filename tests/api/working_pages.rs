@@ -6,7 +6,7 @@
 use crate::helpers::*;
 
 /// A browser-like client: keeps cookies, does not follow redirects.
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -15,7 +15,7 @@ fn client() -> reqwest::Client {
 }
 
 /// A client signed in as `name` (password [`SALES_PASSWORD`]).
-async fn signed_in(app: &TestApp, name: &str) -> reqwest::Client {
+pub(crate) async fn signed_in(app: &TestApp, name: &str) -> reqwest::Client {
     let client = client();
     let r = client
         .post(app.url("/login"))
@@ -32,13 +32,13 @@ async fn signed_in(app: &TestApp, name: &str) -> reqwest::Client {
 }
 
 /// GETs a page: status and HTML.
-async fn get(app: &TestApp, client: &reqwest::Client, path: &str) -> (u16, String) {
+pub(crate) async fn get(app: &TestApp, client: &reqwest::Client, path: &str) -> (u16, String) {
     let r = client.get(app.url(path)).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
 /// POSTs a form: status, `Location` and HTML.
-async fn post(
+pub(crate) async fn post(
     app: &TestApp,
     client: &reqwest::Client,
     path: &str,
@@ -58,7 +58,7 @@ async fn post(
 }
 
 /// The value of the first hidden input named `name` on a page.
-fn hidden(html: &str, name: &str) -> String {
+pub(crate) fn hidden(html: &str, name: &str) -> String {
     let marker = format!(r#"name="{name}" value=""#);
     let start = html
         .find(&marker)

@@ -34,7 +34,7 @@ pub fn routes(
 }
 
 /// The acting staff member, when their role may work leads (403 otherwise).
-fn worker(
+pub(super) fn worker(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Arc<AppState>, Staff), Error = Rejection> + Clone {
     api_staff(state)
@@ -70,7 +70,7 @@ fn if_match() -> impl Filter<Extract = (Expect,), Error = Rejection> + Clone {
 }
 
 /// The lead id of a path, or 404.
-fn lead_id(id: &str) -> Result<i64, Rejection> {
+pub(super) fn lead_id(id: &str) -> Result<i64, Rejection> {
     id.parse()
         .ok()
         .filter(|id| *id > 0)
@@ -78,7 +78,7 @@ fn lead_id(id: &str) -> Result<i64, Rejection> {
 }
 
 /// A JSON body as `T`, or a 400 saying what is wrong with it.
-fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, Rejection> {
+pub(super) fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, Rejection> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")).reject())
 }
 

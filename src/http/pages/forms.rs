@@ -33,7 +33,7 @@ use crate::store::edits::{EditError, Expect, Field};
 const MAX_FORM_BYTES: u64 = 256 * 1024;
 
 /// A form's fields by name (the last of a repeated one).
-type Form = HashMap<String, String>;
+pub(super) type Form = HashMap<String, String>;
 
 /// `POST /leads/{id}/{action}` and `POST /leads/{id}/{emails|phones}/{remove|primary}`.
 pub fn routes(
@@ -79,6 +79,12 @@ enum Action {
     Primary(ContactKind),
     /// Erase the person (admins, with the confirmation box ticked).
     Erase,
+    /// Merge another lead into this one (`duplicates.rs`).
+    Merge,
+    /// Undo the merge of another lead into this one.
+    Unmerge,
+    /// Dismiss the pair this lead makes with another.
+    Dismiss(i64),
 }
 
 impl Action {
@@ -94,7 +100,13 @@ impl Action {
                 "take" => Action::Take,
                 "notes" => Action::Note,
                 "erase" => Action::Erase,
+                "merge" => Action::Merge,
+                "unmerge" => Action::Unmerge,
                 other => Action::Add(kind(other)?),
+            },
+            Some(("duplicates", rest)) => match rest.split_once('/') {
+                Some((other, "dismiss")) => Action::Dismiss(other.parse().ok()?),
+                _ => return None,
             },
             Some((k, "remove")) => Action::Remove(kind(k)?),
             Some((k, "primary")) => Action::Primary(kind(k)?),
@@ -138,8 +150,14 @@ async fn submit(
     if let Err(e) = allowed {
         return error_page(&e);
     }
-    if let Action::Erase = action {
-        return erase(&state, &user, id, &form).await;
+    match action {
+        Action::Erase => return erase(&state, &user, id, &form).await,
+        Action::Merge => return super::duplicates::merge(&state, &user, id, &form).await,
+        Action::Unmerge => return super::duplicates::unmerge(&state, &user, id, &form).await,
+        Action::Dismiss(other) => {
+            return super::duplicates::dismiss(&state, &user, id, other, &form).await;
+        }
+        _ => {}
     }
     let by = user.staff.label();
     let text = |key: &str| form.get(key).cloned().unwrap_or_default();
@@ -196,7 +214,9 @@ async fn submit(
             db.make_primary(id, kind, text("value"), by, Expect::nothing())
                 .await
         }
-        Action::Erase => unreachable!("answered above"),
+        Action::Erase | Action::Merge | Action::Unmerge | Action::Dismiss(_) => {
+            unreachable!("answered above")
+        }
     };
     let (status, problem) = match done {
         Ok(()) => return see_other(&format!("/leads/{id}")),

@@ -64,6 +64,9 @@ pub struct LeadPage<'a> {
     /// The session's CSRF token, when the user may administer (the
     /// export link and the erase form).
     admin: Option<String>,
+    /// The leads merged or folded into this one, each with an unmerge
+    /// button: id and title.
+    absorbed: Vec<(i64, String)>,
 }
 
 /// What the lead page's forms need: who posts them and the choices.
@@ -233,7 +236,17 @@ impl<'a> LeadPage<'a> {
             problem: None,
             mine: false,
             admin: None,
+            absorbed: Vec::new(),
         }
+    }
+
+    /// The page with the leads merged into this one (`(id, name)`).
+    pub fn absorbed(mut self, absorbed: Vec<(i64, Option<String>)>) -> Self {
+        self.absorbed = absorbed
+            .into_iter()
+            .map(|(id, name)| (id, title(id, name.as_deref())))
+            .collect();
+        self
     }
 
     /// The page as `user` sees it (their name and sign-out in the header).
@@ -375,7 +388,7 @@ pub(crate) fn platform_name(key: &str) -> &str {
 }
 
 /// A stored RFC 3339 time as `2026-11-21 14:20 UTC`; anything else as it is.
-fn when(at: &str) -> String {
+pub(crate) fn when(at: &str) -> String {
     let format = format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
     OffsetDateTime::parse(at, &Rfc3339)
         .ok()

@@ -1,0 +1,280 @@
+//! What arrived on a survivor after a merge, sorted by the stored raw
+//! delivery that brought it: through the absorbed lead's identifiers only
+//! (it goes back with it), through both (it stays, unattributed), or
+//! through the survivor's own.
+
+use std::collections::{BTreeMap, HashSet};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::undo::Record;
+use crate::args;
+use crate::crm::identity::{Email, Phone};
+use crate::event::{Event, Platform};
+use crate::platforms;
+use crate::store::DbError;
+use crate::store::sql::Sql;
+
+/// Something that arrived on the survivor after the merge through a
+/// delivery that names both leads: it stays with the survivor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unattributed {
+    /// `email`, `phone`, `visitor`, `conversation` or `note`.
+    pub kind: &'static str,
+    /// The value, visitor id or chat (`platform:id`), or note (`platform:kind:id`).
+    pub value: String,
+    /// The delivery that brought it.
+    pub delivery_id: i64,
+}
+
+/// What a stored delivery names: its identifiers as `(kind, value)` keys
+/// (`email`, `phone`, `visitor`, `chat`) and the note it carried.
+pub(super) struct Named {
+    /// `(kind, value)`: `email`, `phone`, `visitor` (`platform:id`), `chat` (`platform:id`).
+    pub(super) keys: Vec<(&'static str, String)>,
+    /// `platform:kind:id` of the note it carried.
+    pub(super) note: Option<String>,
+}
+
+/// Reads a stored delivery again; `None` when it does not translate (an
+/// import row, a body no version could parse).
+pub(super) fn named(
+    platform: &str,
+    body: &[u8],
+    region: phonenumber::country::Id,
+) -> Option<Named> {
+    let parsed = Platform::parse(platform)?;
+    let (event, _) = platforms::translate(parsed, &Bytes::copy_from_slice(body)).ok()?;
+    Some(named_event(platform, &event, region))
+}
+
+fn named_event(platform: &str, event: &Event, region: phonenumber::country::Id) -> Named {
+    let mut keys = Vec::new();
+    if let Some(visitor) = &event.visitor {
+        for id in &visitor.ids {
+            keys.push(("visitor", format!("{platform}:{id}")));
+        }
+        for email in visitor.emails.iter().filter_map(|e| Email::parse(e)) {
+            keys.push(("email", email.normalized));
+        }
+        for phone in visitor
+            .phones
+            .iter()
+            .filter_map(|p| Phone::parse(p, region))
+        {
+            keys.push(("phone", phone.normalized));
+        }
+    }
+    for chat in event
+        .chat_id
+        .iter()
+        .chain(event.conversation.as_ref().map(|c| &c.chat_id))
+    {
+        keys.push(("chat", format!("{platform}:{chat}")));
+    }
+    let note = event
+        .note
+        .as_ref()
+        .map(|n| format!("{platform}:{}:{}", n.kind, n.ext_id));
+    Named { keys, note }
+}
+
+/// A row on the survivor: its table's key and how it is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Row {
+    Email(String),
+    Phone(String),
+    Visitor(String, String),
+    Conversation(i64),
+    Note(i64),
+}
+
+/// Rows that arrived on `survivor` after the merge, by the key a delivery
+/// names them with.
+fn arrivals(
+    conn: &dyn Sql,
+    survivor: i64,
+    rec: &Record,
+) -> Result<BTreeMap<(&'static str, String), Row>, DbError> {
+    let mut out = BTreeMap::new();
+    conn.each_row(
+        "SELECT value FROM lead_emails WHERE lead_id = ?1 AND id > ?2",
+        args![survivor, rec.marks.email],
+        &mut |r| {
+            let v: String = r.get(0)?;
+            out.insert(("email", v.clone()), Row::Email(v));
+            Ok(())
+        },
+    )?;
+    conn.each_row(
+        "SELECT value FROM lead_phones WHERE lead_id = ?1 AND id > ?2",
+        args![survivor, rec.marks.phone],
+        &mut |r| {
+            let v: String = r.get(0)?;
+            out.insert(("phone", v.clone()), Row::Phone(v));
+            Ok(())
+        },
+    )?;
+    conn.each_row(
+        "SELECT platform, visitor_id FROM lead_visitors WHERE lead_id = ?1 AND created_at > ?2",
+        args![survivor, rec.at],
+        &mut |r| {
+            let (p, v): (String, String) = (r.get(0)?, r.get(1)?);
+            out.insert(("visitor", format!("{p}:{v}")), Row::Visitor(p, v));
+            Ok(())
+        },
+    )?;
+    conn.each_row(
+        "SELECT id, platform, chat_id FROM conversations WHERE lead_id = ?1 AND id > ?2",
+        args![survivor, rec.marks.conversation],
+        &mut |r| {
+            let (id, p, c): (i64, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            out.insert(("chat", format!("{p}:{c}")), Row::Conversation(id));
+            Ok(())
+        },
+    )?;
+    // Staff notes (with an author) are the survivor's own.
+    conn.each_row(
+        "SELECT id, platform, kind, ext_id FROM notes
+         WHERE lead_id = ?1 AND id > ?2 AND author IS NULL",
+        args![survivor, rec.marks.note],
+        &mut |r| {
+            let (id, p, k, e): (i64, String, String, String) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            out.insert(("note", format!("{p}:{k}:{e}")), Row::Note(id));
+            Ok(())
+        },
+    )?;
+    Ok(out)
+}
+
+/// The identifying keys of a lead's rows that were there at the merge.
+pub(super) fn keys_before(
+    conn: &dyn Sql,
+    lead: i64,
+    rec: &Record,
+) -> Result<HashSet<(&'static str, String)>, DbError> {
+    let mut keys = HashSet::new();
+    for (kind, sql, mark) in [
+        (
+            "email",
+            "SELECT value FROM lead_emails WHERE lead_id = ?1 AND id <= ?2",
+            rec.marks.email,
+        ),
+        (
+            "phone",
+            "SELECT value FROM lead_phones WHERE lead_id = ?1 AND id <= ?2",
+            rec.marks.phone,
+        ),
+        (
+            "chat",
+            "SELECT platform || ':' || chat_id FROM conversations WHERE lead_id = ?1 AND id <= ?2",
+            rec.marks.conversation,
+        ),
+    ] {
+        conn.each_row(sql, args![lead, mark], &mut |r| {
+            keys.insert((kind, r.get::<String>(0)?));
+            Ok(())
+        })?;
+    }
+    conn.each_row(
+        "SELECT platform || ':' || visitor_id FROM lead_visitors WHERE lead_id = ?1 AND created_at <= ?2",
+        args![lead, rec.at],
+        &mut |r| {
+            keys.insert(("visitor", r.get::<String>(0)?));
+            Ok(())
+        },
+    )?;
+    Ok(keys)
+}
+
+/// Sorts what arrived on the survivor after the merge: the rows to move
+/// to the restored lead, and those that stay, unattributed. `theirs` are
+/// the restored lead's keys (its rows already moved back), `ours` the
+/// survivor's.
+pub(super) fn attribute(
+    conn: &dyn Sql,
+    survivor: i64,
+    rec: &Record,
+    theirs: &mut HashSet<(&'static str, String)>,
+    region: phonenumber::country::Id,
+) -> Result<(Vec<Row>, Vec<Unattributed>), DbError> {
+    let mut pending = arrivals(conn, survivor, rec)?;
+    if pending.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let mut ours = keys_before(conn, survivor, rec)?;
+    let mut back = Vec::new();
+    let mut unattributed = Vec::new();
+    let deliveries: Vec<(i64, String, Vec<u8>)> = conn.query_all(
+        "SELECT id, platform, body FROM deliveries
+         WHERE id > ?1 AND lead_id = ?2 AND status = 'applied' ORDER BY id",
+        args![rec.marks.delivery, survivor],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    for (delivery_id, platform, body) in deliveries {
+        let Some(named) = named(&platform, &body, region) else {
+            continue;
+        };
+        let via_theirs = named.keys.iter().any(|k| theirs.contains(k));
+        let via_ours = named.keys.iter().any(|k| ours.contains(k));
+        let brought: Vec<(&'static str, String)> = named
+            .keys
+            .iter()
+            .cloned()
+            .chain(named.note.map(|n| ("note", n)))
+            .filter(|k| pending.contains_key(k))
+            .collect();
+        for key in brought {
+            let Some(row) = pending.remove(&key) else {
+                continue;
+            };
+            match (via_theirs, via_ours) {
+                (true, false) => {
+                    theirs.insert(key);
+                    back.push(row);
+                }
+                (true, true) => unattributed.push(Unattributed {
+                    kind: match key.0 {
+                        "chat" => "conversation",
+                        other => other,
+                    },
+                    value: key.1,
+                    delivery_id,
+                }),
+                _ => {
+                    ours.insert(key);
+                }
+            }
+        }
+    }
+    Ok((back, unattributed))
+}
+
+/// Moves `row` from `from` to `to` (only if `from` holds it).
+pub(super) fn move_row(conn: &dyn Sql, row: &Row, from: i64, to: i64) -> Result<(), DbError> {
+    match row {
+        Row::Email(v) => conn.execute(
+            "UPDATE lead_emails SET lead_id = ?3, is_primary = 0 WHERE value = ?1 AND lead_id = ?2",
+            args![v, from, to],
+        )?,
+        Row::Phone(v) => conn.execute(
+            "UPDATE lead_phones SET lead_id = ?3, is_primary = 0 WHERE value = ?1 AND lead_id = ?2",
+            args![v, from, to],
+        )?,
+        Row::Visitor(p, v) => conn.execute(
+            "UPDATE lead_visitors SET lead_id = ?4 WHERE platform = ?1 AND visitor_id = ?2 AND lead_id = ?3",
+            args![p, v, from, to],
+        )?,
+        Row::Conversation(id) => conn.execute(
+            "UPDATE conversations SET lead_id = ?3 WHERE id = ?1 AND lead_id = ?2",
+            args![id, from, to],
+        )?,
+        Row::Note(id) => conn.execute(
+            "UPDATE notes SET lead_id = ?3 WHERE id = ?1 AND lead_id = ?2",
+            args![id, from, to],
+        )?,
+    };
+    Ok(())
+}
