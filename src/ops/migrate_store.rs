@@ -57,6 +57,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("lead_pins", &["lead_id", "field"]),
     ("api_tokens", &["name"]),
     ("sessions", &["id_hash"]),
+    ("audit_log", &["id"]),
 ];
 
 /// Most columns a table has (a row's values are kept on the stack).

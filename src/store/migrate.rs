@@ -15,6 +15,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_packed_new_lead_entries.sql"),
     include_str!("../../migrations/0006_links_by_newer_lead.sql"),
     include_str!("../../migrations/0007_staff.sql"),
+    // Versions 8 and 9 are other branches' migrations (merged alongside);
+    // until they land, these keep version 10 the same number on both stores.
+    "-- version 8: reserved",
+    "-- version 9: reserved",
+    include_str!("../../migrations/0010_audit_retention.sql"),
 ];
 
 /// Applies every migration the database has not seen, each in its own

@@ -33,6 +33,10 @@ const MIGRATE_LOCK: i64 = 0x63726d2d6d67;
 const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/postgres/0006_schema.sql")),
     (7, include_str!("../../migrations/postgres/0007_staff.sql")),
+    (
+        10,
+        include_str!("../../migrations/postgres/0010_audit_retention.sql"),
+    ),
 ];
 
 /// How to reach the server.
