@@ -115,8 +115,10 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let state = self.state.clone();
         let drainer = tokio::spawn(drain_spool_forever(state.clone()));
+        let retention = tokio::spawn(crate::retention::run_forever(state.clone()));
         let result = http::run(self.listener, self.state, shutdown).await;
         drainer.abort();
+        retention.abort();
         let db = state.db.clone();
         let _ = tokio::task::spawn_blocking(move || db.close()).await;
         result

@@ -29,8 +29,11 @@
 //! - [`ops`]: `import`, `export`, `replay`, `backup`, `explain`, `preview`,
 //!   `token`, `migrate-store`, one file each.
 //! - [`spool`]: deliveries acknowledged during a storage fault, applied when it ends.
+//! - [`audit`]: the audit log: who did what, when, from where (append-only).
+//! - [`retention`]: the job that deletes what `[retention]` says is too old.
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod crm;
@@ -41,6 +44,7 @@ pub mod metrics;
 pub mod ops;
 pub mod password;
 pub mod platforms;
+pub mod retention;
 pub mod spool;
 pub mod staff;
 pub mod store;

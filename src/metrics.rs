@@ -24,6 +24,8 @@ pub struct Metrics {
     inbox_failures: AtomicU64,
     folded: AtomicU64,
     flagged: AtomicU64,
+    /// Rows the retention job deleted, by kind.
+    retention: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -74,6 +76,11 @@ impl Metrics {
     /// Counts a delivery stored as failed (its body did not translate).
     pub fn inbox_failure(&self) {
         self.inbox_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` of `kind` deleted by the retention job.
+    pub fn retention_deleted(&self, kind: &'static str, n: u64) {
+        *self.retention.lock().unwrap().entry(kind).or_default() += n;
     }
 
     /// The Prometheus text exposition; `db_bytes` is the database size.
@@ -133,6 +140,17 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        out.push_str(
+            "# HELP crm_retention_deleted_total Rows deleted by the retention job, by kind.\n",
+        );
+        out.push_str("# TYPE crm_retention_deleted_total counter\n");
+        {
+            let deleted = self.retention.lock().unwrap();
+            for kind in crate::retention::Kind::ALL.map(crate::retention::Kind::as_str) {
+                let n = deleted.get(kind).copied().unwrap_or(0);
+                let _ = writeln!(out, "crm_retention_deleted_total{{kind=\"{kind}\"}} {n}");
+            }
         }
         out.push_str("# HELP crm_database_bytes Size of the database file and its WAL.\n");
         out.push_str("# TYPE crm_database_bytes gauge\n");

@@ -1,8 +1,9 @@
 //! Operator commands that work on the database directly, one file each:
 //! `import`, `export`, `replay`, `backup`, `explain`, `preview`,
-//! `migrate-store`, `token`. They run as their own process beside (or instead of) the
+//! `migrate-store`, `token`, `audit`, `retention`. They run as their own process beside (or instead of) the
 //! service; SQLite's locking and the busy timeout keep both consistent.
 
+pub mod audit_log;
 pub mod backup;
 pub mod explain;
 pub mod export;
@@ -10,6 +11,7 @@ pub mod import;
 pub mod migrate_store;
 pub mod preview;
 pub mod replay;
+pub mod retention;
 pub mod tokens;
 
 use std::io::IsTerminal;

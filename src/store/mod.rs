@@ -25,6 +25,7 @@ pub mod locks;
 mod migrate;
 pub mod postgres;
 mod reads;
+pub mod retention;
 pub mod search;
 pub mod sql;
 pub mod staff_store;

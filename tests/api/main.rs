@@ -1,6 +1,7 @@
 //! Black-box tests: the real service on a real socket with a real database: a
 //! SQLite file, or PostgreSQL when `CRM_TEST_POSTGRES` names a server.
 
+mod audit;
 mod browser;
 mod clients;
 mod crash;
@@ -20,6 +21,7 @@ mod migrate_store;
 mod ops;
 mod pages;
 mod reload;
+mod retention;
 mod rocketchat;
 mod secrets;
 mod signin;
