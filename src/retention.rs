@@ -8,7 +8,7 @@
 //! runs it once, and `--dry-run` only counts.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
@@ -22,15 +22,20 @@ use crate::store::{Db, DbError};
 /// How often the service runs the job (besides at start and on reload).
 const EVERY: Duration = Duration::from_secs(3600);
 /// Raw deliveries (or audit entries) deleted per transaction.
-const DELIVERIES_PER_BATCH: usize = 200;
+const DELIVERIES_PER_BATCH: usize = 20;
 /// Transcripts deleted per transaction (each with its messages).
-const TRANSCRIPTS_PER_BATCH: usize = 20;
+const TRANSCRIPTS_PER_BATCH: usize = 5;
 /// Inactive leads deleted per transaction (each with everything it has).
-const LEADS_PER_BATCH: usize = 5;
+const LEADS_PER_BATCH: usize = 1;
 /// Candidates read per read transaction.
 const CANDIDATES_PER_READ: usize = 200;
-/// The pause between two write batches: the writer's queue drains meanwhile.
-const PAUSE: Duration = Duration::from_millis(5);
+/// The shortest pause between two write batches.
+const PAUSE: Duration = Duration::from_millis(10);
+/// A pause is at least this many times the batch before it: the job takes
+/// at most a tenth of the writer's time, however slow the disk, so that
+/// deliveries queued behind a batch wait for one small batch at most and
+/// the page writes of a large backlog do not crowd theirs out.
+const PAUSE_FACTOR: u32 = 9;
 
 /// What retention deletes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +201,7 @@ async fn delete(
     match kind {
         Kind::RawDeliveries | Kind::Audit => loop {
             let cut = cutoff.to_owned();
+            let started = Instant::now();
             let n = db
                 .write(move |conn| match kind {
                     Kind::Audit => audit::prune(conn, &cut, DELIVERIES_PER_BATCH),
@@ -208,7 +214,7 @@ async fn delete(
             if n < DELIVERIES_PER_BATCH {
                 break;
             }
-            tokio::time::sleep(PAUSE).await;
+            pause(started).await;
         },
         Kind::Transcripts => {
             let mut after = 0;
@@ -224,6 +230,7 @@ async fn delete(
                 for chunk in ids.chunks(TRANSCRIPTS_PER_BATCH) {
                     let (chunk, cut) = (chunk.to_vec(), cutoff.to_owned());
                     let source = retention_source(days);
+                    let started = Instant::now();
                     let n = db
                         .write(move |conn| {
                             let mut n = 0;
@@ -236,7 +243,7 @@ async fn delete(
                         })
                         .await?;
                     counted(n);
-                    tokio::time::sleep(PAUSE).await;
+                    pause(started).await;
                 }
             }
         }
@@ -246,6 +253,7 @@ async fn delete(
                 let (leads, next) = candidates(db, cutoff, after).await?;
                 for chunk in leads.chunks(LEADS_PER_BATCH) {
                     let (chunk, cut) = (chunk.to_vec(), cutoff.to_owned());
+                    let started = Instant::now();
                     let n = db
                         .write(move |conn| {
                             let mut n = 0;
@@ -270,7 +278,7 @@ async fn delete(
                         })
                         .await?;
                     counted(n);
-                    tokio::time::sleep(PAUSE).await;
+                    pause(started).await;
                 }
                 match next {
                     Some(next) => after = Some(next),
@@ -280,6 +288,12 @@ async fn delete(
         }
     }
     Ok(total)
+}
+
+/// Waits after a batch that began at `started` (queued, written and
+/// committed): [`PAUSE_FACTOR`] times as long, and at least [`PAUSE`].
+async fn pause(started: Instant) {
+    tokio::time::sleep((started.elapsed() * PAUSE_FACTOR).max(PAUSE)).await;
 }
 
 /// How a retention change is named in a lead's history.

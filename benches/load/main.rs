@@ -6,7 +6,9 @@
 //! (per phase, default 5), `--only NAME` (one scenario), `--connections N`
 //! (of the closed loop, default 32), `--floor` (the baseline and the floor
 //! of a stored delivery and of a new lead instead of the scenarios: see
-//! floor.rs). `LOAD_WRAP`
+//! floor.rs), `--retention` (webhook latency without and with the retention
+//! job deleting a backlog of `--backlog N` old deliveries, default 300000,
+//! back to back: see retention.rs). `LOAD_WRAP`
 //! runs the server under another command, e.g. a profiler.
 //!
 //! The store (see pg.rs):
@@ -44,6 +46,7 @@ mod client;
 mod datagen;
 mod floor;
 mod pg;
+mod retention;
 mod scenarios;
 
 use std::path::{Path, PathBuf};
@@ -167,6 +170,10 @@ fn main() {
         Some(other) => panic!("--pg-fsync on|off, not {other}"),
     };
     let is_floor = args.iter().any(|a| a == "--floor");
+    let is_retention = args.iter().any(|a| a == "--retention");
+    let backlog: u64 = arg("--backlog")
+        .map(|s| s.parse().expect("--backlog takes a number"))
+        .unwrap_or(300_000);
     let cold = args.iter().any(|a| a == "--pg-cold");
     assert!(
         !(is_floor && on_postgres),
@@ -197,6 +204,17 @@ fn main() {
         if !seed.exists() {
             let secs = datagen::generate(&seed, n);
             eprintln!("generated {n} leads in {secs:.1} s -> {}", seed.display());
+        }
+        if is_retention {
+            let name = only.as_deref().unwrap_or("accepted: new visitor");
+            let scenario = SCENARIOS
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap_or_else(|| panic!("no scenario {name:?}"));
+            runtime.block_on(retention::compare(
+                scenario, n, &seed, &data_dir, phase, backlog,
+            ));
+            continue;
         }
         let pg_seed = postgres
             .as_ref()
@@ -233,6 +251,7 @@ fn main() {
         }
     }
     match &postgres {
+        None if is_retention => {}
         None => print_table(&rows),
         Some(pg) => {
             print_full_table(&rows);
