@@ -116,10 +116,12 @@ impl Application {
         let state = self.state.clone();
         let drainer = tokio::spawn(drain_spool_forever(state.clone()));
         let sender = tokio::spawn(crate::outbound::worker::run(state.clone()));
+        let retention = tokio::spawn(crate::retention::run_forever(state.clone()));
         let result = http::run(self.listener, self.state, shutdown).await;
         drainer.abort();
         // A delivery cut off mid-send is sent again once its lease ends.
         sender.abort();
+        retention.abort();
         let db = state.db.clone();
         let _ = tokio::task::spawn_blocking(move || db.close()).await;
         result

@@ -164,6 +164,21 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::ops::outbound::OutboundCommand,
     },
+    /// Print the audit log (who did what, when, from where) from a date on.
+    Audit {
+        /// Entries made at or after this date or RFC 3339 time.
+        #[arg(long, value_parser = crate::ops::replay::parse_since)]
+        since: String,
+        /// Print JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete what [retention] and [audit] keep_days say is too old, once.
+    Retention {
+        /// Only print what would be deleted (counts and cut-off dates).
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// `crm-responder token …`
@@ -272,6 +287,13 @@ pub fn run(cli: Cli) -> ExitCode {
             let n = crate::ops::export::run(&db, format, out)
                 .await
                 .map_err(|e| e.to_string())?;
+            let what = format!("{n} leads as {}", format.as_str());
+            db.audit(crate::audit::Entry::by_cli(
+                crate::audit::action::EXPORT,
+                Some(what),
+            ))
+            .await
+            .map_err(|e| e.to_string())?;
             eprintln!("exported {n} leads");
             Ok(ExitCode::SUCCESS)
         }),
@@ -408,6 +430,20 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Ok(ExitCode::SUCCESS)
         }),
+        Command::Audit { since, json } => ops_command(&cli.config, |db, _| async move {
+            let n =
+                crate::ops::audit_log::command(&db, &since, json, &mut std::io::stdout()).await?;
+            eprintln!("{n} audit entries since {since}");
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Retention { dry_run } => match load(&cli.config) {
+            Ok(config) => ops_command(&cli.config, |db, _| async move {
+                crate::ops::retention::command(&db, &config, dry_run, &mut std::io::stdout())
+                    .await?;
+                Ok(ExitCode::SUCCESS)
+            }),
+            Err(code) => code,
+        },
         Command::Backup { path, force } => {
             let config = match load(&cli.config) {
                 Ok(c) => c,
@@ -679,6 +715,8 @@ async fn reload_on_sighup(path: PathBuf, state: std::sync::Arc<crate::http::AppS
                     );
                 }
                 state.set_config(new);
+                // Retention runs again at once under the new limits.
+                state.retention_wake.notify_one();
                 // Requests check each session's user against the config
                 // anyway; this clears what removed users leave behind.
                 match state.db.end_sessions_except(users).await {

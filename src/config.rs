@@ -106,6 +106,12 @@ pub struct Config {
     /// `[[outbound]]`: endpoints that receive signed lead events.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbound: Vec<OutboundConfig>,
+    /// `[retention]`: how long data is kept (absent: for ever).
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    /// `[audit]`: how long the audit log is kept.
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 /// `[server]`
@@ -618,6 +624,53 @@ pub struct PrivacyConfig {
     pub secret: Option<Secret>,
 }
 
+/// `[retention]`: each kind of data is deleted once older than its days;
+/// a kind left out is kept for ever.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Raw deliveries, by the time they were received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_deliveries_days: Option<u32>,
+    /// Conversations (their messages), by their last message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcripts_days: Option<u32>,
+    /// Whole leads with no activity (see `store::retention`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inactive_leads_days: Option<u32>,
+}
+
+impl RetentionConfig {
+    /// The longest of the days set, if any is.
+    pub fn longest_days(&self) -> Option<u32> {
+        [
+            self.raw_deliveries_days,
+            self.transcripts_days,
+            self.inactive_leads_days,
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+    }
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Audit entries older than this are deleted by the retention job.
+    #[serde(default = "defaults::audit_keep_days")]
+    pub keep_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            keep_days: defaults::audit_keep_days(),
+        }
+    }
+}
+
 mod defaults {
     use std::path::PathBuf;
 
@@ -660,6 +713,9 @@ mod defaults {
     }
     pub fn absolute_hours() -> u64 {
         72
+    }
+    pub fn audit_keep_days() -> u32 {
+        730
     }
     pub fn custom_data() -> Vec<CustomDataRow> {
         let row = |title: &str, source| CustomDataRow {
@@ -879,6 +935,37 @@ impl Config {
             ));
         }
         outbound::validate(&self.outbound)?;
+        self.check_retention()
+    }
+
+    /// Every retention is at least a day, and the audit log outlives
+    /// everything it speaks of.
+    fn check_retention(&self) -> Result<(), ConfigError> {
+        let r = &self.retention;
+        for (key, days) in [
+            ("retention.raw_deliveries_days", r.raw_deliveries_days),
+            ("retention.transcripts_days", r.transcripts_days),
+            ("retention.inactive_leads_days", r.inactive_leads_days),
+        ] {
+            if days == Some(0) {
+                return Err(invalid(
+                    key,
+                    "must be at least 1 (leave it out to keep for ever)",
+                ));
+            }
+        }
+        let keep = self.audit.keep_days;
+        if keep == 0 {
+            return Err(invalid("audit.keep_days", "must be at least 1"));
+        }
+        if let Some(longest) = r.longest_days().filter(|d| *d > keep) {
+            return Err(invalid(
+                "audit.keep_days",
+                format!(
+                    "must be at least the longest retention ({longest} days): the audit log is kept longer than everything else"
+                ),
+            ));
+        }
         Ok(())
     }
 

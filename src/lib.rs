@@ -35,8 +35,11 @@
 //! - [`privacy`]: who a person is (identifiers), tombstones of erased people
 //!   and matching old data against them; the erasure itself is
 //!   [`store::erase`], run by [`ops::erase`].
+//! - [`audit`]: the audit log: who did what, when, from where (append-only).
+//! - [`retention`]: the job that deletes what `[retention]` says is too old.
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod crm;
@@ -49,6 +52,7 @@ pub mod outbound;
 pub mod password;
 pub mod platforms;
 pub mod privacy;
+pub mod retention;
 pub mod spool;
 pub mod staff;
 pub mod store;

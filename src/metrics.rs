@@ -25,6 +25,8 @@ pub struct Metrics {
     folded: AtomicU64,
     flagged: AtomicU64,
     outbound: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Rows the retention job deleted, by kind.
+    retention: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -130,6 +132,11 @@ impl Metrics {
         self.inbox_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts `n` of `kind` deleted by the retention job.
+    pub fn retention_deleted(&self, kind: &'static str, n: u64) {
+        *self.retention.lock().unwrap().entry(kind).or_default() += n;
+    }
+
     /// The Prometheus text exposition; `db_bytes` is the database size.
     pub fn render(&self, db_bytes: u64) -> String {
         let mut out = String::new();
@@ -187,6 +194,17 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        out.push_str(
+            "# HELP crm_retention_deleted_total Rows deleted by the retention job, by kind.\n",
+        );
+        out.push_str("# TYPE crm_retention_deleted_total counter\n");
+        {
+            let deleted = self.retention.lock().unwrap();
+            for kind in crate::retention::Kind::ALL.map(crate::retention::Kind::as_str) {
+                let n = deleted.get(kind).copied().unwrap_or(0);
+                let _ = writeln!(out, "crm_retention_deleted_total{{kind=\"{kind}\"}} {n}");
+            }
         }
         out.push_str("# HELP crm_database_bytes Size of the database file and its WAL.\n");
         out.push_str("# TYPE crm_database_bytes gauge\n");

@@ -6,7 +6,9 @@
 //! (per phase, default 5), `--only NAME` (one scenario), `--connections N`
 //! (of the closed loop, default 32), `--floor` (the baseline and the floor
 //! of a stored delivery and of a new lead instead of the scenarios: see
-//! floor.rs). `LOAD_WRAP`
+//! floor.rs), `--retention` (webhook latency without and with the retention
+//! job deleting a backlog of `--backlog N` old deliveries, default 300000,
+//! back to back: see retention.rs). `LOAD_WRAP`
 //! runs the server under another command, e.g. a profiler; `LOAD_BINARY`
 //! serves with another build (a before/after pair on the same data).
 //!
@@ -46,6 +48,7 @@ mod datagen;
 mod floor;
 mod outbound;
 mod pg;
+mod retention;
 mod scenarios;
 
 use std::path::{Path, PathBuf};
@@ -169,6 +172,10 @@ fn main() {
         Some(other) => panic!("--pg-fsync on|off, not {other}"),
     };
     let is_floor = args.iter().any(|a| a == "--floor");
+    let is_retention = args.iter().any(|a| a == "--retention");
+    let backlog: u64 = arg("--backlog")
+        .map(|s| s.parse().expect("--backlog takes a number"))
+        .unwrap_or(300_000);
     let cold = args.iter().any(|a| a == "--pg-cold");
     assert!(
         !(is_floor && on_postgres),
@@ -210,6 +217,17 @@ fn main() {
             let secs = datagen::generate(&seed, n);
             eprintln!("generated {n} leads in {secs:.1} s -> {}", seed.display());
         }
+        if is_retention {
+            let name = only.as_deref().unwrap_or("accepted: new visitor");
+            let scenario = SCENARIOS
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap_or_else(|| panic!("no scenario {name:?}"));
+            runtime.block_on(retention::compare(
+                scenario, n, &seed, &data_dir, phase, backlog,
+            ));
+            continue;
+        }
         let pg_seed = postgres
             .as_ref()
             .map(|pg| (pg, runtime.block_on(pg.seed(n, &seed, &data_dir))));
@@ -245,6 +263,7 @@ fn main() {
         }
     }
     match &postgres {
+        None if is_retention => {}
         None => print_table(&rows),
         Some(pg) => {
             print_full_table(&rows);

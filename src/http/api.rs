@@ -1,6 +1,7 @@
 //! The JSON API for scripts (and the truth the lead pages read): HTTP Basic
 //! against `[[sales.users]]`, API tokens, or a session (`session.rs`).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -9,6 +10,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::AppState;
 use super::error::ApiError;
+use crate::audit::{Entry, action};
 use crate::staff::Staff;
 use crate::store::search::filters::{LeadFilter, OwnerFilter};
 use crate::store::search::{Cursor, Query};
@@ -64,28 +66,44 @@ fn lead(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("api" / "leads" / String)
         .and(warp::get())
-        .and(sales_user(state))
-        .and_then(|id: String, state: Arc<AppState>| async move {
-            let id: i64 = id
-                .parse()
-                .ok()
-                .filter(|id| *id > 0)
-                .ok_or(ApiError::NotFound.reject())?;
-            let found = state
-                .db
-                .lead(id)
-                .await
-                .map_err(|e| ApiError::from(e).reject())?;
-            match found {
-                Found::Lead(lead) => Ok(lead_response(&lead, warp::http::StatusCode::OK)),
-                Found::MergedInto(survivor) => Ok(warp::reply::json(&json!({
-                    "id": id,
-                    "merged_into": survivor,
-                }))
-                .into_response()),
-                Found::Missing => Err(ApiError::NotFound.reject()),
-            }
-        })
+        .and(super::session::api_staff(state))
+        .and(super::client_addr())
+        .and_then(
+            |id: String, state: Arc<AppState>, staff: Staff, client: Option<IpAddr>| async move {
+                let id: i64 = id
+                    .parse()
+                    .ok()
+                    .filter(|id| *id > 0)
+                    .ok_or(ApiError::NotFound.reject())?;
+                let found = state
+                    .db
+                    .lead(id)
+                    .await
+                    .map_err(|e| ApiError::from(e).reject())?;
+                match found {
+                    Found::Lead(lead) => {
+                        let entry = Entry::by(
+                            &staff,
+                            action::LEAD_VIEW,
+                            Some(format!("lead {}", lead.id)),
+                            client,
+                        );
+                        state
+                            .db
+                            .audit(entry)
+                            .await
+                            .map_err(|e| ApiError::from(e).reject())?;
+                        Ok(lead_response(&lead, warp::http::StatusCode::OK))
+                    }
+                    Found::MergedInto(survivor) => Ok(warp::reply::json(&json!({
+                        "id": id,
+                        "merged_into": survivor,
+                    }))
+                    .into_response()),
+                    Found::Missing => Err(ApiError::NotFound.reject()),
+                }
+            },
+        )
 }
 
 /// The query string of `GET /api/leads`.
@@ -121,6 +139,66 @@ pub struct SearchParams {
 }
 
 impl SearchParams {
+    /// What the audit log says of this search: the filters, with the free
+    /// text of `q`, `email` and `phone` left out (the log outlives an
+    /// erasure, so it must not hold what a person typed to find someone),
+    /// and the leads found.
+    pub fn audit_target(&self, found: &[i64]) -> String {
+        let mut parts = Vec::new();
+        for (key, text) in [
+            ("q", &self.q),
+            ("email", &self.email),
+            ("phone", &self.phone),
+        ] {
+            if text.as_deref().is_some_and(|t| !t.trim().is_empty()) {
+                parts.push(format!("{key}=…"));
+            }
+        }
+        for (key, value) in [
+            ("status", &self.status),
+            ("owner", &self.owner),
+            ("platform", &self.platform),
+            ("channel", &self.channel),
+            ("campaign", &self.campaign),
+            ("created_since", &self.created_since),
+            ("open", &self.open),
+            ("cursor", &self.cursor),
+        ] {
+            if let Some(value) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                parts.push(format!("{key}={value}"));
+            }
+        }
+        let filters = if parts.is_empty() {
+            "all leads".to_owned()
+        } else {
+            parts.join(" ")
+        };
+        let leads: Vec<String> = found.iter().map(i64::to_string).collect();
+        match leads.is_empty() {
+            true => format!("{filters}: no leads"),
+            false => format!("{filters}: leads {}", leads.join(",")),
+        }
+    }
+
+    /// A copy of the filters only, for [`SearchParams::audit_target`] once
+    /// the search has consumed them.
+    pub fn for_audit(&self) -> SearchParams {
+        SearchParams {
+            email: self.email.clone(),
+            phone: self.phone.clone(),
+            q: self.q.clone(),
+            cursor: self.cursor.clone(),
+            limit: self.limit,
+            status: self.status.clone(),
+            owner: self.owner.clone(),
+            platform: self.platform.clone(),
+            created_since: self.created_since.clone(),
+            channel: self.channel.clone(),
+            campaign: self.campaign.clone(),
+            open: self.open.clone(),
+        }
+    }
+
     /// The search these parameters ask for; a malformed cursor is a 400.
     pub fn query(self) -> Result<Query, Rejection> {
         let cursor = match self.cursor.as_deref().filter(|c| !c.is_empty()) {
@@ -212,15 +290,20 @@ fn search(
         .and(warp::get())
         .and(super::session::api_staff(state))
         .and(warp::query::<SearchParams>())
+        .and(super::client_addr())
         .and_then(
-            |state: Arc<AppState>, staff: Staff, params: SearchParams| async move {
+            |state: Arc<AppState>, staff: Staff, params: SearchParams, client: Option<IpAddr>| async move {
                 let config = state.config();
+                let asked = params.for_audit();
                 let filter = params.filter(staff.user_name(), &config.pipeline.statuses)?;
                 let (leads, next, found) = state
                     .db
                     .list_leads(filter, config.merge.default_region)
                     .await
                     .map_err(|e| ApiError::from(e).reject())?;
+                let ids: Vec<i64> = leads.iter().map(|l| l.id).collect();
+                let entry = Entry::by(&staff, action::SEARCH, Some(asked.audit_target(&ids)), client);
+                state.db.audit(entry).await.map_err(|e| ApiError::from(e).reject())?;
                 let mut counts = serde_json::Map::new();
                 for status in &config.pipeline.statuses {
                     counts.insert(status.clone(), 0.into());

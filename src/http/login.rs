@@ -25,6 +25,7 @@ use super::session::{
     Asking, PageUser, asking, check_form, new_secret, page_staff, same_origin, secret_hash,
     see_other, session_cookie_header,
 };
+use crate::audit::{Entry, action};
 use crate::config::Config;
 use crate::event::{now_rfc3339, unix_to_rfc3339};
 use crate::staff::Via;
@@ -200,6 +201,7 @@ async fn attempt(
         Err(retry) => {
             let seconds = retry.as_secs().max(1);
             tracing::warn!(client = ?client, "sign-in refused: too many failures");
+            audit_failure(state, config, &name, client, "throttled").await;
             let mut page = login_page(
                 StatusCode::TOO_MANY_REQUESTS,
                 &next,
@@ -230,6 +232,7 @@ async fn attempt(
         Ok(None) => {
             state.guard.sign_ins.failed(&name, client);
             tracing::warn!(client = ?client, "sign-in failed");
+            audit_failure(state, config, &name, client, "wrong name or password").await;
             return login_page(
                 StatusCode::OK,
                 &next,
@@ -240,7 +243,7 @@ async fn attempt(
         Err(_) => return error_page(&ApiError::Internal),
     };
     state.guard.sign_ins.succeeded(&name);
-    match start_session(state, config, &user).await {
+    match start_session(state, config, &user, client).await {
         Ok(id) => {
             tracing::info!(user = %user, "signed in");
             let mut response = see_other(&next);
@@ -253,9 +256,37 @@ async fn attempt(
     }
 }
 
-/// Stores a new session for `user`; its id (for the cookie). Expired
-/// sessions are swept on the way, so the table holds only live ones.
-async fn start_session(state: &AppState, config: &Config, user: &str) -> Result<String, ApiError> {
+/// Records a refused sign-in. The name is kept only when it is a user's:
+/// anything else typed there may be a password typed in the wrong box.
+async fn audit_failure(
+    state: &AppState,
+    config: &Config,
+    name: &str,
+    client: Option<IpAddr>,
+    why: &str,
+) {
+    let known = config.sales.users.iter().any(|u| u.name == name);
+    let who = if known { name } else { "(unknown user)" };
+    let entry = Entry::now(
+        who,
+        action::SIGN_IN_FAILED,
+        Some(why.to_owned()),
+        client.map(|c| c.to_string()),
+    );
+    if let Err(e) = state.db.audit(entry).await {
+        tracing::warn!(error = %e, "cannot audit a failed sign-in");
+    }
+}
+
+/// Stores a new session for `user`, signed in from `client`, with its
+/// audit entry; its id (for the cookie). Expired sessions are swept on the
+/// way, so the table holds only live ones.
+async fn start_session(
+    state: &AppState,
+    config: &Config,
+    user: &str,
+    client: Option<IpAddr>,
+) -> Result<String, ApiError> {
     let id = new_secret()?;
     let now = now_rfc3339();
     let row = SessionRow {
@@ -264,7 +295,11 @@ async fn start_session(state: &AppState, config: &Config, user: &str) -> Result<
         created_at: now.clone(),
         seen_at: now,
     };
-    state.db.create_session(secret_hash(&id), row).await?;
+    let entry = Entry::now(user, action::SIGN_IN, None, client.map(|c| c.to_string()));
+    state
+        .db
+        .create_session(secret_hash(&id), row, entry)
+        .await?;
     let unix = time::OffsetDateTime::now_utc().unix_timestamp();
     let before = |d: std::time::Duration| {
         unix_to_rfc3339(unix.saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))

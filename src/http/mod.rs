@@ -6,6 +6,7 @@
 //! whole requests, and the number of open connections.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod health;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Deliveries acknowledged during a storage fault, waiting to be applied.
     pub spool: Spool,
+    /// Wakes the retention job (after a reload).
+    pub retention_wake: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -65,6 +68,7 @@ impl AppState {
             guard: auth::Guard::default(),
             metrics: Metrics::default(),
             spool,
+            retention_wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -200,7 +204,9 @@ pub fn routes(
         .unify()
         .or(login::routes(state.clone()))
         .unify()
-        .or(pages::routes(state))
+        .or(pages::routes(state.clone()))
+        .unify()
+        .or(audit::routes(state))
         .unify()
         .recover(error::recover)
         .unify()

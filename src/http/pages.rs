@@ -32,6 +32,7 @@ use super::AppState;
 use super::api::SearchParams;
 use super::error::ApiError;
 use super::session::{PageUser, page_staff};
+use crate::audit::{Entry, action};
 use crate::staff::Role;
 use crate::store::view::Found;
 use model::{ErrorPage, LeadPage, Problem, Work};
@@ -140,6 +141,15 @@ async fn lead_page(
     };
     match found {
         Found::Lead(lead) => {
+            let entry = Entry::by(
+                &user.staff,
+                action::LEAD_VIEW,
+                Some(format!("lead {}", lead.id)),
+                user.client,
+            );
+            if let Err(e) = state.db.audit(entry).await {
+                return error_page(&ApiError::from(e));
+            }
             let config = state.config();
             // The forms only for those who may use them; the POST handlers
             // check the role again, whatever the page showed.

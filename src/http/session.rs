@@ -51,6 +51,8 @@ pub struct PageUser {
     pub csrf: String,
     /// The request's `Host`, which a same-origin `Origin` names.
     pub host: Option<String>,
+    /// The client's address (for the audit log).
+    pub client: Option<IpAddr>,
 }
 
 /// The one role check: 403 unless `need` allows the actor's role.
@@ -215,10 +217,22 @@ async fn token_staff(
         return Err(ApiError::Internal);
     };
     if stale(row.last_used_at.as_deref()) {
+        // The use is audited with the minute's first request (the actions a
+        // token takes, lead views and searches, are audited each): a write
+        // per request would load the writer for nothing more.
         let db = state.db.clone();
         let name = row.name.clone();
+        let entry = crate::audit::Entry::now(
+            format!("token:{name}"),
+            crate::audit::action::TOKEN_USE,
+            Some(format!("token {name}")),
+            client.map(|c| c.to_string()),
+        );
+        let noted_since = OffsetDateTime::now_utc() - TOUCH_EVERY;
+        let noted_since =
+            crate::event::unix_to_rfc3339(noted_since.unix_timestamp()).unwrap_or_default();
         tokio::spawn(async move {
-            if let Err(e) = db.touch_token(name, crate::event::now_rfc3339()).await {
+            if let Err(e) = db.touch_token(name, noted_since, entry).await {
                 tracing::warn!(error = %e, "cannot note a token's use");
             }
         });
@@ -367,6 +381,7 @@ pub fn page_staff(
                         staff,
                         csrf: csrf.unwrap_or_default(),
                         host: asking.host,
+                        client: asking.client,
                     },
                 )),
                 Ok(Identity::Nobody) => Err(to_login(&here, &asking, &config)),

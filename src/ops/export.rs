@@ -25,6 +25,16 @@ pub enum Format {
     Jsonl,
 }
 
+impl Format {
+    /// The name `--format` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+        }
+    }
+}
+
 /// One exported lead.
 #[derive(Debug, Serialize)]
 struct Exported {

@@ -67,6 +67,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("outbound_events", &["id"]),
     ("outbound_deliveries", &["endpoint", "event_id"]),
     ("outbound_endpoints", &["name"]),
+    ("audit_log", &["id"]),
 ];
 
 /// Most columns a table has (a row's values are kept on the stack).

@@ -1,8 +1,9 @@
 //! Operator commands that work on the database directly, one file each:
 //! `import`, `export`, `replay`, `backup`, `explain`, `preview`,
-//! `migrate-store`, `token`, `erase`, `export-person` and `outbound`. They run as their own process beside (or instead of) the
+//! `migrate-store`, `token`, `erase`, `export-person`, `outbound`, `audit` and `retention`. They run as their own process beside (or instead of) the
 //! service; SQLite's locking and the busy timeout keep both consistent.
 
+pub mod audit_log;
 pub mod backup;
 pub mod erase;
 pub mod explain;
@@ -12,6 +13,7 @@ pub mod migrate_store;
 pub mod outbound;
 pub mod preview;
 pub mod replay;
+pub mod retention;
 pub mod tokens;
 
 use std::io::IsTerminal;

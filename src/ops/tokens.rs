@@ -38,6 +38,10 @@ pub async fn create(db: &Db, name: &str, scope: Scope) -> Result<String, String>
             scope.as_str(),
             secret_hash(&token),
             crate::event::now_rfc3339(),
+            crate::audit::Entry::by_cli(
+                crate::audit::action::TOKEN_CREATE,
+                Some(format!("token {name} (scope {})", scope.as_str())),
+            ),
         )
         .await
         .map_err(|e| e.to_string())?;

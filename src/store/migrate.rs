@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_staff.sql"),
     include_str!("../../migrations/0008_merges.sql"),
     include_str!("../../migrations/0009_tombstones.sql"),
+    include_str!("../../migrations/0010_audit_retention.sql"),
     include_str!("../../migrations/0011_outbound.sql"),
 ];
 

@@ -28,6 +28,7 @@ mod migrate;
 pub mod outbox;
 pub mod postgres;
 mod reads;
+pub mod retention;
 pub mod search;
 pub mod sql;
 pub mod staff_store;

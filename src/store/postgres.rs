@@ -40,6 +40,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (
         10,
+        include_str!("../../migrations/postgres/0010_audit_retention.sql"),
+    ),
+    (
+        11,
         include_str!("../../migrations/postgres/0011_outbound.sql"),
     ),
 ];

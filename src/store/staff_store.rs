@@ -62,8 +62,15 @@ impl Db {
     }
 
     /// Stores a new session under the hash of its id.
-    pub async fn create_session(&self, id_hash: String, row: SessionRow) -> Result<(), DbError> {
+    /// The sign-in's audit entry, `audit`, commits with it.
+    pub async fn create_session(
+        &self,
+        id_hash: String,
+        row: SessionRow,
+        audit: crate::audit::Entry,
+    ) -> Result<(), DbError> {
         self.write(move |conn| {
+            crate::audit::record(conn, &audit)?;
             conn.execute(
                 "INSERT INTO sessions (id_hash, user_name, csrf, created_at, seen_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -155,13 +162,15 @@ impl Db {
         .await
     }
 
-    /// Stores a new token; `false` when a token of that name exists.
+    /// Stores a new token; `false` when a token of that name exists. Its
+    /// audit entry, `audit`, commits with it.
     pub async fn create_token(
         &self,
         name: String,
         scope: &'static str,
         token_hash: String,
         created_at: String,
+        audit: crate::audit::Entry,
     ) -> Result<bool, DbError> {
         self.write(move |conn| {
             let inserted = conn.execute(
@@ -169,6 +178,9 @@ impl Db {
                  VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
                 args![name, scope, token_hash, created_at],
             )?;
+            if inserted > 0 {
+                crate::audit::record(conn, &audit)?;
+            }
             Ok(inserted > 0)
         })
         .await
@@ -199,13 +211,24 @@ impl Db {
         .await
     }
 
-    /// Notes that the token was used at `at`.
-    pub async fn touch_token(&self, name: String, at: String) -> Result<(), DbError> {
+    /// Notes that the token was used (`audit`, its audit entry), unless a
+    /// use was noted since `noted_since`: at most one write, and one audit
+    /// entry, per token and minute, however many instances see it used.
+    pub async fn touch_token(
+        &self,
+        name: String,
+        noted_since: String,
+        audit: crate::audit::Entry,
+    ) -> Result<(), DbError> {
         self.write_repeatable(move |conn| {
-            conn.execute(
-                "UPDATE api_tokens SET last_used_at = ?2 WHERE name = ?1",
-                args![name, at],
+            let noted = conn.execute(
+                "UPDATE api_tokens SET last_used_at = ?2
+                 WHERE name = ?1 AND (last_used_at IS NULL OR last_used_at < ?3)",
+                args![name, audit.at, noted_since],
             )?;
+            if noted > 0 {
+                crate::audit::record(conn, &audit)?;
+            }
             Ok(())
         })
         .await

@@ -1,6 +1,7 @@
 //! Black-box tests: the real service on a real socket with a real database: a
 //! SQLite file, or PostgreSQL when `CRM_TEST_POSTGRES` names a server.
 
+mod audit;
 mod browser;
 mod clients;
 mod crash;
@@ -24,6 +25,7 @@ mod pages;
 mod pipelining;
 mod privacy;
 mod reload;
+mod retention;
 mod rocketchat;
 mod secrets;
 mod signin;

@@ -12,6 +12,7 @@ use warp::reply::Response;
 
 use super::model::{Account, title};
 use super::{error_page, rejection_page, render};
+use crate::audit::{Entry, action};
 use crate::http::AppState;
 use crate::http::api::SearchParams;
 use crate::http::error::ApiError;
@@ -130,6 +131,7 @@ pub async fn show(
         open: trimmed(&params.open),
     };
     let config = state.config();
+    let asked = params.for_audit();
     let filter = match params.filter(user.staff.user_name(), &config.pipeline.statuses) {
         Ok(filter) => filter,
         Err(rejection) => return rejection_page(&rejection),
@@ -142,6 +144,16 @@ pub async fn show(
         Ok(listed) => listed,
         Err(e) => return error_page(&ApiError::from(e)),
     };
+    let ids: Vec<i64> = rows.iter().map(|(_, card)| card.id).collect();
+    let entry = Entry::by(
+        &user.staff,
+        action::SEARCH,
+        Some(asked.audit_target(&ids)),
+        user.client,
+    );
+    if let Err(e) = state.db.audit(entry).await {
+        return error_page(&ApiError::from(e));
+    }
     let counts: Vec<(String, u64, String)> = config
         .pipeline
         .statuses

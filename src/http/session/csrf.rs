@@ -93,6 +93,7 @@ mod tests {
                 String::new()
             },
             host: Some("10.0.0.5:8080".into()),
+            client: None,
         }
     }
 
