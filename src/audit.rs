@@ -38,6 +38,17 @@ pub mod action {
     pub const AUDIT_READ: &str = "audit_read";
     /// What a retention run deleted (one entry per kind and run).
     pub const RETENTION: &str = "retention";
+    /// Two leads merged by staff (`lead A absorbed lead B`).
+    pub const MERGE: &str = "merge";
+    /// A merge or fold undone.
+    pub const UNMERGE: &str = "unmerge";
+    /// A possible-duplicate pair dismissed.
+    pub const DISMISS: &str = "dismiss";
+    /// A person erased (the target names lead ids and the tombstones'
+    /// hashes, never the identifiers).
+    pub const ERASE: &str = "erase";
+    /// Everything held on a person exported (a subject access request).
+    pub const EXPORT_PERSON: &str = "export_person";
 }
 
 /// One thing done, as [`record`] stores it.
@@ -80,6 +91,14 @@ impl Entry {
         address: Option<std::net::IpAddr>,
     ) -> Entry {
         Entry::now(actor(staff), action, target, address.map(|a| a.to_string()))
+    }
+
+    /// The same entry, about `target` (known only once the action is done).
+    pub fn with_target(&self, target: String) -> Entry {
+        Entry {
+            target: Some(target),
+            ..self.clone()
+        }
     }
 
     /// An entry made now by the operator running a command on this machine.

@@ -422,6 +422,13 @@ pub fn run(cli: Cli) -> ExitCode {
             else {
                 return Err("nothing is held on that person".into());
             };
+            let target = crate::http::api::privacy::exported(&document);
+            db.audit(crate::audit::Entry::by_cli(
+                crate::audit::action::EXPORT_PERSON,
+                Some(target),
+            ))
+            .await
+            .map_err(|e| e.to_string())?;
             let text = serde_json::to_string_pretty(&document).map_err(|e| e.to_string())?;
             match &output {
                 Some(path) => std::fs::write(path, text + "\n")

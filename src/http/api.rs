@@ -20,7 +20,7 @@ mod duplicates;
 mod edits;
 pub mod privacy;
 
-pub use duplicates::{CHOICES, keep_of};
+pub use duplicates::{CHOICES, dismissed_entry, keep_of, merged_entry, unmerged_entry};
 
 /// `/api/leads/{id}`, `/api/leads`, the writes on a lead (`edits.rs`), the
 /// duplicates queue, merges and unmerges (`duplicates.rs`), and the admin's

@@ -44,6 +44,7 @@ pub async fn erase(
     key: Key,
     region: country::Id,
     subject: Subject,
+    audit: crate::audit::Entry,
 ) -> Result<Option<Erased>, DbError> {
     let person = db.person(subject.clone()).await?;
     let spooled = {
@@ -57,7 +58,7 @@ pub async fn erase(
         .map_err(|e| DbError::Internal(format!("spool task failed: {e}")))?
         .map_err(|e| DbError::Unavailable(format!("spool: {e}")))?
     };
-    let erased = db.erase_person(subject, key, region).await?;
+    let erased = db.erase_person(subject, key, region, audit).await?;
     Ok(match erased {
         Some(mut erased) => {
             erased.removed.insert("spooled", spooled);
@@ -116,7 +117,8 @@ pub async fn command(
             return Ok(std::process::ExitCode::from(1));
         }
     }
-    match erase(db, spool, key, region, subject)
+    let audit = crate::audit::Entry::by_cli(crate::audit::action::ERASE, None);
+    match erase(db, spool, key, region, subject, audit)
         .await
         .map_err(|e| e.to_string())?
     {

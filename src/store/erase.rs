@@ -18,9 +18,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use phonenumber::country;
 use serde::Serialize;
 
+use super::outbox::{self, OutboundEvent};
 use super::sql::Sql;
 use super::{Db, DbError, leads};
 use crate::args;
+use crate::outbound::EventKind;
 use crate::privacy::{self, Identifier, Key};
 
 /// What stands for an erased person's name or contact quoted in another
@@ -263,6 +265,7 @@ pub fn erase(
     key: &Key,
     at: &str,
     region: country::Id,
+    audit: &crate::audit::Entry,
 ) -> Result<Erased, NotErased> {
     let person = person(conn, subject)?;
     if person != scanned.person {
@@ -325,7 +328,7 @@ pub fn erase(
             |r| r.get::<i64>(0),
         )?);
         // Children before parents (foreign keys); each with ?1 the lead.
-        let steps: [(&'static str, &str); 12] = [
+        let steps: [(&'static str, &str); 14] = [
             (
                 "messages",
                 "DELETE FROM messages WHERE conversation_id IN
@@ -353,6 +356,15 @@ pub fn erase(
                 "duplicate_links",
                 "DELETE FROM duplicate_links WHERE lead_a = ?1 OR lead_b = ?1",
             ),
+            (
+                "dismissed_duplicates",
+                "DELETE FROM dismissed_duplicates WHERE lead_a = ?1 OR lead_b = ?1",
+            ),
+            // A merge's record holds the absorbed lead's values.
+            (
+                "merge_records",
+                "DELETE FROM merges WHERE absorbed = ?1 OR survivor = ?1",
+            ),
             ("leads", "UPDATE leads SET merged_into = NULL WHERE id = ?1"),
         ];
         for (what, sql) in steps {
@@ -363,6 +375,11 @@ pub fn erase(
         }
     }
     for &delivery in &deliveries {
+        // Another lead's merge record made by this delivery stays, without it.
+        conn.execute(
+            "UPDATE merges SET delivery_id = NULL WHERE delivery_id = ?1",
+            args![delivery],
+        )?;
         count(
             "deliveries",
             conn.execute("DELETE FROM deliveries WHERE id = ?1", args![delivery])?,
@@ -379,16 +396,36 @@ pub fn erase(
             "leads",
             conn.execute("DELETE FROM leads WHERE id = ?1", args![lead])?,
         );
+        // Sent and pending events alike hold the lead as it was; what is
+        // forwarded now is the erasure itself, with the id alone.
+        count("outbound_events", outbox::forget_lead(conn, lead)?);
+        outbox::enqueue(conn, &OutboundEvent::new(EventKind::LeadErased, lead))?;
     }
     let key_id = key.id();
+    let mut hashes = Vec::with_capacity(person.ids.len());
     for id in &person.ids {
+        let hash = key.hash(id);
         conn.execute(
             "INSERT INTO tombstones (hash, kind, erased_at, key_id) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (hash) DO UPDATE SET erased_at = excluded.erased_at, key_id = excluded.key_id",
-            args![key.hash(id), id.kind(), at, key_id],
+            args![hash, id.kind(), at, key_id],
         )?;
+        hashes.push(hash);
         out.tombstones += 1;
     }
+    // Who erased whom: the lead ids and the tombstones' hashes, never the
+    // identifiers themselves.
+    let leads: Vec<String> = person.leads.iter().map(i64::to_string).collect();
+    let target = format!(
+        "leads {}; identifiers {}",
+        if leads.is_empty() {
+            "none".into()
+        } else {
+            leads.join(", ")
+        },
+        hashes.join(", ")
+    );
+    crate::audit::record(conn, &audit.with_target(target))?;
     Ok(out)
 }
 
@@ -411,6 +448,7 @@ impl Db {
         subject: Subject,
         key: Key,
         region: country::Id,
+        audit: crate::audit::Entry,
     ) -> Result<Option<Erased>, DbError> {
         for _ in 0..ATTEMPTS {
             let scanned = {
@@ -432,16 +470,16 @@ impl Db {
                     return Ok(None);
                 }
             }
-            let (subject, key) = (subject.clone(), key.clone());
+            let (subject, key, audit) = (subject.clone(), key.clone(), audit.clone());
             let at = crate::event::now_rfc3339();
             let done = self
-                .write(
-                    move |conn| match erase(conn, &subject, &scanned, &key, &at, region) {
+                .write(move |conn| {
+                    match erase(conn, &subject, &scanned, &key, &at, region, &audit) {
                         Ok(erased) => Ok(Some(erased)),
                         Err(NotErased::Changed) => Ok(None),
                         Err(NotErased::Db(e)) => Err(e),
-                    },
-                )
+                    }
+                })
                 .await?;
             if let Some(erased) = done {
                 self.wipe_freed(&erased).await?;
@@ -501,6 +539,10 @@ const TOUCHED: &[(&str, &str)] = &[
     ("history", "history"),
     ("decisions", "decisions"),
     ("duplicate_links", "duplicate_links"),
+    ("dismissed_duplicates", "dismissed_duplicates"),
+    ("merge_records", "merges"),
+    ("outbound_events", "outbound_events"),
+    ("outbound_events", "outbound_deliveries"),
     ("deliveries", "deliveries"),
 ];
 

@@ -16,10 +16,12 @@ use serde::Serialize;
 
 use super::DbError;
 use super::leads::{self, Source};
+use super::outbox::{self, OutboundEvent};
 use super::sql::Sql;
 use crate::args;
 use crate::crm::duplicates::reversed;
 use crate::crm::identity::name_key;
+use crate::outbound::EventKind;
 
 pub use arrivals::Unattributed;
 pub use queue::{Pair, Preview, Provenance};
@@ -551,16 +553,25 @@ impl super::Db {
     /// what `keep` chooses, in one transaction: `absorbed` then answers
     /// with `merged_into`. A lead merged away meanwhile is refused with
     /// its survivor ([`MergeError::MergedInto`]).
+    /// The audit entry and the outbound `lead.merged` event commit with it.
     pub async fn merge_leads(
         &self,
         survivor: i64,
         absorbed: i64,
         keep: Keep,
         by: String,
+        audit: crate::audit::Entry,
     ) -> Result<i64, MergeError> {
         self.write(move |conn| {
             let source = staff_source(&by);
-            refused(merge(conn, survivor, absorbed, &keep, &source).map(|m| m.merge_id))
+            let merged = merge(conn, survivor, absorbed, &keep, &source);
+            if merged.is_ok() {
+                crate::audit::record(conn, &audit)?;
+                let event = OutboundEvent::new(EventKind::LeadMerged, survivor)
+                    .with("absorbed", serde_json::json!({ "id": absorbed }));
+                outbox::enqueue(conn, &event)?;
+            }
+            refused(merged.map(|m| m.merge_id))
         })
         .await?
     }

@@ -43,6 +43,11 @@ fn delete_delivery(conn: &dyn Sql, id: i64) -> Result<usize, DbError> {
         "UPDATE history SET delivery_id = NULL WHERE delivery_id = ?1",
         args![id],
     )?;
+    // A merge's record keeps the merge, without the delivery that made it.
+    conn.execute(
+        "UPDATE merges SET delivery_id = NULL WHERE delivery_id = ?1",
+        args![id],
+    )?;
     conn.execute("DELETE FROM deliveries WHERE id = ?1", args![id])
 }
 
@@ -238,9 +243,13 @@ pub fn forget_lead(conn: &dyn Sql, lead: i64) -> Result<Forgotten, DbError> {
             "DELETE FROM lead_pins WHERE lead_id = ?1",
             "DELETE FROM duplicate_links WHERE lead_a = ?1",
             "DELETE FROM duplicate_links WHERE lead_b = ?1",
+            "DELETE FROM dismissed_duplicates WHERE lead_a = ?1 OR lead_b = ?1",
+            "DELETE FROM merges WHERE absorbed = ?1 OR survivor = ?1",
         ] {
             conn.execute(sql, args![id])?;
         }
+        // Its outbound events hold it as it was.
+        super::outbox::forget_lead(conn, id)?;
         // A delivery's decision is shared only by the history rows that
         // delivery wrote, all on this group's leads (the lead it applied to,
         // and a lead it folded): once those rows are gone, so is the decision.

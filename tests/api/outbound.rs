@@ -782,3 +782,114 @@ async fn two_instances_on_one_database_send_each_event_once() {
             .all(|m| m.verified && m.kind() == "lead.created")
     );
 }
+
+#[tokio::test]
+async fn staff_merges_unmerges_and_erasures_are_forwarded_and_an_erased_leads_events_are_dropped() {
+    let receiver = Receiver::start().await;
+    let config = endpoint(&receiver.url(), &ALL);
+    let app = spawn_app_with(|c| {
+        c.outbound = vec![config.clone()];
+        let mut boss = c.sales.users[0].clone();
+        boss.name = "boss".into();
+        boss.role = crm_responder::staff::Role::Admin;
+        c.sales.users.push(boss);
+        c.privacy.secret = Some(Secret::new("a-test-privacy-secret"));
+    })
+    .await;
+    let lead_of = |answer: &Value| lead_id(answer);
+    let (_, first) = app
+        .jivo(&accepted(
+            601,
+            "v601",
+            "Maria Garcia",
+            Some("maria@example.com"),
+            None,
+        ))
+        .await;
+    let (_, second) = app
+        .jivo(&accepted(
+            602,
+            "v602",
+            "Maria Garcia",
+            Some("maria.g@example.net"),
+            None,
+        ))
+        .await;
+    let (a, b) = (lead_of(&first), lead_of(&second));
+    let post = |path: String, body: Value| {
+        app.client
+            .post(app.url(&path))
+            .basic_auth("sales", Some(SALES_PASSWORD))
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        post(format!("/api/leads/{a}/merge"), json!({ "other": b }))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        post(format!("/api/leads/{a}/unmerge"), json!({ "lead": b }))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let delivered = receiver.wait_delivered(4).await;
+    let kinds: Vec<&str> = delivered.iter().map(Message::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "lead.created",
+            "lead.created",
+            "lead.merged",
+            "lead.unmerged"
+        ]
+    );
+    assert!(delivered.iter().all(|m| m.verified), "{delivered:#?}");
+    assert_eq!(delivered[2].body["data"]["lead"]["id"], a);
+    assert_eq!(delivered[2].body["data"]["absorbed"]["id"], b);
+    assert_eq!(delivered[3].body["data"]["restored"]["id"], b);
+
+    let erased = app
+        .client
+        .delete(app.url(&format!("/api/leads/{b}")))
+        .basic_auth("boss", Some(SALES_PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(erased.status(), 200);
+    let delivered = receiver.wait_delivered(5).await;
+    assert_eq!(delivered[4].kind(), "lead.erased");
+    assert_eq!(delivered[4].body["data"], json!({ "lead": { "id": b } }));
+    // Nothing the outbox keeps about the erased lead holds more than its id.
+    let bodies: Vec<String> = app.store(|db| {
+        db.query_all(
+            "SELECT body FROM outbound_events WHERE lead_id = ?1",
+            crm_responder::args![b],
+            |r| r.get(0),
+        )
+        .unwrap()
+    });
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert!(!bodies[0].contains("maria.g@example.net"), "{bodies:?}");
+
+    // Each of those staff actions is in the audit log, without an email.
+    let audit: Vec<String> = app.store(|db| {
+        db.query_all(
+            "SELECT action || ' ' || coalesce(target, '') FROM audit_log ORDER BY id",
+            &[],
+            |r| r.get(0),
+        )
+        .unwrap()
+    });
+    for action in ["merge lead", "unmerge lead", "erase leads"] {
+        assert!(
+            audit.iter().any(|e| e.starts_with(action)),
+            "{action}: {audit:?}"
+        );
+    }
+    assert!(audit.iter().all(|e| !e.contains('@')), "{audit:?}");
+}

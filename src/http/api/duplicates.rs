@@ -14,9 +14,10 @@ use warp::{Filter, Rejection, Reply};
 
 use super::edits::{json, lead_id, worker};
 use super::lead_response;
+use crate::audit::{Entry, action};
 use crate::http::error::ApiError;
 use crate::http::session::api_staff;
-use crate::http::{AppState, body};
+use crate::http::{AppState, body, client_addr};
 use crate::staff::Staff;
 use crate::store::merges::{Keep, MergeError, Side};
 use crate::store::view::{Found, LeadView};
@@ -169,13 +170,15 @@ fn merge(
         .and(warp::post())
         .and(worker(state.clone()))
         .and(body(state))
+        .and(client_addr())
         .and_then(
-            |id: String, state: Arc<AppState>, staff: Staff, body: Bytes| async move {
+            |id: String, state: Arc<AppState>, staff: Staff, body: Bytes, client| async move {
                 let id = lead_id(&id)?;
                 let MergeBody { other, keep } = json(&body)?;
+                let audit = merged_entry(&staff, id, other, client);
                 state
                     .db
-                    .merge_leads(id, other, keep, staff.label())
+                    .merge_leads(id, other, keep, staff.label(), audit)
                     .await
                     .map_err(rejected)?;
                 let lead = lead_json(&state, id).await?;
@@ -193,12 +196,14 @@ fn dismiss(
     warp::path!("api" / "leads" / String / "duplicates" / String / "dismiss")
         .and(warp::post())
         .and(worker(state))
+        .and(client_addr())
         .and_then(
-            |id: String, other: String, state: Arc<AppState>, staff: Staff| async move {
+            |id: String, other: String, state: Arc<AppState>, staff: Staff, client| async move {
                 let (id, other) = (lead_id(&id)?, lead_id(&other)?);
+                let audit = dismissed_entry(&staff, id, other, client);
                 state
                     .db
-                    .dismiss_duplicate(id, other, staff.label())
+                    .dismiss_duplicate(id, other, staff.label(), audit)
                     .await
                     .map_err(rejected)?;
                 let lead = lead_json(&state, id).await?;
@@ -226,14 +231,16 @@ fn unmerge(
         .and(warp::post())
         .and(worker(state.clone()))
         .and(body(state))
+        .and(client_addr())
         .and_then(
-            |id: String, state: Arc<AppState>, staff: Staff, body: Bytes| async move {
+            |id: String, state: Arc<AppState>, staff: Staff, body: Bytes, client| async move {
                 let id = lead_id(&id)?;
                 let UnmergeBody { lead } = json(&body)?;
                 let region = state.config().merge.default_region;
+                let audit = unmerged_entry(&staff, id, lead, client);
                 let done = state
                     .db
-                    .unmerge_lead(id, lead, staff.label(), region)
+                    .unmerge_lead(id, lead, staff.label(), region, audit)
                     .await
                     .map_err(rejected)?;
                 let survivor = lead_json(&state, id).await?;
@@ -275,4 +282,36 @@ pub fn keep_of(get: impl Fn(&str) -> Option<String>) -> Result<Keep, String> {
         primary_email: side("primary_email")?,
         primary_phone: side("primary_phone")?,
     })
+}
+
+/// The audit entry of a merge of `absorbed` into `survivor`.
+pub fn merged_entry(
+    staff: &Staff,
+    survivor: i64,
+    absorbed: i64,
+    client: Option<std::net::IpAddr>,
+) -> Entry {
+    let target = format!("lead {survivor} absorbed lead {absorbed}");
+    Entry::by(staff, action::MERGE, Some(target), client)
+}
+
+/// The audit entry of an unmerge of `absorbed` from `survivor`.
+pub fn unmerged_entry(
+    staff: &Staff,
+    survivor: i64,
+    absorbed: i64,
+    client: Option<std::net::IpAddr>,
+) -> Entry {
+    let target = format!("lead {absorbed} restored from lead {survivor}");
+    Entry::by(staff, action::UNMERGE, Some(target), client)
+}
+
+/// The audit entry of a dismissed pair.
+pub fn dismissed_entry(staff: &Staff, a: i64, b: i64, client: Option<std::net::IpAddr>) -> Entry {
+    Entry::by(
+        staff,
+        action::DISMISS,
+        Some(format!("leads {a} and {b}")),
+        client,
+    )
 }

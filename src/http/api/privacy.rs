@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::json;
 use warp::{Filter, Rejection, Reply};
 
+use crate::audit::{Entry, action};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::session::{api_staff, require};
@@ -44,6 +45,7 @@ fn lead_id(id: &str) -> Result<i64, Rejection> {
 pub async fn erase_lead(
     state: &AppState,
     id: i64,
+    audit: crate::audit::Entry,
 ) -> Result<Option<crate::store::erase::Erased>, ApiError> {
     let config = state.config();
     let key = crate::privacy::Key::of(&config).ok_or_else(|| ApiError::Conflict {
@@ -58,6 +60,7 @@ pub async fn erase_lead(
         key,
         config.merge.default_region,
         Subject::Lead(id),
+        audit,
     )
     .await?;
     Ok(erased.filter(|e| !e.lead_ids.is_empty()))
@@ -77,10 +80,15 @@ fn erase(
     warp::path!("api" / "leads" / String)
         .and(warp::delete())
         .and(admin(state))
+        .and(crate::http::client_addr())
         .and_then(
-            |id: String, state: Arc<AppState>, _staff: Staff| async move {
+            |id: String, state: Arc<AppState>, staff: Staff, client| async move {
                 let id = lead_id(&id)?;
-                match erase_lead(&state, id).await.map_err(ApiError::reject)? {
+                let audit = Entry::by(&staff, action::ERASE, None, client);
+                match erase_lead(&state, id, audit)
+                    .await
+                    .map_err(ApiError::reject)?
+                {
                     Some(erased) => Ok::<_, Rejection>(
                         warp::reply::json(&json!({
                             "erased": erased.lead_ids,
@@ -108,8 +116,9 @@ fn export(
     warp::path!("api" / "leads" / String / "export")
         .and(warp::get())
         .and(admin(state))
+        .and(crate::http::client_addr())
         .and_then(
-            |id: String, state: Arc<AppState>, _staff: Staff| async move {
+            |id: String, state: Arc<AppState>, staff: Staff, client| async move {
                 let id = lead_id(&id)?;
                 let region = state.config().merge.default_region;
                 let document = state
@@ -118,6 +127,18 @@ fn export(
                     .await
                     .map_err(|e| ApiError::from(e).reject())?
                     .ok_or_else(|| ApiError::NotFound.reject())?;
+                // Nothing leaves unrecorded: a log that cannot be written is a 503.
+                let entry = Entry::by(
+                    &staff,
+                    action::EXPORT_PERSON,
+                    Some(exported(&document)),
+                    client,
+                );
+                state
+                    .db
+                    .audit(entry)
+                    .await
+                    .map_err(|e| ApiError::from(e).reject())?;
                 let reply = warp::reply::with_header(
                     warp::reply::json(&document),
                     "content-disposition",
@@ -126,4 +147,15 @@ fn export(
                 Ok::<_, Rejection>(reply.into_response())
             },
         )
+}
+
+/// The audit target of a subject export: the ids of the leads it holds.
+pub fn exported(document: &serde_json::Value) -> String {
+    let ids: Vec<String> = ["leads", "folded_leads"]
+        .iter()
+        .flat_map(|key| document[key].as_array().into_iter().flatten())
+        .filter_map(|lead| lead["id"].as_i64())
+        .map(|id| id.to_string())
+        .collect();
+    format!("leads {}", ids.join(", "))
 }

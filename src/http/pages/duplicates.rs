@@ -15,7 +15,7 @@ use super::forms::Form;
 use super::model::{Account, title, when};
 use super::{error_page, render};
 use crate::http::AppState;
-use crate::http::api::{CHOICES, keep_of};
+use crate::http::api::{CHOICES, dismissed_entry, keep_of, merged_entry, unmerged_entry};
 use crate::http::error::ApiError;
 use crate::http::session::{PageUser, page_staff, see_other};
 use crate::staff::Role;
@@ -225,7 +225,13 @@ pub(super) async fn merge(state: &AppState, user: &PageUser, id: i64, form: &For
     };
     match state
         .db
-        .merge_leads(id, other, keep, user.staff.label())
+        .merge_leads(
+            id,
+            other,
+            keep,
+            user.staff.label(),
+            merged_entry(&user.staff, id, other, user.client),
+        )
         .await
     {
         Ok(_) => see_other(&format!("/leads/{id}")),
@@ -241,7 +247,13 @@ pub(super) async fn unmerge(state: &AppState, user: &PageUser, id: i64, form: &F
     let region = state.config().merge.default_region;
     match state
         .db
-        .unmerge_lead(id, lead, user.staff.label(), region)
+        .unmerge_lead(
+            id,
+            lead,
+            user.staff.label(),
+            region,
+            unmerged_entry(&user.staff, id, lead, user.client),
+        )
         .await
     {
         Ok(_) => see_other(&format!("/leads/{lead}")),
@@ -259,7 +271,12 @@ pub(super) async fn dismiss(
 ) -> Response {
     match state
         .db
-        .dismiss_duplicate(id, other, user.staff.label())
+        .dismiss_duplicate(
+            id,
+            other,
+            user.staff.label(),
+            dismissed_entry(&user.staff, id, other, user.client),
+        )
         .await
     {
         Ok(()) => see_other("/duplicates"),

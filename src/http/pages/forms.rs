@@ -275,7 +275,9 @@ async fn erase(state: &AppState, user: &PageUser, id: i64, form: &Form) -> Respo
         )
         .await;
     }
-    match crate::http::api::privacy::erase_lead(state, id).await {
+    let audit =
+        crate::audit::Entry::by(&user.staff, crate::audit::action::ERASE, None, user.client);
+    match crate::http::api::privacy::erase_lead(state, id, audit).await {
         Ok(Some(erased)) => super::render(StatusCode::OK, &ErasedPage::new(user, &erased)),
         Ok(None) => error_page(&ApiError::NotFound),
         Err(e) => error_page(&e),

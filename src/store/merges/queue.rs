@@ -245,9 +245,21 @@ impl Db {
     /// "Not the same person": removes the link between `a` and `b` and
     /// records the pair, so that no webhook, import or replay links it
     /// again. History rows on both; dismissing twice changes nothing.
-    pub async fn dismiss_duplicate(&self, a: i64, b: i64, by: String) -> Result<(), MergeError> {
-        self.write(move |conn| refused(dismiss(conn, a, b, &by)))
-            .await?
+    pub async fn dismiss_duplicate(
+        &self,
+        a: i64,
+        b: i64,
+        by: String,
+        audit: crate::audit::Entry,
+    ) -> Result<(), MergeError> {
+        self.write(move |conn| {
+            let dismissed = dismiss(conn, a, b, &by);
+            if dismissed.is_ok() {
+                crate::audit::record(conn, &audit)?;
+            }
+            refused(dismissed)
+        })
+        .await?
     }
 
     /// What merging `absorbed` into `survivor` keeping `keep` would make:

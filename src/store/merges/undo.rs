@@ -17,7 +17,9 @@ use super::{
     refused, set_values, staff_source, values,
 };
 use crate::args;
+use crate::outbound::EventKind;
 use crate::store::leads;
+use crate::store::outbox::{self, OutboundEvent};
 use crate::store::sql::Sql;
 use crate::store::{Db, DbError};
 
@@ -321,9 +323,19 @@ impl Db {
         absorbed: i64,
         by: String,
         region: phonenumber::country::Id,
+        audit: crate::audit::Entry,
     ) -> Result<Unmerged, MergeError> {
-        self.write(move |conn| refused(unmerge(conn, survivor, absorbed, &by, region)))
-            .await?
+        self.write(move |conn| {
+            let undone = unmerge(conn, survivor, absorbed, &by, region);
+            if undone.is_ok() {
+                crate::audit::record(conn, &audit)?;
+                let event = OutboundEvent::new(EventKind::LeadUnmerged, survivor)
+                    .with("restored", serde_json::json!({ "id": absorbed }));
+                outbox::enqueue(conn, &event)?;
+            }
+            refused(undone)
+        })
+        .await?
     }
 
     /// The leads merged (or folded) into `survivor` that can be unmerged,
