@@ -177,7 +177,7 @@ async fn store_and_apply(
         .db
         .write_repeatable(move |conn| {
             let identifiers = Some(identifiers.clone());
-            apply::apply_identified(conn, &policy, &delivery, &event, identifiers)
+            apply::receive_identified(conn, &policy, &delivery, &event, identifiers)
         })
         .await
 }

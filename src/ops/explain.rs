@@ -74,14 +74,14 @@ pub fn run(config: &Config, body: &[u8], platform: Option<Platform>) -> Result<R
     let outcome = match config.database.store() {
         Store::Sqlite(path) => {
             let conn = snapshot(&path)?;
-            apply::apply(&conn, &policy, &delivery, &event).map_err(|e| e.to_string())?
+            apply::receive(&conn, &policy, &delivery, &event).map_err(|e| e.to_string())?
         }
         Store::Postgres(_) => {
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
             let _entered = runtime.enter();
             let db = Db::connect(&Location::of(&config.database))
                 .map_err(|e| format!("database ({}): {e}", config.database.describe()))?;
-            let outcome = db.rehearse(|conn| apply::apply(conn, &policy, &delivery, &event));
+            let outcome = db.rehearse(|conn| apply::receive(conn, &policy, &delivery, &event));
             db.close();
             outcome.map_err(|e| e.to_string())?
         }

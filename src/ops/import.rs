@@ -176,7 +176,7 @@ fn squash(s: &str) -> String {
 /// Stores and applies one row under `policy`, like a webhook delivery, with
 /// idempotency key `key` ([`Row::key`]); the status then fills a lead still
 /// at `new`.
-pub fn apply_row(
+pub fn import_row(
     conn: &dyn Sql,
     policy: &Policy,
     row: &Row,
@@ -191,7 +191,7 @@ pub fn apply_row(
         body: Bytes::from(body),
         received_at: received_at.to_owned(),
     };
-    let outcome = apply::apply(conn, policy, &delivery, &row.event())?;
+    let outcome = apply::receive(conn, policy, &delivery, &row.event())?;
     fill_status(conn, row, outcome, &policy.new_status, received_at)
 }
 
@@ -216,13 +216,13 @@ fn fill_status(
     Ok(outcome)
 }
 
-/// Applies one parsed row, as [`apply_row`] does, taking the bulk path
+/// Applies one parsed row, as [`import_row`] does, taking the bulk path
 /// ([`bulk::create`]) when no lead owns any of its emails or phones and it
 /// was never imported before.
 ///
 /// `mirror` holds the duplicate-detection indexes (read when stale) and
 /// follows every change made here.
-pub fn apply_parsed(
+pub fn import_parsed(
     conn: &dyn Sql,
     policy: &Policy,
     parsed: &Parsed,
@@ -258,7 +258,7 @@ pub fn apply_parsed(
     if bulk::owned(conn, &person, mirror)? {
         // The general path reads and makes links.
         mirror.flush_links(conn)?;
-        let outcome = apply::apply_stored(
+        let outcome = apply::write_received(
             conn,
             policy,
             &delivery,
@@ -268,7 +268,7 @@ pub fn apply_parsed(
         )?;
         let outcome = fill_status(conn, &parsed.row, outcome, &policy.new_status, received_at)?;
         if let Some(why) = &outcome.explanation {
-            mirror.apply(why.lead, &why.changes);
+            mirror.follow(why.lead, &why.changes);
             if why.folded.is_some() {
                 mirror.invalidate();
             }
@@ -822,7 +822,7 @@ async fn write_bulk(
                     mirror.check(conn)?;
                     for (line, parsed) in &rows[from..] {
                         let outcome =
-                            apply_parsed(conn, &policy, parsed, &received_at, &mut mirror)?;
+                            import_parsed(conn, &policy, parsed, &received_at, &mut mirror)?;
                         applied.push((*line, Ok(outcome)));
                         if started.elapsed() >= limit {
                             break;
@@ -875,7 +875,7 @@ async fn write_batch(
         let mut out = Vec::with_capacity(rows.len());
         for (line, row, key) in rows {
             conn.batch("SAVEPOINT import_row")?;
-            let result = apply_row(conn, &policy, &row, &key, &received_at);
+            let result = import_row(conn, &policy, &row, &key, &received_at);
             let end = if result.is_ok() {
                 "RELEASE import_row"
             } else {

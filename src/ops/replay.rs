@@ -211,7 +211,7 @@ fn replay_one(
         return match serde_json::from_slice::<Row>(&stored.body) {
             Ok(row) => {
                 let key = row.key(policy);
-                import::apply_row(conn, policy, &row, &key, &stored.received_at).map(Ok)
+                import::import_row(conn, policy, &row, &key, &stored.received_at).map(Ok)
             }
             Err(e) => Ok(Err(format!("not an import row: {e}"))),
         };
@@ -260,7 +260,7 @@ fn replay_one(
             )?;
         }
     }
-    apply::apply(conn, policy, &delivery, &event).map(Ok)
+    apply::receive(conn, policy, &delivery, &event).map(Ok)
 }
 
 const WHERE: &str = "(?1 = 0 OR status = 'failed') AND received_at >= ?2";

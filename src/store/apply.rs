@@ -108,18 +108,18 @@ impl Identifiers {
 
 /// Stores `delivery` and applies `event` once. A redelivery changes nothing
 /// and answers with the lead as it is now.
-pub fn apply(
+pub fn receive(
     conn: &dyn Sql,
     policy: &Policy,
     delivery: &NewDelivery,
     event: &Event,
 ) -> Result<Outcome, DbError> {
-    apply_identified(conn, policy, delivery, event, None)
+    receive_identified(conn, policy, delivery, event, None)
 }
 
-/// [`apply`], with the event's identifiers already normalised under
+/// [`receive`], with the event's identifiers already normalised under
 /// `policy` by [`Identifiers::of`] (they are, when `None`).
-pub fn apply_identified(
+pub fn receive_identified(
     conn: &dyn Sql,
     policy: &Policy,
     delivery: &NewDelivery,
@@ -142,12 +142,12 @@ pub fn apply_identified(
             });
         }
     };
-    apply_stored(conn, policy, delivery, delivery_id, event, identifiers)
+    write_received(conn, policy, delivery, delivery_id, event, identifiers)
 }
 
-/// [`apply_identified`] for a delivery [`inbox::insert`] has just stored
+/// [`receive_identified`] for a delivery [`inbox::insert`] has just stored
 /// (new, or failed before) as `delivery_id`, in this transaction.
-pub fn apply_stored(
+pub fn write_received(
     conn: &dyn Sql,
     policy: &Policy,
     delivery: &NewDelivery,
@@ -489,7 +489,7 @@ fn identify(
             leads::Record::Rows
         };
         history =
-            leads::apply_changes(conn, lead, &current, &why.changes, decision, source, record)?;
+            leads::write_changes(conn, lead, &current, &why.changes, decision, source, record)?;
     }
     outcome.merged = !outcome.created && why.changes.iter().any(merge::Change::alters);
     for id in visitor.ids.iter().take(MAX_IDENTIFIERS) {
@@ -646,7 +646,7 @@ mod tests {
         for (n, (name, email)) in namesakes.iter().enumerate() {
             let mut event = accepted(&format!("c{n}"), &format!("c{n}"), name, &[email]);
             event.visitor.as_mut().unwrap().phones.clear();
-            apply(&conn, &policy, &delivery(n), &event).unwrap();
+            receive(&conn, &policy, &delivery(n), &event).unwrap();
         }
         // The stored conversation is the event's chat (the card is built),
         // or another one (the card is read back).
@@ -656,7 +656,7 @@ mod tests {
             let visitor = event.visitor.as_mut().unwrap();
             visitor.emails = vec![format!("x{n}@five.example"), format!("y{n}@six.example")];
             visitor.phones = vec![format!("(408) 498-78{n}"), format!("+44 20 7946 09{n}")];
-            let outcome = apply(&conn, &policy, &delivery(n), &event).unwrap();
+            let outcome = receive(&conn, &policy, &delivery(n), &event).unwrap();
             assert!(outcome.created && outcome.flagged >= 3, "{outcome:?}");
             let card = outcome.card.unwrap();
             assert_eq!(

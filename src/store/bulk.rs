@@ -3,7 +3,7 @@
 //! tag or fold). That case is applied here from values parsed ahead of the
 //! writer, without the general event plumbing, through the same pure core
 //! (`resolve`, `merge::plan`, `Explanation`) and the same storage functions
-//! as [`super::apply::apply`], in the same order: the stored result is the
+//! as [`super::apply::receive`], in the same order: the stored result is the
 //! one the general path gives. Any other row takes the general path.
 //!
 //! The in-memory [`Mirror`] of the duplicate-detection indexes is kept in
@@ -27,7 +27,7 @@ use crate::crm::merge::{self, Change, ContactKind, Incoming, IncomingContact};
 use crate::crm::resolve::{self, Matches, Target};
 
 /// A person as parsed ahead of the writer: identifiers normalised and
-/// deduplicated the way [`super::apply::apply`] does it.
+/// deduplicated the way [`super::apply::receive`] does it.
 #[derive(Debug, Clone, Copy)]
 pub struct Person<'a> {
     /// Name, as given.
@@ -71,7 +71,7 @@ fn owned_in_database(conn: &dyn Sql, person: &Person) -> Result<bool, DbError> {
 
 /// Applies `delivery`, which [`inbox::insert`] has just stored as
 /// `delivery_id`, for a person no lead owns an identifier of ([`owned`] said
-/// no): creates the lead exactly as [`super::apply::apply`] would.
+/// no): creates the lead exactly as [`super::apply::receive`] would.
 pub fn create(
     conn: &dyn Sql,
     policy: &Policy,
@@ -174,7 +174,7 @@ pub fn create(
         changes,
     );
     let decision = leads::Decision::new(&why);
-    let mut created = leads::apply_changes(
+    let mut created = leads::write_changes(
         conn,
         lead,
         &current,
@@ -184,7 +184,7 @@ pub fn create(
         leads::Record::Created(&resolution.rule),
     )?
     .ok_or_else(|| DbError::Internal("a new lead without its created row".into()))?;
-    mirror.apply(lead, &why.changes);
+    mirror.follow(lead, &why.changes);
     leads::set_fields(conn, lead, person.fields, Some(&mut created), &source)?;
     created.write(conn, &source)?;
     inbox::set_lead(conn, delivery_id, Some(lead))?;
@@ -422,10 +422,10 @@ impl Mirror {
         }
     }
 
-    /// Follows what [`leads::apply_changes`] wrote for `lead`. A change it
+    /// Follows what [`leads::write_changes`] wrote for `lead`. A change it
     /// cannot follow exactly (a name whose stored key it does not hold)
     /// invalidates it.
-    pub fn apply(&mut self, lead: i64, changes: &[Change]) {
+    pub fn follow(&mut self, lead: i64, changes: &[Change]) {
         if self.is_stale() {
             return;
         }
@@ -714,7 +714,7 @@ mod tests {
         )
         .unwrap();
         add_contact(&conn, "lead_emails", bob, "p1@ex.com0");
-        mirror.apply(bob, &changes);
+        mirror.follow(bob, &changes);
         assert!(!mirror.is_stale());
         check(&mirror, &conn);
 

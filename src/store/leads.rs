@@ -305,7 +305,7 @@ pub struct Origin<'a> {
     pub source: Option<&'a crate::event::LeadSource>,
 }
 
-/// Creates an empty lead; the caller fills it through [`apply_changes`].
+/// Creates an empty lead; the caller fills it through [`write_changes`].
 /// Its source is written here, once: no later delivery changes it.
 pub fn create(conn: &dyn Sql, at: &str, origin: Origin<'_>) -> Result<i64, DbError> {
     let source = crate::event::LeadSource::json(origin.platform, origin.source);
@@ -681,7 +681,7 @@ fn clip_strings(value: &mut serde_json::Value) {
     }
 }
 
-/// How [`apply_changes`] records its changes in the history.
+/// How [`write_changes`] records its changes in the history.
 #[derive(Debug, Clone, Copy)]
 pub enum Record<'a> {
     /// One history row per change.
@@ -758,7 +758,7 @@ type Pending<'a> = (Cow<'static, str>, Option<String>, Option<&'a str>);
 /// Which contact is primary is followed from `current` rather than read
 /// back for each change; `current` of a new lead is empty, so its changes
 /// only insert.
-pub fn apply_changes(
+pub fn write_changes(
     conn: &dyn Sql,
     lead: i64,
     current: &Current,
@@ -933,7 +933,7 @@ struct PackedEntry<'a> {
     change_text: Option<String>,
 }
 
-/// Read back only to check, in debug builds, the primaries `apply_changes`
+/// Read back only to check, in debug builds, the primaries `write_changes`
 /// follows.
 #[cfg(debug_assertions)]
 fn primary_value(conn: &dyn Sql, kind: ContactKind, lead: i64) -> Result<Option<String>, DbError> {
@@ -1425,7 +1425,7 @@ mod tests {
                 .unwrap();
                 Record::Rows
             };
-            let created = apply_changes(
+            let created = write_changes(
                 &conn,
                 lead,
                 &Current::default(),

@@ -1,5 +1,5 @@
 //! `import`'s bulk path against the row-by-row path: a messy file, applied
-//! by the real command and, row by row through `import::apply_row`, into a
+//! by the real command and, row by row through `import::import_row`, into a
 //! second database holding the same leads, gives the same database and the
 //! same counts; importing it again changes nothing.
 
@@ -174,7 +174,7 @@ fn messy_rows(seed: u64, rows: usize, people: u64) -> String {
 }
 
 /// Applies `csv` to `db` (or the PostgreSQL database at `url`) one row at a
-/// time through `import::apply_row`, each row in its own transaction;
+/// time through `import::import_row`, each row in its own transaction;
 /// returns the summary line's counts.
 fn import_row_by_row(config: &Path, db: &Path, url: Option<&str>, csv: &str) -> String {
     with_store(db, url, |conn| row_by_row(config, conn, csv))
@@ -203,7 +203,7 @@ fn row_by_row(config: &Path, conn: &dyn Sql, csv: &str) -> String {
             continue;
         };
         conn.batch(begin).unwrap();
-        let outcome = import::apply_row(conn, &policy, &row, &key, received_at).unwrap();
+        let outcome = import::import_row(conn, &policy, &row, &key, received_at).unwrap();
         conn.batch("COMMIT").unwrap();
         flagged += outcome.flagged;
         if outcome.created {
