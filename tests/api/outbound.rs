@@ -784,7 +784,7 @@ async fn two_instances_on_one_database_send_each_event_once() {
 }
 
 #[tokio::test]
-async fn staff_merges_unmerges_and_erasures_are_forwarded_and_an_erased_leads_events_are_dropped() {
+async fn staff_merges_unmerges_erasures_and_exports_are_forwarded_and_audited() {
     let receiver = Receiver::start().await;
     let config = endpoint(&receiver.url(), &ALL);
     let app = spawn_app_with(|c| {
@@ -876,6 +876,15 @@ async fn staff_merges_unmerges_and_erasures_are_forwarded_and_an_erased_leads_ev
     assert_eq!(bodies.len(), 1, "{bodies:?}");
     assert!(!bodies[0].contains("maria.g@example.net"), "{bodies:?}");
 
+    let exported = app
+        .client
+        .get(app.url(&format!("/api/leads/{a}/export")))
+        .basic_auth("boss", Some(SALES_PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(exported.status(), 200);
+
     // Each of those staff actions is in the audit log, without an email.
     let audit: Vec<String> = app.store(|db| {
         db.query_all(
@@ -885,7 +894,12 @@ async fn staff_merges_unmerges_and_erasures_are_forwarded_and_an_erased_leads_ev
         )
         .unwrap()
     });
-    for action in ["merge lead", "unmerge lead", "erase leads"] {
+    for action in [
+        "merge lead",
+        "unmerge lead",
+        "erase leads",
+        &format!("export_person leads {a}"),
+    ] {
         assert!(
             audit.iter().any(|e| e.starts_with(action)),
             "{action}: {audit:?}"
