@@ -392,7 +392,7 @@ async fn a_salesperson_sees_the_lead_its_transcript_and_finds_it_by_search() {
     assert_png(&browser.screenshot("search.png").await);
 
     // Signing out ends the session: pages send to the sign-in form again.
-    browser.click("form.account button").await;
+    browser.submit("form.account button").await;
     assert_eq!(browser.eval("return location.pathname;").await, "/login");
     assert_png(&browser.screenshot("login.png").await);
     browser.open(&app.url(path)).await;
