@@ -281,6 +281,64 @@ fn import_export_import_round_trip_changes_nothing() {
     assert_eq!(bob["fields"]["Source"], "web");
 }
 
+#[test]
+fn an_export_longer_than_a_page_lists_every_lead_once_with_its_own_contacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.sqlite3");
+    let url = fresh_store();
+    let url = url.as_deref();
+    let config = write_config(dir.path(), &db, url);
+    // 2,500 people (more than two pages of the export), then 50 rows that
+    // repeat an earlier person's email: merged into that lead, not new.
+    let mut csv = String::from("Name,Email,Phone,Plan\n");
+    for i in 0..2500 {
+        csv.push_str(&format!(
+            "Person {i},person{i}@example.com,+1650253{i:04},plan-{i}\n"
+        ));
+    }
+    for i in (0..2500).step_by(50) {
+        csv.push_str(&format!(
+            "Person {i},person{i}@example.com,+1408498{i:04},\n"
+        ));
+    }
+    let file = dir.path().join("people.csv");
+    std::fs::write(&file, csv).unwrap();
+    let imported = stdout(&cli(&config, &["import", file.to_str().unwrap()]));
+    assert!(imported.contains("2500 created, 50 merged"), "{imported}");
+
+    let jsonl = stdout(&cli(&config, &["export", "--format", "jsonl"]));
+    let leads: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(leads.len(), 2500);
+    let ids: Vec<i64> = leads.iter().map(|l| l["id"].as_i64().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "in id order, once each"
+    );
+    for lead in &leads {
+        let i: usize = lead["name"].as_str().unwrap()["Person ".len()..]
+            .parse()
+            .unwrap();
+        assert_eq!(
+            lead["emails"],
+            serde_json::json!([format!("person{i}@example.com")])
+        );
+        let mut phones = vec![format!("+1650253{i:04}")];
+        if i.is_multiple_of(50) {
+            phones.push(format!("+1408498{i:04}"));
+        }
+        assert_eq!(lead["phones"], serde_json::json!(phones), "{lead}");
+        assert_eq!(
+            lead["fields"],
+            serde_json::json!({ "Plan": format!("plan-{i}") })
+        );
+    }
+    let csv = stdout(&cli(&config, &["export"]));
+    assert_eq!(csv.lines().count(), 2501, "a header and every lead");
+}
+
 #[tokio::test]
 async fn replay_applies_a_delivery_that_failed_before_a_fix() {
     let app = spawn_app().await;
