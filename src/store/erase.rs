@@ -265,7 +265,7 @@ pub fn erase(
     key: &Key,
     at: &str,
     region: country::Id,
-    audit: &crate::audit::Entry,
+    audit: &crate::store::audit::Entry,
 ) -> Result<Erased, NotErased> {
     let person = person(conn, subject)?;
     if person != scanned.person {
@@ -425,7 +425,7 @@ pub fn erase(
         },
         hashes.join(", ")
     );
-    crate::audit::record(conn, &audit.with_target(target))?;
+    crate::store::audit::record(conn, &audit.with_target(target))?;
     Ok(out)
 }
 
@@ -448,7 +448,7 @@ impl Db {
         subject: Subject,
         key: Key,
         region: country::Id,
-        audit: crate::audit::Entry,
+        audit: crate::store::audit::Entry,
     ) -> Result<Option<Erased>, DbError> {
         for _ in 0..ATTEMPTS {
             let scanned = {

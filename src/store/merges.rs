@@ -560,13 +560,13 @@ impl super::Db {
         absorbed: i64,
         keep: Keep,
         by: String,
-        audit: crate::audit::Entry,
+        audit: crate::store::audit::Entry,
     ) -> Result<i64, MergeError> {
         self.write(move |conn| {
             let source = staff_source(&by);
             let merged = merge(conn, survivor, absorbed, &keep, &source);
             if merged.is_ok() {
-                crate::audit::record(conn, &audit)?;
+                crate::store::audit::record(conn, &audit)?;
                 let event = OutboundEvent::new(EventKind::LeadMerged, survivor)
                     .with("absorbed", serde_json::json!({ "id": absorbed }));
                 outbox::enqueue(conn, &event)?;

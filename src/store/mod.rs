@@ -14,6 +14,7 @@
 //! checkpoints run beside the writer (`checkpoint.rs`), not inside commits.
 
 pub mod apply;
+pub mod audit;
 pub mod bulk;
 mod checkpoint;
 mod conversations;

@@ -67,10 +67,10 @@ impl Db {
         &self,
         id_hash: String,
         row: SessionRow,
-        audit: crate::audit::Entry,
+        audit: crate::store::audit::Entry,
     ) -> Result<(), DbError> {
         self.write(move |conn| {
-            crate::audit::record(conn, &audit)?;
+            crate::store::audit::record(conn, &audit)?;
             conn.execute(
                 "INSERT INTO sessions (id_hash, user_name, csrf, created_at, seen_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -170,7 +170,7 @@ impl Db {
         scope: &'static str,
         token_hash: String,
         created_at: String,
-        audit: crate::audit::Entry,
+        audit: crate::store::audit::Entry,
     ) -> Result<bool, DbError> {
         self.write(move |conn| {
             let inserted = conn.execute(
@@ -179,7 +179,7 @@ impl Db {
                 args![name, scope, token_hash, created_at],
             )?;
             if inserted > 0 {
-                crate::audit::record(conn, &audit)?;
+                crate::store::audit::record(conn, &audit)?;
             }
             Ok(inserted > 0)
         })
@@ -218,7 +218,7 @@ impl Db {
         &self,
         name: String,
         noted_since: String,
-        audit: crate::audit::Entry,
+        audit: crate::store::audit::Entry,
     ) -> Result<(), DbError> {
         self.write_repeatable(move |conn| {
             let noted = conn.execute(
@@ -227,7 +227,7 @@ impl Db {
                 args![name, audit.at, noted_since],
             )?;
             if noted > 0 {
-                crate::audit::record(conn, &audit)?;
+                crate::store::audit::record(conn, &audit)?;
             }
             Ok(())
         })

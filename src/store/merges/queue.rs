@@ -250,12 +250,12 @@ impl Db {
         a: i64,
         b: i64,
         by: String,
-        audit: crate::audit::Entry,
+        audit: crate::store::audit::Entry,
     ) -> Result<(), MergeError> {
         self.write(move |conn| {
             let dismissed = dismiss(conn, a, b, &by);
             if dismissed.is_ok() {
-                crate::audit::record(conn, &audit)?;
+                crate::store::audit::record(conn, &audit)?;
             }
             refused(dismissed)
         })

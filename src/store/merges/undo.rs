@@ -323,12 +323,12 @@ impl Db {
         absorbed: i64,
         by: String,
         region: phonenumber::country::Id,
-        audit: crate::audit::Entry,
+        audit: crate::store::audit::Entry,
     ) -> Result<Unmerged, MergeError> {
         self.write(move |conn| {
             let undone = unmerge(conn, survivor, absorbed, &by, region);
             if undone.is_ok() {
-                crate::audit::record(conn, &audit)?;
+                crate::store::audit::record(conn, &audit)?;
                 let event = OutboundEvent::new(EventKind::LeadUnmerged, survivor)
                     .with("restored", serde_json::json!({ "id": absorbed }));
                 outbox::enqueue(conn, &event)?;
