@@ -185,7 +185,7 @@ async fn store_and_apply(
 /// What became of one spooled delivery.
 enum Drained {
     /// Applied (or stored as failed, when its body does not translate).
-    Applied(Option<Outcome>),
+    Applied(Option<Box<Outcome>>),
     /// Its person was erased after it arrived: dropped, not applied.
     Erased,
     /// It could not be checked against erasures (no `[privacy] secret`
@@ -243,7 +243,7 @@ async fn apply_spooled(
                     }
                     let identifiers = Some(identifiers.clone());
                     apply::receive_identified(conn, &policy, &delivery, &event, identifiers)
-                        .map(|outcome| Drained::Applied(Some(outcome)))
+                        .map(|outcome| Drained::Applied(Some(Box::new(outcome))))
                 })
                 .await
         }
