@@ -464,4 +464,36 @@ mod tests {
         assert!(mentions(b"{\"mail\":\"ann@example.COM\"", &plain));
         assert!(!mentions(b"{\"mail\":\"bob@example.com\"", &plain));
     }
+
+    #[test]
+    fn the_tombstones_of_one_delivery_are_read_with_the_same_refusals() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE tombstones (hash TEXT PRIMARY KEY, kind TEXT, erased_at TEXT, key_id TEXT)",
+        )
+        .unwrap();
+        let key = Key(b"k".to_vec());
+        let ann = Identifier::Email("ann@example.com".into());
+        let bob = Identifier::Email("bob@example.com".into());
+        let at = "2026-12-01T10:00:00.000Z";
+        conn.execute(
+            "INSERT INTO tombstones (hash, kind, erased_at, key_id) VALUES (?1, 'email', ?2, ?3)",
+            rusqlite::params![key.hash(&ann), at, key.id()],
+        )
+        .unwrap();
+        let ids = BTreeSet::from([ann.clone()]);
+        let found = Tombstones::load_for(&conn, Some(&key), &ids).unwrap();
+        assert_eq!(found.len(), 1);
+        assert!(found.erases(&ids, "2026-11-30T09:00:00.000Z"));
+        let others = BTreeSet::from([bob]);
+        assert!(
+            Tombstones::load_for(&conn, Some(&key), &others)
+                .unwrap()
+                .is_empty()
+        );
+        // No key, or another key: refused, not silently missed.
+        assert!(Tombstones::load_for(&conn, None, &ids).is_err());
+        let other = Key(b"other".to_vec());
+        assert!(Tombstones::load_for(&conn, Some(&other), &ids).is_err());
+    }
 }
