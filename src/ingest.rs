@@ -182,14 +182,95 @@ async fn store_and_apply(
         .await
 }
 
+/// What became of one spooled delivery.
+enum Drained {
+    /// Applied (or stored as failed, when its body does not translate).
+    Applied(Option<Box<Outcome>>),
+    /// Its person was erased after it arrived: dropped, not applied.
+    Erased,
+    /// It could not be checked against erasures (no `[privacy] secret`
+    /// while tombstones exist, or one of another key): left in place.
+    Unchecked(String),
+}
+
+/// A spooled delivery checked against erasures in the write transaction
+/// that would apply it: an erasure commits either before it (and its
+/// tombstones are seen here) or after (and finds the applied delivery).
+#[derive(Clone)]
+struct ErasureCheck {
+    key: Option<crate::privacy::Key>,
+    ids: std::collections::BTreeSet<crate::privacy::Identifier>,
+    received_at: String,
+}
+
+impl ErasureCheck {
+    /// `Some` when the delivery must not be applied: erased or unchecked.
+    fn refuses(&self, conn: &dyn crate::store::sql::Sql) -> Option<Drained> {
+        match crate::privacy::Tombstones::load_for(conn, self.key.as_ref(), &self.ids) {
+            Ok(tombstones) if tombstones.erases(&self.ids, &self.received_at) => {
+                Some(Drained::Erased)
+            }
+            Ok(_) => None,
+            Err(reason) => Some(Drained::Unchecked(reason)),
+        }
+    }
+}
+
+/// Applies one spooled delivery, unless its person was erased since it
+/// arrived (see [`ErasureCheck`]).
+async fn apply_spooled(
+    state: &Ingest<'_>,
+    platform: Platform,
+    body: Vec<u8>,
+    received_at: String,
+) -> Result<Drained, DbError> {
+    let policy = Policy::of(state.config);
+    let check = ErasureCheck {
+        key: crate::privacy::Key::of(state.config),
+        ids: crate::privacy::in_delivery(platform.as_str(), &body, policy.merge.default_region),
+        received_at: received_at.clone(),
+    };
+    match platforms::translate(platform, &body) {
+        Ok((event, idem_key)) => {
+            let delivery =
+                NewDelivery::parsed(platform, &event.name, &idem_key, body.into(), received_at);
+            let identifiers = apply::Identifiers::of(&event, &policy);
+            state
+                .db
+                .write_repeatable(move |conn| {
+                    if let Some(refused) = check.refuses(conn) {
+                        return Ok(refused);
+                    }
+                    let identifiers = Some(identifiers.clone());
+                    apply::receive_identified(conn, &policy, &delivery, &event, identifiers)
+                        .map(|outcome| Drained::Applied(Some(Box::new(outcome))))
+                })
+                .await
+        }
+        Err(reason) => {
+            let delivery = NewDelivery::failed(platform, body.into(), received_at);
+            state
+                .db
+                .write(move |conn| {
+                    if let Some(refused) = check.refuses(conn) {
+                        return Ok(refused);
+                    }
+                    apply::record_failed(conn, &delivery, &reason).map(|()| Drained::Applied(None))
+                })
+                .await
+        }
+    }
+}
+
 /// Applies spooled deliveries, oldest first, until the spool is empty or
-/// storage fails again. Returns how many were applied.
+/// storage fails again; those of people erased since they arrived are
+/// dropped (zeroed and removed) instead. Returns how many were applied.
 pub async fn drain_spool(state: &Ingest<'_>) -> usize {
     let spool = state.spool.clone();
     let Ok(Ok(files)) = tokio::task::spawn_blocking(move || spool.list()).await else {
         return 0;
     };
-    let mut applied = 0;
+    let (mut applied, mut dropped) = (0, 0);
     for path in files {
         let read = {
             let path = path.clone();
@@ -206,38 +287,43 @@ pub async fn drain_spool(state: &Ingest<'_>) -> usize {
             tracing::error!(file = %path.display(), "malformed spool file left in place");
             continue;
         };
-        let result = match platforms::translate(platform, &body) {
-            Ok((event, key)) => store_and_apply(
-                state,
-                platform,
-                &event,
-                &key,
-                body.into(),
-                record.received_at,
-            )
-            .await
-            .map(|outcome| state.metrics.leads(&outcome)),
-            Err(reason) => {
-                let delivery = NewDelivery::failed(platform, body.into(), record.received_at);
-                state
-                    .db
-                    .write(move |conn| apply::record_failed(conn, &delivery, &reason))
-                    .await
-            }
-        };
-        match result {
-            Ok(()) => {
+        match apply_spooled(state, platform, body, record.received_at).await {
+            Ok(Drained::Applied(outcome)) => {
+                if let Some(outcome) = outcome {
+                    state.metrics.leads(&outcome);
+                }
                 if let Err(e) = std::fs::remove_file(&path) {
                     tracing::error!(file = %path.display(), error = %e, "cannot remove applied spool file");
                     break;
                 }
                 applied += 1;
             }
+            Ok(Drained::Erased) => {
+                let (spool, file) = (state.spool.clone(), path.clone());
+                match tokio::task::spawn_blocking(move || spool.wipe(&file)).await {
+                    Ok(Ok(())) => dropped += 1,
+                    failed => {
+                        tracing::error!(file = %path.display(), ?failed, "cannot remove the spooled delivery of an erased person");
+                        break;
+                    }
+                }
+            }
+            Ok(Drained::Unchecked(reason)) => {
+                tracing::error!(file = %path.display(), %reason, "spooled delivery left in place: it cannot be checked against erasures");
+                break;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "spool not drained: storage still failing");
                 break;
             }
         }
+    }
+    if dropped > 0 {
+        // Counted, never described: what they carried is erased.
+        tracing::warn!(
+            dropped,
+            "spooled deliveries dropped, not applied: their person was erased after they arrived"
+        );
     }
     if applied > 0 {
         tracing::info!(applied, "spooled deliveries applied");

@@ -178,6 +178,13 @@ pub fn written_in(body: &[u8], region: country::Id) -> BTreeSet<Identifier> {
     out
 }
 
+/// The identifiers tombstones are matched against in a stored or spooled
+/// delivery: its event's, or, when the body does not translate, the emails
+/// and phone numbers written in it.
+pub fn in_delivery(platform: &str, body: &[u8], region: country::Id) -> BTreeSet<Identifier> {
+    of_delivery(platform, body, region).unwrap_or_else(|| written_in(body, region))
+}
+
 /// Whether an untranslatable body mentions any of `plain` (emails and
 /// phones as written and as normalised), ignoring case: a failed delivery
 /// cannot be read as an event, but must not outlive an erasure either.
@@ -255,16 +262,48 @@ impl Tombstones {
         Ok(out)
     }
 
+    /// The tombstones of `ids` alone (one lookup by hash each), refused
+    /// as [`Tombstones::load`] refuses: what checking one delivery inside a
+    /// write transaction reads, where reading them all would hold the writer.
+    pub fn load_for(
+        conn: &dyn Sql,
+        key: Option<&Key>,
+        ids: &BTreeSet<Identifier>,
+    ) -> Result<Tombstones, String> {
+        let Some(key) = key else {
+            // Without a key nothing can be matched: any tombstone refuses.
+            return Tombstones::load(conn, None);
+        };
+        let mut out = Tombstones {
+            key: Some(key.clone()),
+            erased: HashMap::new(),
+        };
+        // One made with another key would never match: refused, not missed.
+        let mut rows = tombstone_rows(
+            conn,
+            "SELECT hash, erased_at, key_id FROM tombstones WHERE key_id <> ?1 LIMIT 1",
+            crate::args![key.id()],
+        )?;
+        for id in ids {
+            rows.extend(tombstone_rows(
+                conn,
+                "SELECT hash, erased_at, key_id FROM tombstones WHERE hash = ?1",
+                crate::args![key.hash(id)],
+            )?);
+        }
+        out.absorb(rows)?;
+        Ok(out)
+    }
+
     /// Adds the tombstones of another database (`replay --from`).
     pub fn add(&mut self, conn: &dyn Sql) -> Result<(), String> {
-        let rows: Vec<(String, String, String)> =
-            match conn.query_all("SELECT hash, erased_at, key_id FROM tombstones", &[], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            }) {
-                Ok(rows) => rows,
-                Err(e) if missing_table(&e) => return Ok(()),
-                Err(e) => return Err(e.to_string()),
-            };
+        let rows = tombstone_rows(conn, "SELECT hash, erased_at, key_id FROM tombstones", &[])?;
+        self.absorb(rows)
+    }
+
+    /// Adds tombstone rows `(hash, erased_at, key_id)`, refusing them
+    /// without a key or when made with another key.
+    fn absorb(&mut self, rows: Vec<(String, String, String)>) -> Result<(), String> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -336,8 +375,21 @@ impl Tombstones {
         if self.erased.is_empty() {
             return false;
         }
-        let ids = of_delivery(platform, body, region).unwrap_or_else(|| written_in(body, region));
-        self.erases(&ids, received_at)
+        self.erases(&in_delivery(platform, body, region), received_at)
+    }
+}
+
+/// Tombstone rows `(hash, erased_at, key_id)` a query reads; none from a
+/// database older than tombstones.
+fn tombstone_rows(
+    conn: &dyn Sql,
+    sql: &str,
+    args: &[crate::store::sql::Value<'_>],
+) -> Result<Vec<(String, String, String)>, String> {
+    match conn.query_all(sql, args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))) {
+        Ok(rows) => Ok(rows),
+        Err(e) if missing_table(&e) => Ok(Vec::new()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -411,5 +463,37 @@ mod tests {
         let plain = vec!["Ann@Example.com".to_owned(), "+1 408".to_owned()];
         assert!(mentions(b"{\"mail\":\"ann@example.COM\"", &plain));
         assert!(!mentions(b"{\"mail\":\"bob@example.com\"", &plain));
+    }
+
+    #[test]
+    fn the_tombstones_of_one_delivery_are_read_with_the_same_refusals() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE tombstones (hash TEXT PRIMARY KEY, kind TEXT, erased_at TEXT, key_id TEXT)",
+        )
+        .unwrap();
+        let key = Key(b"k".to_vec());
+        let ann = Identifier::Email("ann@example.com".into());
+        let bob = Identifier::Email("bob@example.com".into());
+        let at = "2026-12-01T10:00:00.000Z";
+        conn.execute(
+            "INSERT INTO tombstones (hash, kind, erased_at, key_id) VALUES (?1, 'email', ?2, ?3)",
+            rusqlite::params![key.hash(&ann), at, key.id()],
+        )
+        .unwrap();
+        let ids = BTreeSet::from([ann.clone()]);
+        let found = Tombstones::load_for(&conn, Some(&key), &ids).unwrap();
+        assert_eq!(found.len(), 1);
+        assert!(found.erases(&ids, "2026-11-30T09:00:00.000Z"));
+        let others = BTreeSet::from([bob]);
+        assert!(
+            Tombstones::load_for(&conn, Some(&key), &others)
+                .unwrap()
+                .is_empty()
+        );
+        // No key, or another key: refused, not silently missed.
+        assert!(Tombstones::load_for(&conn, None, &ids).is_err());
+        let other = Key(b"other".to_vec());
+        assert!(Tombstones::load_for(&conn, Some(&other), &ids).is_err());
     }
 }

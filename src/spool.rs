@@ -119,17 +119,20 @@ impl Spool {
             if !erased(&spooled.platform, &body) {
                 continue;
             }
-            let len = fs::metadata(&path)?.len();
-            let mut file = fs::OpenOptions::new().write(true).open(&path)?;
-            file.write_all(&vec![0u8; len as usize])?;
-            file.sync_all()?;
-            fs::remove_file(&path)?;
+            overwrite_and_remove(&path)?;
             removed += 1;
         }
         if removed > 0 {
             File::open(&self.dir)?.sync_all()?;
         }
         Ok(removed)
+    }
+
+    /// Removes one spooled delivery of an erased person the way
+    /// [`Spool::remove_matching`] does: zeroed and synced first.
+    pub fn wipe(&self, path: &Path) -> io::Result<()> {
+        overwrite_and_remove(path)?;
+        File::open(&self.dir)?.sync_all()
     }
 
     /// How many deliveries wait.
@@ -141,6 +144,16 @@ impl Spool {
     pub fn read(path: &Path) -> io::Result<Spooled> {
         serde_json::from_slice(&fs::read(path)?).map_err(io::Error::other)
     }
+}
+
+/// Overwrites `path` with zeros, syncs it, and removes it: a plain unlink
+/// would leave its bytes in the file's blocks.
+fn overwrite_and_remove(path: &Path) -> io::Result<()> {
+    let len = fs::metadata(path)?.len();
+    let mut file = fs::OpenOptions::new().write(true).open(path)?;
+    file.write_all(&vec![0u8; len as usize])?;
+    file.sync_all()?;
+    fs::remove_file(path)
 }
 
 #[cfg(test)]

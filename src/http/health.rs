@@ -8,6 +8,7 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use super::{AppState, with_state};
+use crate::metrics::Scrape;
 
 /// How long a recorded write fault stands before `/healthz` tries an empty
 /// write: with the service marked unhealthy no traffic may come to clear it.
@@ -65,7 +66,7 @@ fn healthz(
 
 /// GET /metrics
 ///
-/// Prometheus text format.
+/// Prometheus text format (version 0.0.4).
 fn metrics(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
@@ -73,41 +74,33 @@ fn metrics(
         .and(warp::get())
         .and(with_state(state))
         .then(|state: Arc<AppState>| async move {
-            let outbound = outbound_series(&state).await;
+            let (outbound, backlog) = outbound_series(&state).await;
             // The SQLite file and its WAL; PostgreSQL's size is the server's to report.
-            let bytes = state.db.sqlite_path().map_or(0, |path| {
+            let database_bytes = state.db.sqlite_path().map_or(0, |path| {
                 let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
                 let mut wal = path.as_os_str().to_owned();
                 wal.push("-wal");
                 size(path) + size(std::path::Path::new(&wal))
             });
-            let mut text = state.metrics.render(bytes);
-            if let Some((busy, open)) = state.db.pool_status() {
-                text.push_str("# HELP crm_db_pool_connections PostgreSQL connections of this instance, by state.\n");
-                text.push_str("# TYPE crm_db_pool_connections gauge\n");
-                text.push_str(&format!("crm_db_pool_connections{{state=\"busy\"}} {busy}\n"));
-                text.push_str(&format!("crm_db_pool_connections{{state=\"open\"}} {open}\n"));
-            }
-            text.push_str("# HELP crm_spool_depth Deliveries acknowledged during a storage fault, not yet applied.\n");
-            text.push_str("# TYPE crm_spool_depth gauge\n");
-            text.push_str(&format!("crm_spool_depth {}\n", state.spool.depth()));
-            text.push_str(&outbound);
-            warp::reply::with_header(
-                text,
-                "content-type",
-                "text/plain; version=0.0.4; charset=utf-8",
-            )
-            .into_response()
+            let text = state.metrics.render(&Scrape {
+                database_bytes,
+                pool: state.db.pool_status(),
+                spool_depth: state.spool.depth(),
+                outbound,
+                backlog,
+            });
+            warp::reply::with_header(text, "content-type", crate::metrics::CONTENT_TYPE)
+                .into_response()
         })
 }
 
-/// The outbound series of `/metrics`: attempts counted by this instance,
-/// and every endpoint's backlog as the store has it (shared by instances).
-/// A store that cannot answer leaves the backlog out, not the page.
-async fn outbound_series(state: &AppState) -> String {
+/// The outbound endpoints configured and every one's backlog as the store
+/// has it (shared by instances). A store that cannot answer leaves the
+/// backlog out, not the page.
+async fn outbound_series(state: &AppState) -> (Vec<String>, Vec<(String, i64, f64)>) {
     let config = state.config();
     if config.outbound.is_empty() {
-        return String::new();
+        return (Vec::new(), Vec::new());
     }
     let configured: Vec<String> = config.outbound.iter().map(|e| e.name.clone()).collect();
     let now = crate::store::outbox::now_ms();
@@ -128,5 +121,5 @@ async fn outbound_series(state: &AppState) -> String {
             Vec::new()
         }
     };
-    state.metrics.render_outbound(&configured, &backlog)
+    (configured, backlog)
 }

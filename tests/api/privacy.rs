@@ -603,6 +603,122 @@ async fn an_erased_person_leaves_no_trace_and_old_data_does_not_bring_them_back(
     );
 }
 
+/// The race of a spooled delivery and an erasure: the drainer read the
+/// file just before the erasure removed the spool's files of the person,
+/// and applies it just after. Played without timing: the file is put into
+/// the spool after the erasure, dated before it, as the drainer would hold
+/// it. It is checked against the tombstones in the transaction that would
+/// apply it, and dropped; one received after the erasure is a new lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spooled_delivery_the_erasure_overtook_is_dropped_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crm.sqlite3");
+    let url = fresh_store();
+    let spool_dir = dir.path().join("spool");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, privacy_config(&db, url.as_deref(), &spool_dir)).unwrap();
+    let server = Server::start(&config);
+    let (status, answer) = server
+        .jivo(&accepted(9601, "961", ERIN_NAME, Some(ERIN_EMAIL), None))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let erin = lead_id(&answer);
+    let deliveries: i64 = query_store(&db, url.as_deref(), "SELECT count(*) FROM deliveries");
+
+    // Her chat ends while storage is down: the delivery the drainer holds.
+    let overtaken_line = "a line the erasure overtook";
+    let overtaken = jivo_chat(9601, "961", ERIN_NAME, Some(ERIN_EMAIL), overtaken_line);
+    let received_before = crm_responder::event::now_rfc3339();
+    let erased = server
+        .client
+        .delete(format!("http://{}/api/leads/{erin}", server.addr))
+        .basic_auth("boss", Some(SALES_PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(erased.status(), 200);
+    let erased: Value = erased.json().await.unwrap();
+    assert_eq!(erased["erased"], json!([erin]), "{erased}");
+    assert_eq!(erased["removed"]["deliveries"], 1, "{erased}");
+    let spool = crm_responder::spool::Spool::open(&spool_dir).unwrap();
+    spool
+        .put(
+            crm_responder::event::Platform::Jivo,
+            &received_before,
+            overtaken.to_string().as_bytes(),
+        )
+        .unwrap();
+    // And one she sends after the erasure, spooled too.
+    let again = accepted(9602, "962", ERIN_NAME, Some(ERIN_EMAIL), None);
+    spool
+        .put(
+            crm_responder::event::Platform::Jivo,
+            &crm_responder::event::now_rfc3339(),
+            again.to_string().as_bytes(),
+        )
+        .unwrap();
+
+    // The drainer empties the spool.
+    let mut waited = 0;
+    while spool.depth() > 0 {
+        assert!(waited < 600, "the spool was not drained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    let log = server.stop();
+
+    // The overtaken delivery was not applied: not stored, no lead from it.
+    let rows = all_rows(&db, url.as_deref());
+    assert!(!rows.contains(overtaken_line), "applied after the erasure");
+    assert_eq!(
+        query_store::<i64>(&db, url.as_deref(), "SELECT count(*) FROM deliveries"),
+        deliveries,
+        "her first delivery erased, the one after the erasure stored"
+    );
+    let owners: Vec<i64> = with_store(&db, url.as_deref(), |c| {
+        c.query_all(
+            "SELECT lead_id FROM lead_emails WHERE value = ?1",
+            crm_responder::args![ERIN_EMAIL],
+            |r| r.get(0),
+        )
+        .unwrap()
+    });
+    assert_eq!(
+        owners.len(),
+        1,
+        "only the lead of her chat after the erasure"
+    );
+    let chats: Vec<String> = with_store(&db, url.as_deref(), |c| {
+        c.query_all(
+            "SELECT chat_id FROM conversations WHERE lead_id = ?1",
+            crm_responder::args![owners[0]],
+            |r| r.get(0),
+        )
+        .unwrap()
+    });
+    // (SQLite may give the new lead the erased one's id again.)
+    assert_eq!(
+        chats,
+        ["9602"],
+        "a new lead, of her chat after the erasure alone"
+    );
+    // The log counts the drop and says nothing of her.
+    let dropped: Vec<Value> = log
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["dropped"].is_number())
+        .collect();
+    assert_eq!(dropped.len(), 1, "{log:#?}");
+    assert_eq!(dropped[0]["dropped"], 1);
+    assert_eq!(
+        found_in(
+            log.join("\n").as_bytes(),
+            &[ERIN_EMAIL.to_owned(), overtaken_line.to_owned()]
+        ),
+        Vec::<String>::new()
+    );
+}
+
 /// A client signed in as `name` (password [`SALES_PASSWORD`]), cookies kept.
 async fn signed_in(app: &TestApp, name: &str) -> reqwest::Client {
     let client = reqwest::Client::builder()
