@@ -8,7 +8,8 @@
 //! of a stored delivery and of a new lead instead of the scenarios: see
 //! floor.rs), `--retention` (webhook latency without and with the retention
 //! job deleting a backlog of `--backlog N` old deliveries, default 300000,
-//! back to back: see retention.rs). `LOAD_WRAP`
+//! back to back: see retention.rs), `--queue` (the review queue's page
+//! times with `--links N,M` possible-duplicate links: see queue.rs). `LOAD_WRAP`
 //! runs the server under another command, e.g. a profiler; `LOAD_BINARY`
 //! serves with another build (a before/after pair on the same data).
 //!
@@ -48,6 +49,7 @@ mod datagen;
 mod floor;
 mod outbound;
 mod pg;
+mod queue;
 mod retention;
 mod scenarios;
 
@@ -173,6 +175,8 @@ fn main() {
     };
     let is_floor = args.iter().any(|a| a == "--floor");
     let is_retention = args.iter().any(|a| a == "--retention");
+    let is_queue = args.iter().any(|a| a == "--queue");
+    let links = numbers("--links", "100000,1000000");
     let backlog: u64 = arg("--backlog")
         .map(|s| s.parse().expect("--backlog takes a number"))
         .unwrap_or(300_000);
@@ -216,6 +220,10 @@ fn main() {
         if !seed.exists() {
             let secs = datagen::generate(&seed, n);
             eprintln!("generated {n} leads in {secs:.1} s -> {}", seed.display());
+        }
+        if is_queue {
+            runtime.block_on(queue::measure(n, &links, &seed, &data_dir));
+            continue;
         }
         if is_retention {
             let name = only.as_deref().unwrap_or("accepted: new visitor");
@@ -263,7 +271,7 @@ fn main() {
         }
     }
     match &postgres {
-        None if is_retention => {}
+        None if is_retention || is_queue => {}
         None => print_table(&rows),
         Some(pg) => {
             print_full_table(&rows);

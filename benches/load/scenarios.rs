@@ -43,6 +43,11 @@ pub const SCENARIOS: &[Scenario] = &[
         request: new_visitor,
     },
     Scenario {
+        name: "accepted: flags a pair",
+        rate: 500.0,
+        request: flags_pair,
+    },
+    Scenario {
         name: "finished: 30 messages",
         rate: 500.0,
         request: finished,
@@ -145,6 +150,23 @@ fn new_visitor(n: u64, k: u64) -> Vec<u8> {
             format!("n{k}"),
             &p.name,
             Some(&p.email),
+            Some(&typed),
+        ),
+    )
+}
+
+/// A visitor giving one lead's email and another's phone: it lands on the
+/// first and the two are flagged, a new possible-duplicate link each time.
+fn flags_pair(n: u64, k: u64) -> Vec<u8> {
+    let (one, other) = (person(existing(n, k)), person(existing(n, k ^ 0xF1A6)));
+    let typed = phone_as_typed(&other.phone, k);
+    post(
+        JIVO,
+        &accepted(
+            50_000_000 + k,
+            format!("p{k}"),
+            &one.name,
+            Some(&one.email),
             Some(&typed),
         ),
     )

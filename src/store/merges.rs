@@ -5,6 +5,7 @@
 //! The review queue, dismissals and the preview are in `queue.rs`.
 
 mod arrivals;
+mod later;
 mod legacy;
 mod queue;
 mod record;
@@ -440,6 +441,9 @@ pub fn absorb(
         "UPDATE leads SET merged_into = ?2, updated_at = ?3, version = version + 1 WHERE id = ?1",
         args![absorbed, survivor, source.at],
     )?;
+    let mut survivor_tags: Vec<String> = their_tags.into_iter().collect();
+    survivor_tags.extend(moved.tags.iter().cloned());
+    survivor_tags.sort();
     let snapshot = Snapshot {
         absorbed: absorbed_values,
         fields,
@@ -447,6 +451,7 @@ pub fn absorb(
         links: absorbed_links,
         survivor_before,
         survivor_after,
+        survivor_tags: Some(survivor_tags),
     };
     let merge_id = conn
         .insert_id(

@@ -46,6 +46,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         11,
         include_str!("../../migrations/postgres/0011_outbound.sql"),
     ),
+    (
+        12,
+        include_str!("../../migrations/postgres/0012_duplicate_queue_index.sql"),
+    ),
 ];
 
 /// How to reach the server.

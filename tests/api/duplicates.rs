@@ -2,7 +2,7 @@
 //! choice) and its preview, dismiss, and unmerge of any merge, staff's or
 //! a delivery's fold; merges racing webhooks.
 
-use crm_responder::config::Secret;
+use crm_responder::config::{DescriptionPolicy, FieldPolicy, Secret};
 use crm_responder::staff::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -407,6 +407,267 @@ async fn what_arrives_for_the_absorbed_visitor_after_a_merge_goes_back_with_it()
         undone["unattributed"],
         json!([{"kind": "conversation", "value": "jivo:21", "delivery_id": undone["unattributed"][0]["delivery_id"]}]),
         "{undone}"
+    );
+}
+
+/// An app whose chats replace a lead's name and description (the default
+/// keeps them), so that a delivery after a merge changes them.
+async fn app_taking_names() -> TestApp {
+    spawn_app_with(|c| {
+        c.merge.name = FieldPolicy::TakeIncoming;
+        c.merge.description = DescriptionPolicy::TakeIncoming;
+    })
+    .await
+}
+
+/// A Jivo chat of visitor `number` with these tags (and description, when
+/// given): the lead it landed on.
+async fn tagged_chat(
+    app: &TestApp,
+    chat: u64,
+    number: &str,
+    name: &str,
+    email: Option<&str>,
+    (tags, description): (&[&str], Option<&str>),
+) -> i64 {
+    let mut body = accepted(chat, number, name, email, None);
+    body["tags"] = tags.iter().map(|t| json!({"title": t})).collect();
+    body["visitor"]["description"] = description.map(Value::from).unwrap_or(Value::Null);
+    let (status, answer) = app.jivo(&body).await;
+    assert_eq!(status, 200, "{answer}");
+    lead_id(&answer)
+}
+
+/// A Rocket.Chat room of a visitor giving `email` and `phone`, with one
+/// custom field: the lead it landed on.
+async fn room_with_field(
+    app: &TestApp,
+    room: &str,
+    email: &str,
+    phone: Option<&str>,
+    (key, value): (&str, &str),
+) -> i64 {
+    let body = json!({
+        "type": "LivechatSession", "_id": room, "customFields": {key: value},
+        "visitor": {"_id": format!("v-{room}"), "token": format!("t-{room}"),
+                    "username": format!("guest-{room}"), "email": email, "phone": phone},
+        "messages": [{"_id": format!("m-{room}"), "username": format!("guest-{room}"),
+                      "msg": "hello again", "ts": "2026-12-01T10:00:00Z"}]
+    });
+    let (status, answer) = app.rocketchat(&body).await;
+    assert_eq!(status, 200, "{answer}");
+    answered_lead(&answer)
+}
+
+/// The JSON of `lead` without its conversations and visitor ids.
+fn without_rows(lead: &Value) -> Value {
+    let mut lead = state(lead);
+    for key in ["conversations", "visitor_ids"] {
+        lead.as_object_mut().unwrap().remove(key);
+    }
+    lead
+}
+
+/// `(kind, value)` of the unattributed values (not rows) of an unmerge.
+fn listed_values(undone: &Value) -> Vec<(String, String)> {
+    let mut listed: Vec<(String, String)> = undone["unattributed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| ["name", "description", "field", "tag"].contains(&u["kind"].as_str().unwrap()))
+        .map(|u| {
+            assert!(u["delivery_id"].as_i64().is_some(), "{u}");
+            (
+                u["kind"].as_str().unwrap().to_owned(),
+                u["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    listed.sort();
+    listed
+}
+
+#[tokio::test]
+async fn a_name_tag_and_custom_field_brought_for_the_absorbed_visitor_after_a_merge_go_back_with_it()
+ {
+    let app = app_taking_names().await;
+    let a = chat(
+        &app,
+        1,
+        "visitor-1",
+        "Pat Main",
+        Some("pat.main@example.com"),
+        None,
+    )
+    .await;
+    let b = chat(
+        &app,
+        2,
+        "visitor-2",
+        "Pat Other",
+        Some("pat.other@example.com"),
+        None,
+    )
+    .await;
+    let (a0, b0) = (app.lead(a).await, app.lead(b).await);
+    merge(&app, a, b, json!({})).await;
+    // B's visitor chats again in its own chat: found on A, it renames the
+    // lead, describes it and tags it; a Rocket.Chat room through B's email
+    // sets a custom field.
+    let renamed = tagged_chat(
+        &app,
+        2,
+        "visitor-2",
+        "Patricia Other",
+        None,
+        (&["returning"], Some("moved to Lyon")),
+    )
+    .await;
+    assert_eq!(renamed, a);
+    assert_eq!(
+        room_with_field(
+            &app,
+            "room-b",
+            "pat.other@example.com",
+            None,
+            ("plan", "pro")
+        )
+        .await,
+        a
+    );
+    let merged = app.lead(a).await;
+    assert_eq!(merged["name"], "Patricia Other");
+    assert_eq!(merged["description"], "moved to Lyon");
+    assert_eq!(merged["custom_fields"]["plan"], "pro");
+    assert!(
+        merged["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("returning"))
+    );
+
+    let undone = unmerge(&app, a, b).await;
+    assert_eq!(undone["unattributed"], json!([]), "{undone}");
+    // The survivor is exactly as before the merge: its name, description,
+    // fields and tags reverted.
+    let after_a = app.lead(a).await;
+    assert_eq!(state(&after_a), state(&a0));
+    // The restored lead is as it was, with what its deliveries brought.
+    let after_b = app.lead(b).await;
+    let mut expected = without_rows(&b0);
+    expected["name"] = json!("Patricia Other");
+    expected["description"] = json!("moved to Lyon");
+    expected["custom_fields"] = json!({"plan": "pro"});
+    let mut tags: Vec<Value> = b0["tags"].as_array().unwrap().clone();
+    tags.push(json!("returning"));
+    tags.sort_by_key(|t| t.as_str().unwrap().to_owned());
+    expected["tags"] = json!(tags);
+    assert_eq!(without_rows(&after_b), expected);
+    assert_eq!(state(&undone["restored"]), state(&after_b));
+    let chats: Vec<&str> = after_b["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["chat_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        chats.contains(&"2") && chats.contains(&"room-b"),
+        "{after_b}"
+    );
+    // Both histories say what went back.
+    for what in ["name", "description", "field plan", "tag returning"] {
+        assert!(history_has(&after_a, "unmerged", what), "{what} on {a}");
+        assert!(history_has(&after_b, "unmerged", what), "{what} on {b}");
+    }
+}
+
+#[tokio::test]
+async fn values_brought_through_both_leads_stay_listed_and_the_survivors_own_stay_unlisted() {
+    let app = app_taking_names().await;
+    let a = chat(
+        &app,
+        1,
+        "visitor-1",
+        "Sam Main",
+        Some("sam.main@example.com"),
+        None,
+    )
+    .await;
+    let b = chat(
+        &app,
+        2,
+        "visitor-2",
+        "Sam Other",
+        Some("sam.other@example.com"),
+        Some("+1 408 498 7702"),
+    )
+    .await;
+    let b0 = app.lead(b).await;
+    merge(&app, a, b, json!({})).await;
+    // Through both: B's visitor giving A's email; a room giving A's email
+    // and B's phone.
+    let both = (&["both-tag"][..], Some("told both"));
+    assert_eq!(
+        tagged_chat(
+            &app,
+            30,
+            "visitor-2",
+            "Sam Both",
+            Some("sam.main@example.com"),
+            both
+        )
+        .await,
+        a
+    );
+    assert_eq!(
+        room_with_field(
+            &app,
+            "room-both",
+            "sam.main@example.com",
+            Some("+1 408 498 7702"),
+            ("tier", "gold")
+        )
+        .await,
+        a
+    );
+    // Through A's own only: its visitor, its email.
+    assert_eq!(
+        tagged_chat(&app, 1, "visitor-1", "", None, (&["own-tag"], None)).await,
+        a
+    );
+    assert_eq!(
+        room_with_field(
+            &app,
+            "room-own",
+            "sam.main@example.com",
+            None,
+            ("region", "west")
+        )
+        .await,
+        a
+    );
+    let before = app.lead(a).await;
+
+    let undone = unmerge(&app, a, b).await;
+    assert_eq!(
+        listed_values(&undone),
+        [
+            ("description".to_owned(), "told both".to_owned()),
+            ("field".to_owned(), "tier=gold".to_owned()),
+            ("name".to_owned(), "Sam Both".to_owned()),
+            ("tag".to_owned(), "both-tag".to_owned()),
+        ],
+        "{undone}"
+    );
+    // The restored lead gets none of it; the survivor keeps it all.
+    assert_eq!(state(&app.lead(b).await), state(&b0));
+    let after_a = app.lead(a).await;
+    for key in ["name", "description", "custom_fields", "tags"] {
+        assert_eq!(after_a[key], before[key], "{key}");
+    }
+    assert_eq!(
+        after_a["custom_fields"],
+        json!({"region": "west", "tier": "gold"})
     );
 }
 

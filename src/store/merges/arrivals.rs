@@ -17,12 +17,16 @@ use crate::store::DbError;
 use crate::store::sql::Sql;
 
 /// Something that arrived on the survivor after the merge through a
-/// delivery that names both leads: it stays with the survivor.
+/// delivery that names both leads (or, for a value, that cannot be read
+/// again or names neither): it stays with the survivor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Unattributed {
-    /// `email`, `phone`, `visitor`, `conversation` or `note`.
+    /// `email`, `phone`, `visitor`, `conversation`, `note`, or a value a
+    /// delivery changed: `name`, `description`, `field`, `tag`.
     pub kind: &'static str,
-    /// The value, visitor id or chat (`platform:id`), or note (`platform:kind:id`).
+    /// The value, visitor id or chat (`platform:id`), note
+    /// (`platform:kind:id`), the name or description brought, a custom
+    /// field as `key=value`, or the tag.
     pub value: String,
     /// The delivery that brought it.
     pub delivery_id: i64,
@@ -35,6 +39,39 @@ pub(super) struct Named {
     pub(super) keys: Vec<(&'static str, String)>,
     /// `platform:kind:id` of the note it carried.
     pub(super) note: Option<String>,
+    /// The tags it carried.
+    pub(super) tags: Vec<String>,
+}
+
+/// How a delivery after the merge reached the survivor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Via {
+    /// Through the absorbed lead's identifiers only.
+    Theirs,
+    /// Through identifiers of both leads.
+    Both,
+    /// Through the survivor's own only.
+    Ours,
+    /// Through none of either's (a lead id the platform echoed, …).
+    Neither,
+}
+
+/// A delivery after the merge, read again.
+pub(super) struct Reread {
+    /// How it reached the survivor.
+    pub(super) via: Via,
+    /// The tags it carried.
+    pub(super) tags: Vec<String>,
+}
+
+/// What [`attribute`] sorted.
+pub(super) struct Sorted {
+    /// Rows that go back to the restored lead.
+    pub(super) back: Vec<Row>,
+    /// Rows that stay, listed.
+    pub(super) unattributed: Vec<Unattributed>,
+    /// Each delivery after the merge that could be read again, by id.
+    pub(super) deliveries: BTreeMap<i64, Reread>,
 }
 
 /// Reads a stored delivery again; `None` when it does not translate (an
@@ -77,7 +114,15 @@ fn named_event(platform: &str, event: &Event, region: phonenumber::country::Id) 
         .note
         .as_ref()
         .map(|n| format!("{platform}:{}:{}", n.kind, n.ext_id));
-    Named { keys, note }
+    // As `leads::add_tags` stores them.
+    let tags = event
+        .tags
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Named { keys, note, tags }
 }
 
 /// A row on the survivor: its table's key and how it is shown.
@@ -190,23 +235,29 @@ pub(super) fn keys_before(
 }
 
 /// Sorts what arrived on the survivor after the merge: the rows to move
-/// to the restored lead, and those that stay, unattributed. `theirs` are
-/// the restored lead's keys (its rows already moved back), `ours` the
-/// survivor's.
+/// to the restored lead, and those that stay, unattributed; and how each
+/// delivery since came, for the values it changed (`later.rs`). `theirs`
+/// are the restored lead's keys (its rows already moved back), `ours` the
+/// survivor's. The deliveries are read only when a row or, with
+/// `values_changed`, a value waits to be sorted.
 pub(super) fn attribute(
     conn: &dyn Sql,
     survivor: i64,
     rec: &Record,
     theirs: &mut HashSet<(&'static str, String)>,
+    values_changed: bool,
     region: phonenumber::country::Id,
-) -> Result<(Vec<Row>, Vec<Unattributed>), DbError> {
+) -> Result<Sorted, DbError> {
     let mut pending = arrivals(conn, survivor, rec)?;
-    if pending.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+    let mut sorted = Sorted {
+        back: Vec::new(),
+        unattributed: Vec::new(),
+        deliveries: BTreeMap::new(),
+    };
+    if pending.is_empty() && !values_changed {
+        return Ok(sorted);
     }
     let mut ours = keys_before(conn, survivor, rec)?;
-    let mut back = Vec::new();
-    let mut unattributed = Vec::new();
     let deliveries: Vec<(i64, String, Vec<u8>)> = conn.query_all(
         "SELECT id, platform, body FROM deliveries
          WHERE id > ?1 AND lead_id = ?2 AND status = 'applied' ORDER BY id",
@@ -219,6 +270,12 @@ pub(super) fn attribute(
         };
         let via_theirs = named.keys.iter().any(|k| theirs.contains(k));
         let via_ours = named.keys.iter().any(|k| ours.contains(k));
+        let via = match (via_theirs, via_ours) {
+            (true, false) => Via::Theirs,
+            (true, true) => Via::Both,
+            (false, true) => Via::Ours,
+            (false, false) => Via::Neither,
+        };
         let brought: Vec<(&'static str, String)> = named
             .keys
             .iter()
@@ -226,16 +283,23 @@ pub(super) fn attribute(
             .chain(named.note.map(|n| ("note", n)))
             .filter(|k| pending.contains_key(k))
             .collect();
+        sorted.deliveries.insert(
+            delivery_id,
+            Reread {
+                via,
+                tags: named.tags,
+            },
+        );
         for key in brought {
             let Some(row) = pending.remove(&key) else {
                 continue;
             };
-            match (via_theirs, via_ours) {
-                (true, false) => {
+            match via {
+                Via::Theirs => {
                     theirs.insert(key);
-                    back.push(row);
+                    sorted.back.push(row);
                 }
-                (true, true) => unattributed.push(Unattributed {
+                Via::Both => sorted.unattributed.push(Unattributed {
                     kind: match key.0 {
                         "chat" => "conversation",
                         other => other,
@@ -243,13 +307,13 @@ pub(super) fn attribute(
                     value: key.1,
                     delivery_id,
                 }),
-                _ => {
+                Via::Ours | Via::Neither => {
                     ours.insert(key);
                 }
             }
         }
     }
-    Ok((back, unattributed))
+    Ok(sorted)
 }
 
 /// Moves `row` from `from` to `to` (only if `from` holds it).

@@ -41,9 +41,24 @@ fn pairs(conn: &dyn Sql, after: Option<Cursor>, limit: usize) -> Result<Vec<Pair
             args![limit as i64],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?,
+        // After the cursor: the rest of its lead's pairs at its score, the
+        // next leads at that score, then weaker pairs. Each part is a seek
+        // on `duplicate_links_queue` (an OR of them reads every link before
+        // the cursor).
         Some((score, a, b)) => conn.query_all(
-            "SELECT lead_a, lead_b, score, reason FROM duplicate_links
-             WHERE score < ?1 OR (score = ?1 AND (lead_a > ?2 OR (lead_a = ?2 AND lead_b > ?3)))
+            "SELECT lead_a, lead_b, score, reason FROM (
+                 SELECT * FROM (SELECT lead_a, lead_b, score, reason FROM duplicate_links
+                                WHERE score = ?1 AND lead_a = ?2 AND lead_b > ?3
+                                ORDER BY lead_b LIMIT ?4) AS same_lead
+                 UNION ALL
+                 SELECT * FROM (SELECT lead_a, lead_b, score, reason FROM duplicate_links
+                                WHERE score = ?1 AND lead_a > ?2
+                                ORDER BY lead_a, lead_b LIMIT ?4) AS same_score
+                 UNION ALL
+                 SELECT * FROM (SELECT lead_a, lead_b, score, reason FROM duplicate_links
+                                WHERE score < ?1
+                                ORDER BY score DESC, lead_a, lead_b LIMIT ?4) AS weaker
+             ) AS page
              ORDER BY score DESC, lead_a, lead_b LIMIT ?4",
             args![score, a, b, limit as i64],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),

@@ -100,6 +100,11 @@ pub struct Snapshot {
     pub survivor_before: Values,
     /// The survivor's values as the merge left them.
     pub survivor_after: Values,
+    /// The survivor's tags as the merge left them, so that an unmerge can
+    /// tell which tags later deliveries added (none in records made before
+    /// it was kept: such tags are then listed, not moved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survivor_tags: Option<Vec<String>>,
 }
 
 /// Exactly what moved to the survivor (`moved` of a `merges` row).

@@ -3,7 +3,9 @@
 //! arrived on the survivor after the merge goes back with it when the
 //! delivery that brought it came only through the absorbed lead's
 //! identifiers (read from the stored raw deliveries), and stays with the
-//! survivor, listed as unattributed, when it came through both.
+//! survivor, listed as unattributed, when it came through both. Values
+//! (name, description, custom fields, tags) later deliveries changed are
+//! sorted the same way (`later.rs`).
 //!
 //! Folds made before merges were recorded (schema version 8) have no row:
 //! what moved is rebuilt from the raw deliveries applied to the absorbed
@@ -11,6 +13,7 @@
 //! tags); what arrived after such a fold stays with the survivor.
 
 use super::arrivals::{Row, Unattributed, attribute, keys_before, move_row};
+use super::later;
 use super::legacy::rebuilt;
 use super::{
     Link, Marks, MergeError, Moved, Snapshot, Values, ensure_primary, json, live, make_primary,
@@ -129,19 +132,32 @@ fn unmerge(
         move_row(conn, row, survivor, absorbed)?;
     }
     let mut theirs = keys_before(conn, absorbed, &rec)?;
-    let (late, unattributed) = attribute(conn, survivor, &rec, &mut theirs, region)?;
-    for row in &late {
+    let changed = later::changes(conn, survivor, &rec)?;
+    let sorted = attribute(
+        conn,
+        survivor,
+        &rec,
+        &mut theirs,
+        !changed.is_empty(),
+        region,
+    )?;
+    for row in &sorted.back {
         move_row(conn, row, survivor, absorbed)?;
     }
+    // Values changed since: before the merge's own are undone below, so
+    // that the survivor's reverted values meet what the merge left.
+    let (late, listed) = later::sort(conn, survivor, &rec, &changed, &sorted.deliveries, &source)?;
+    let mut unattributed = sorted.unattributed;
+    unattributed.extend(listed);
 
-    // The restored lead's own values, custom fields, tags and links.
-    let Values {
-        name,
-        description,
-        status,
-        owner,
-        ..
-    } = &snapshot.absorbed;
+    // The restored lead's own values, custom fields, tags and links, with
+    // what its own deliveries changed since on top.
+    let Values { status, owner, .. } = &snapshot.absorbed;
+    let name = late.name.clone().or_else(|| snapshot.absorbed.name.clone());
+    let description = late
+        .description
+        .clone()
+        .or_else(|| snapshot.absorbed.description.clone());
     let key = name
         .as_deref()
         .map(crate::crm::identity::name_key)
@@ -159,7 +175,7 @@ fn unmerge(
             args![survivor, key, value],
         )?;
     }
-    for (key, value) in &snapshot.fields {
+    for (key, value) in snapshot.fields.iter().chain(&late.fields) {
         conn.execute(
             "INSERT INTO lead_fields (lead_id, key, value, updated_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (lead_id, key) DO UPDATE SET value = excluded.value",
@@ -172,7 +188,7 @@ fn unmerge(
             args![survivor, tag],
         )?;
     }
-    for tag in &snapshot.tags {
+    for tag in snapshot.tags.iter().chain(&late.tags) {
         conn.execute(
             "INSERT INTO lead_tags (lead_id, tag) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
             args![absorbed, tag],
@@ -262,13 +278,22 @@ fn unmerge(
     } else {
         format!("; {} item(s) kept here, unattributed", unattributed.len())
     };
+    let (went, brought) = if late.said.is_empty() {
+        (String::new(), String::new())
+    } else {
+        let said = late.said.join(", ");
+        (
+            format!("; {said} (changed since by its deliveries) went back with it"),
+            format!("; with {said} its deliveries changed since the merge"),
+        )
+    };
     let (a, s) = (absorbed.to_string(), survivor.to_string());
     leads::history(
         conn,
         survivor,
         "unmerged",
         Some(&a),
-        Some(&format!("lead {absorbed} restored{listed}")),
+        Some(&format!("lead {absorbed} restored{went}{listed}")),
         &source,
         None,
     )?;
@@ -277,7 +302,7 @@ fn unmerge(
         absorbed,
         "unmerged",
         Some(&s),
-        Some(&format!("restored from lead {survivor}")),
+        Some(&format!("restored from lead {survivor}{brought}")),
         &source,
         None,
     )?;
