@@ -46,6 +46,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
         11,
         include_str!("../../migrations/postgres/0011_outbound.sql"),
     ),
+    // Version 12 until 0012 lands before it (SQLite's versions are its
+    // list's positions, and this list's last must match).
+    (
+        12,
+        include_str!("../../migrations/postgres/0013_deliveries_by_lead.sql"),
+    ),
 ];
 
 /// How to reach the server.
