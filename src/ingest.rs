@@ -74,7 +74,7 @@ pub async fn deliver(
             return Err(Refused::BadBody(reason));
         }
     };
-    let write = store_and_apply(
+    let write = receive_on_writer(
         state,
         platform,
         &event,
@@ -158,8 +158,9 @@ pub async fn deliver(
     Ok((event, outcome))
 }
 
-/// Stores and applies an already translated delivery in one transaction.
-async fn store_and_apply(
+/// Stores an already translated delivery and applies its event, in one
+/// transaction on the writer.
+async fn receive_on_writer(
     state: &Ingest<'_>,
     platform: Platform,
     event: &Event,

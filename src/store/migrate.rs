@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0010_audit_retention.sql"),
     include_str!("../../migrations/0011_outbound.sql"),
     include_str!("../../migrations/0012_duplicate_queue_index.sql"),
+    include_str!("../../migrations/0013_deliveries_by_lead.sql"),
 ];
 
 /// Applies every migration the database has not seen, each in its own

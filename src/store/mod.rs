@@ -12,6 +12,8 @@
 //! connections through `spawn_blocking`. Both keep the caller's tracing span
 //! and turn a panic into an error instead of taking the thread down. WAL
 //! checkpoints run beside the writer (`checkpoint.rs`), not inside commits.
+//! Both stores' errors are sorted into one [`DbError`] (`error.rs`): what a
+//! sender should retry, and what is a bug.
 
 pub mod apply;
 pub mod audit;
@@ -21,6 +23,7 @@ mod conversations;
 mod duplicates;
 pub mod edits;
 pub mod erase;
+mod error;
 pub mod inbox;
 pub mod leads;
 pub mod locks;
@@ -36,6 +39,7 @@ pub mod staff_store;
 pub mod view;
 mod writer;
 
+pub use error::DbError;
 pub use migrate::latest_version;
 pub use postgres::Settings as PostgresSettings;
 
@@ -44,7 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use postgres::Postgres;
@@ -56,68 +60,6 @@ use writer::{Job, JobEnd, WriteJob, Writer, open_writer, writer_loop};
 const MAX_BATCH: usize = 256;
 /// Read connections kept open for reuse.
 const MAX_IDLE_READERS: usize = 8;
-
-/// A storage failure, classified for the HTTP layer.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum DbError {
-    /// The database cannot be used right now (locked, disk full, read-only,
-    /// I/O error): the sender should retry.
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
-    /// A bug: bad SQL, a violated invariant, a panic.
-    #[error("storage error: {0}")]
-    Internal(String),
-}
-
-impl From<rusqlite::Error> for DbError {
-    fn from(e: rusqlite::Error) -> Self {
-        match e.sqlite_error_code() {
-            Some(
-                ErrorCode::DatabaseBusy
-                | ErrorCode::DatabaseLocked
-                | ErrorCode::DiskFull
-                | ErrorCode::ReadOnly
-                | ErrorCode::SystemIoFailure
-                | ErrorCode::CannotOpen
-                | ErrorCode::OutOfMemory
-                | ErrorCode::FileLockingProtocolFailed
-                | ErrorCode::PermissionDenied,
-            ) => DbError::Unavailable(e.to_string()),
-            _ => DbError::Internal(e.to_string()),
-        }
-    }
-}
-
-impl From<tokio_postgres::Error> for DbError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        use tokio_postgres::error::SqlState;
-        let transient = match e.code() {
-            // Connection trouble, too many clients, shutdown, a cancelled
-            // (timed-out) statement, lock timeouts, serialization conflicts
-            // and a standby after failover all pass: the sender should retry.
-            Some(code) => {
-                matches!(&code.code()[..2], "08" | "53" | "57" | "58" | "40")
-                    || *code == SqlState::LOCK_NOT_AVAILABLE
-                    || *code == SqlState::READ_ONLY_SQL_TRANSACTION
-            }
-            // No server error: the connection failed, closed or timed out,
-            // unless a value could not be converted (a bug).
-            None => {
-                let text = e.to_string();
-                e.is_closed() || !(text.contains("serializ") || text.contains("deserializ"))
-            }
-        };
-        let text = match e.as_db_error() {
-            Some(db) => format!("{}: {}", db.code().code(), db.message()),
-            None => e.to_string(),
-        };
-        if transient {
-            DbError::Unavailable(text)
-        } else {
-            DbError::Internal(text)
-        }
-    }
-}
 
 /// The storage gateway. Cheap to clone.
 #[derive(Clone)]
@@ -589,55 +531,6 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rusqlite::ffi;
-
-    fn classify(code: std::ffi::c_int) -> DbError {
-        DbError::from(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None))
-    }
-
-    #[test]
-    fn transient_storage_failures_are_unavailable_down_to_extended_codes() {
-        for code in [
-            ffi::SQLITE_BUSY,
-            ffi::SQLITE_BUSY_SNAPSHOT,
-            ffi::SQLITE_LOCKED,
-            ffi::SQLITE_FULL,
-            ffi::SQLITE_READONLY,
-            ffi::SQLITE_READONLY_RECOVERY,
-            ffi::SQLITE_READONLY_CANTLOCK,
-            ffi::SQLITE_READONLY_DBMOVED,
-            ffi::SQLITE_READONLY_DIRECTORY,
-            ffi::SQLITE_IOERR,
-            ffi::SQLITE_IOERR_WRITE,
-            ffi::SQLITE_IOERR_FSYNC,
-            ffi::SQLITE_IOERR_SHMOPEN,
-            ffi::SQLITE_IOERR_NOMEM,
-            ffi::SQLITE_CANTOPEN,
-            ffi::SQLITE_NOMEM,
-            ffi::SQLITE_PROTOCOL,
-            ffi::SQLITE_PERM,
-        ] {
-            assert!(
-                matches!(classify(code), DbError::Unavailable(_)),
-                "code {code}"
-            );
-        }
-    }
-
-    #[test]
-    fn bugs_and_damage_are_internal() {
-        for code in [
-            ffi::SQLITE_CONSTRAINT_UNIQUE,
-            ffi::SQLITE_ERROR,
-            ffi::SQLITE_MISUSE,
-            ffi::SQLITE_CORRUPT,
-        ] {
-            assert!(
-                matches!(classify(code), DbError::Internal(_)),
-                "code {code}"
-            );
-        }
-    }
 
     #[test]
     fn a_database_that_cannot_be_opened_at_start_is_a_fault_not_a_failed_start() {

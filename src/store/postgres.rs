@@ -50,6 +50,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         12,
         include_str!("../../migrations/postgres/0012_duplicate_queue_index.sql"),
     ),
+    (
+        13,
+        include_str!("../../migrations/postgres/0013_deliveries_by_lead.sql"),
+    ),
 ];
 
 /// How to reach the server.
