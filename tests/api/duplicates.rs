@@ -410,6 +410,99 @@ async fn what_arrives_for_the_absorbed_visitor_after_a_merge_goes_back_with_it()
     );
 }
 
+/// A Rocket.Chat room of a new visitor giving `email`, with `crm_data`
+/// echoed back as Rocket.Chat echoes our earlier answer: the lead it landed on.
+async fn echoed_room(app: &TestApp, room: &str, email: &str, crm_data: Value) -> i64 {
+    let body = json!({
+        "type": "LivechatSession", "_id": room, "crmData": crm_data,
+        "visitor": {"_id": format!("v-{room}"), "token": format!("t-{room}"),
+                    "username": format!("guest-{room}"), "email": email},
+        "messages": [{"_id": format!("m-{room}"), "username": format!("guest-{room}"),
+                      "msg": "it's me again", "ts": "2026-12-01T10:00:00Z"}]
+    });
+    let (status, answer) = app.rocketchat(&body).await;
+    assert_eq!(status, 200, "{answer}");
+    answered_lead(&answer)
+}
+
+#[tokio::test]
+async fn the_lead_id_a_platform_echoes_attributes_what_it_brought_and_a_delivery_naming_neither_lead_is_listed()
+ {
+    let app = spawn_app().await;
+    let a = worked_lead(&app, 1, "Pat Main", "new", None).await;
+    let b = worked_lead(&app, 2, "Pat Other", "new", None).await;
+    merge(&app, a, b, json!({})).await;
+    // Found only through the absorbed lead's id the platform echoes: B's.
+    assert_eq!(
+        echoed_room(
+            &app,
+            "echo-b",
+            "pat.echo@example.com",
+            json!({"lead_id": b})
+        )
+        .await,
+        a
+    );
+    // Through the survivor's own echoed id: A's.
+    assert_eq!(
+        echoed_room(
+            &app,
+            "echo-a",
+            "pat.main2@example.com",
+            json!({"lead_id": a})
+        )
+        .await,
+        a
+    );
+    // Through a phone staff gave the survivor after the merge: the delivery
+    // names neither lead's identifiers, so what it names stays, listed.
+    let (status, answer) = post(
+        &app,
+        &format!("/api/leads/{a}/phones"),
+        json!({"value": "+1 650 253 0000"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        chat(&app, 30, "visitor-30", "", None, Some("+16502530000")).await,
+        a
+    );
+
+    let undone = unmerge(&app, a, b).await;
+    let emails = |lead: &Value| -> Vec<String> {
+        lead["emails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["value"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(emails(&undone["restored"]).contains(&"pat.echo@example.com".to_owned()));
+    let survivor = app.lead(a).await;
+    assert!(!emails(&survivor).contains(&"pat.echo@example.com".to_owned()));
+    assert!(emails(&survivor).contains(&"pat.main2@example.com".to_owned()));
+    let listed: Vec<(String, String)> = undone["unattributed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["kind"].as_str().unwrap().to_owned(),
+                u["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("visitor".to_owned(), "jivo:number:visitor-30".to_owned()),
+            ("phone".to_owned(), "+16502530000".to_owned()),
+            ("conversation".to_owned(), "jivo:30".to_owned()),
+        ],
+        "{undone}"
+    );
+}
+
 /// An app whose chats replace a lead's name and description (the default
 /// keeps them), so that a delivery after a merge changes them.
 async fn app_taking_names() -> TestApp {

@@ -1,7 +1,7 @@
 //! What arrived on a survivor after a merge, sorted by the stored raw
 //! delivery that brought it: through the absorbed lead's identifiers only
-//! (it goes back with it), through both (it stays, unattributed), or
-//! through the survivor's own.
+//! (it goes back with it), through both or neither (it stays, listed as
+//! unattributed), or through the survivor's own (it stays).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -17,8 +17,8 @@ use crate::store::DbError;
 use crate::store::sql::Sql;
 
 /// Something that arrived on the survivor after the merge through a
-/// delivery that names both leads (or, for a value, that cannot be read
-/// again or names neither): it stays with the survivor.
+/// delivery that names both leads or neither (or, for a value, that cannot
+/// be read again): it stays with the survivor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Unattributed {
     /// `email`, `phone`, `visitor`, `conversation`, `note`, or a value a
@@ -88,6 +88,11 @@ pub(super) fn named(
 
 fn named_event(platform: &str, event: &Event, region: phonenumber::country::Id) -> Named {
     let mut keys = Vec::new();
+    // The lead id a platform echoes back (Rocket.Chat's `crmData`) names
+    // its lead as an identifier does.
+    if let Some(lead) = event.lead_hint {
+        keys.push(("lead", lead.to_string()));
+    }
     if let Some(visitor) = &event.visitor {
         for id in &visitor.ids {
             keys.push(("visitor", format!("{platform}:{id}")));
@@ -200,7 +205,7 @@ pub(super) fn keys_before(
     lead: i64,
     rec: &Record,
 ) -> Result<HashSet<(&'static str, String)>, DbError> {
-    let mut keys = HashSet::new();
+    let mut keys = HashSet::from([("lead", lead.to_string())]);
     for (kind, sql, mark) in [
         (
             "email",
@@ -299,7 +304,7 @@ pub(super) fn attribute(
                     theirs.insert(key);
                     sorted.back.push(row);
                 }
-                Via::Both => sorted.unattributed.push(Unattributed {
+                Via::Both | Via::Neither => sorted.unattributed.push(Unattributed {
                     kind: match key.0 {
                         "chat" => "conversation",
                         other => other,
@@ -307,7 +312,7 @@ pub(super) fn attribute(
                     value: key.1,
                     delivery_id,
                 }),
-                Via::Ours | Via::Neither => {
+                Via::Ours => {
                     ours.insert(key);
                 }
             }
