@@ -28,26 +28,18 @@ pub async fn measure(n: u64, links: &[u64], seed: &Path, dir: &Path) {
     let bin = std::env::var("LOAD_BINARY")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_crm-responder").to_owned());
     for &count in links {
-        let pid = std::process::id();
-        let work = dir.join(format!("queue-{pid}.sqlite3"));
-        let config = dir.join(format!("queue-{pid}.toml"));
-        let clean = || {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", work.display()));
-            }
-            let _ = std::fs::remove_file(&config);
-            let _ = std::fs::remove_dir_all(dir.join("spool"));
-        };
-        clean();
-        std::fs::copy(seed, &work).expect("copy seed database");
-        let cursors = add_links(&work, n, count);
+        let work = scenarios::WorkCopy::of(seed, dir, "queue");
+        let cursors = add_links(&work.db, n, count);
         let port = free_ports(1)[0];
-        std::fs::write(&config, scenarios::config(port, &scenarios::sqlite(&work)))
-            .expect("write config");
+        std::fs::write(
+            &work.config,
+            scenarios::config(port, &scenarios::sqlite(&work.db)),
+        )
+        .expect("write config");
         let started = Instant::now();
         let out = Command::new(&bin)
             .arg("--config")
-            .arg(&config)
+            .arg(&work.config)
             .args(["token", "create", "queue-bench", "--scope", "read"])
             .env_remove("CRM_DATABASE_URL")
             .output()
@@ -63,7 +55,7 @@ pub async fn measure(n: u64, links: &[u64], seed: &Path, dir: &Path) {
         servers.0.push(
             server_command()
                 .arg("--config")
-                .arg(&config)
+                .arg(&work.config)
                 .arg("serve")
                 .env_remove("CRM_DATABASE_URL")
                 .stdout(Stdio::null())
@@ -106,7 +98,6 @@ pub async fn measure(n: u64, links: &[u64], seed: &Path, dir: &Path) {
             );
         }
         drop(servers);
-        clean();
     }
 }
 

@@ -28,32 +28,22 @@ pub async fn compare(
     phase: Duration,
     backlog: u64,
 ) {
-    let pid = std::process::id();
-    let work = dir.join(format!("retention-{pid}.sqlite3"));
-    let config = dir.join(format!("retention-{pid}.toml"));
-    let clean = || {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", work.display()));
-        }
-        let _ = std::fs::remove_file(&config);
-        let _ = std::fs::remove_dir_all(dir.join("spool"));
-    };
-    clean();
-    std::fs::copy(seed, &work).expect("copy seed database");
+    let copy = scenarios::WorkCopy::of(seed, dir, "retention");
+    let (work, config) = (&copy.db, &copy.config);
     let started = Instant::now();
-    add_backlog(&work, backlog);
+    add_backlog(work, backlog);
     eprintln!(
         "stored a backlog of {backlog} old deliveries in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let port = free_ports(1)[0];
-    let text = scenarios::config(port, &scenarios::sqlite(&work));
-    std::fs::write(&config, &text).expect("write config");
+    let text = scenarios::config(port, &scenarios::sqlite(work));
+    std::fs::write(config, &text).expect("write config");
     let mut servers = Instances(Vec::new());
     servers.0.push(
         server_command()
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .arg("serve")
             .env_remove("CRM_DATABASE_URL")
             .stdout(Stdio::null())
@@ -76,11 +66,11 @@ pub async fn compare(
     .await;
 
     std::fs::write(
-        &config,
+        config,
         format!("{text}\n[retention]\nraw_deliveries_days = 30\n"),
     )
     .expect("write config");
-    let before = left(&work);
+    let before = left(work);
     let status = Command::new("kill")
         .arg("-HUP")
         .arg(servers.0[0].id().to_string())
@@ -89,14 +79,14 @@ pub async fn compare(
     assert!(status.success());
     // The job starts at once; give the reload a moment to be read.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let at_start = left(&work);
+    let at_start = left(work);
     let mut with = client::open_loop(&addrs, scenario.rate, phase, 32, move |k| {
         make(n, 5 << 40 | k)
     })
     .await;
-    let at_end = left(&work);
+    let at_end = left(work);
     drop(servers);
-    clean();
+    drop(copy);
 
     println!();
     println!(

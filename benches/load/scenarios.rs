@@ -303,3 +303,42 @@ statuses = ["new", "contacted", "qualified", "customer", "lost"]
 "#
     )
 }
+
+/// A copy of a seed database and its config file under `dir`, named for
+/// this process; removed with its spool when dropped (also on a panic).
+pub struct WorkCopy {
+    /// The database copy.
+    pub db: std::path::PathBuf,
+    /// Where its config is written.
+    pub config: std::path::PathBuf,
+    spool: std::path::PathBuf,
+}
+
+impl WorkCopy {
+    /// Copies `seed` to `dir`, as `{name}-{pid}.sqlite3` beside `{name}-{pid}.toml`.
+    pub fn of(seed: &std::path::Path, dir: &std::path::Path, name: &str) -> WorkCopy {
+        let pid = std::process::id();
+        let copy = WorkCopy {
+            db: dir.join(format!("{name}-{pid}.sqlite3")),
+            config: dir.join(format!("{name}-{pid}.toml")),
+            spool: dir.join("spool"),
+        };
+        copy.remove();
+        std::fs::copy(seed, &copy.db).expect("copy seed database");
+        copy
+    }
+
+    fn remove(&self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.db.display()));
+        }
+        let _ = std::fs::remove_file(&self.config);
+        let _ = std::fs::remove_dir_all(&self.spool);
+    }
+}
+
+impl Drop for WorkCopy {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
