@@ -587,6 +587,20 @@ fn clock_ticks_per_second() -> f64 {
     unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
 }
 
+/// `serve` with `config` on the store it names (not one the environment
+/// would choose), its output discarded.
+fn serve(config: &std::path::Path) -> Child {
+    server_command()
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .env_remove("CRM_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start server")
+}
+
 /// The server binary (another build when `LOAD_BINARY` names one, to
 /// compare two builds back to back on the same data), run under
 /// `LOAD_WRAP` when set (for instance `LOAD_WRAP="valgrind

@@ -12,10 +12,10 @@
 //! slowest of each.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{Instances, client, free_ports, scenarios, server_command, wait_healthy};
+use crate::{Instances, client, free_ports, scenarios, serve, wait_healthy};
 
 /// Scores links get: the strongest (an email or phone of both) most often.
 const SCORES: [f64; 5] = [1.0, 1.0, 0.97, 0.95, 0.93];
@@ -52,17 +52,7 @@ pub async fn measure(n: u64, links: &[u64], seed: &Path, dir: &Path) {
         let first_run = started.elapsed().as_secs_f64() * 1e3;
         let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         let mut servers = Instances(Vec::new());
-        servers.0.push(
-            server_command()
-                .arg("--config")
-                .arg(&work.config)
-                .arg("serve")
-                .env_remove("CRM_DATABASE_URL")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start server"),
-        );
+        servers.0.push(serve(&work.config));
         let addr = format!("127.0.0.1:{port}");
         wait_healthy(&addr).await;
         eprintln!("{count} links on {n} leads ({bin}; token create, migrating: {first_run:.0} ms)");

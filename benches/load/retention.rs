@@ -10,11 +10,11 @@
 //! and p99.9 of both, and how much of the backlog went during the second.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::scenarios::{self, Scenario};
-use crate::{Instances, client, free_ports, server_command, wait_healthy};
+use crate::{Instances, client, free_ports, serve, wait_healthy};
 
 /// Keys of the backlog's deliveries.
 const PREFIX: &str = "bench-old-";
@@ -40,17 +40,7 @@ pub async fn compare(
     let text = scenarios::config(port, &scenarios::sqlite(work));
     std::fs::write(config, &text).expect("write config");
     let mut servers = Instances(Vec::new());
-    servers.0.push(
-        server_command()
-            .arg("--config")
-            .arg(config)
-            .arg("serve")
-            .env_remove("CRM_DATABASE_URL")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start server"),
-    );
+    servers.0.push(serve(config));
     let addrs = vec![format!("127.0.0.1:{port}")];
     wait_healthy(&addrs[0]).await;
     let make = scenario.request;
